@@ -1,0 +1,154 @@
+--! Previous: -
+--! Hash: sha1:444afb9731881644a3afb750b11774b54857a667
+--! Message: foundation
+
+-- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
+-- migration relies on, the settings table and the audit log.
+-- Runs as the database owner; no superuser and no extension needed.
+
+create schema if not exists steward;
+comment on schema steward is
+  'pg-steward: rate limits, circuit breakers, invalidation queue, dead letters, maintenance registries. Tables are private; clients call the functions granted to steward_client.';
+
+-- The role application roles are granted (`grant steward_client to authenticated`). Roles are
+-- cluster-wide, so another database of the cluster may have created it already.
+do $$
+begin
+  if not exists (select from pg_catalog.pg_roles where rolname = 'steward_client') then
+    create role steward_client nologin;
+    comment on role steward_client is
+      'pg-steward clients: may execute the client functions of schema steward and nothing else.';
+  end if;
+exception when insufficient_privilege then
+  raise exception 'role steward_client does not exist and % may not create roles', current_user
+    using errcode = '42501',
+          hint = 'Ask an administrator to run: create role steward_client nologin; then migrate again.';
+end
+$$;
+
+-- Nothing in schema steward is reachable by PUBLIC. Functions are executable by PUBLIC by
+-- default in PostgreSQL, so the default is turned off for every function this role creates
+-- here, and each migration still revokes explicitly at its end.
+revoke all on schema steward from public;
+grant usage on schema steward to steward_client;
+alter default privileges in schema steward revoke execute on functions from public;
+alter default privileges in schema steward revoke all on tables from public;
+alter default privileges in schema steward revoke all on sequences from public;
+
+-- Settings -------------------------------------------------------------------------------------
+
+create table steward.settings (
+  name        text primary key check (name ~ '^[a-z][a-z0-9_.]*$'),
+  value       text not null,
+  type        text not null check (type in ('integer', 'numeric', 'interval', 'boolean', 'text')),
+  description text not null,
+  updated_at  timestamptz not null default pg_catalog.now()
+);
+comment on table steward.settings is
+  'Tunables of pg-steward (retention periods, thresholds, timeouts), one row each. Change them with steward.set_setting so the change is checked and audited.';
+
+create table steward.audit_log (
+  id     bigint generated always as identity primary key,
+  at     timestamptz not null default pg_catalog.now(),
+  actor  text not null,
+  action text not null,
+  target text,
+  detail jsonb not null default '{}'::jsonb
+);
+create index audit_log_at_idx on steward.audit_log (at);
+comment on table steward.audit_log is
+  'One row per admin action (replay, purge, register, setting change, manual run): who did what to which object.';
+comment on column steward.audit_log.actor is
+  'The steward.actor setting of the session when set (the CLI sets cli:<os user>), else the session user.';
+
+create function steward.audit(action text, target text, detail jsonb default '{}'::jsonb)
+returns void
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  insert into steward.audit_log (actor, action, target, detail)
+  values (
+    coalesce(nullif(pg_catalog.current_setting('steward.actor', true), ''), session_user::text),
+    action, target, coalesce(detail, '{}'::jsonb)
+  );
+$$;
+comment on function steward.audit(text, text, jsonb) is
+  'Records an admin action in steward.audit_log; called by every admin function of pg-steward.';
+
+create function steward.setting(setting_name text)
+returns text
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  result text;
+begin
+  select s.value into result from steward.settings s where s.name = setting_name;
+  if not found then
+    raise exception 'unknown setting "%"', setting_name
+      using errcode = '22023', hint = 'select name, value, description from steward.settings lists them.';
+  end if;
+  return result;
+end
+$$;
+comment on function steward.setting(text) is
+  'The value of a pg-steward setting as text; an unknown name is an error.';
+
+create function steward.setting_interval(setting_name text)
+returns interval
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$ select steward.setting(setting_name)::interval $$;
+comment on function steward.setting_interval(text) is 'The value of an interval setting.';
+
+create function steward.setting_integer(setting_name text)
+returns integer
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$ select steward.setting(setting_name)::integer $$;
+comment on function steward.setting_integer(text) is 'The value of an integer setting.';
+
+create function steward.set_setting(setting_name text, new_value text)
+returns text
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  setting steward.settings;
+begin
+  select * into setting from steward.settings s where s.name = setting_name for update;
+  if not found then
+    raise exception 'unknown setting "%"', setting_name
+      using errcode = '22023', hint = 'select name, value, description from steward.settings lists them.';
+  end if;
+  if new_value is null then
+    raise exception 'setting "%" cannot be null', setting_name using errcode = '22004';
+  end if;
+  begin
+    case setting.type
+      when 'integer' then perform new_value::integer;
+      when 'numeric' then perform new_value::numeric;
+      when 'interval' then perform new_value::interval;
+      when 'boolean' then perform new_value::boolean;
+      else null;
+    end case;
+  exception when others then
+    raise exception 'setting "%" takes a value of type %, got "%"', setting_name, setting.type, new_value
+      using errcode = '22023';
+  end;
+  update steward.settings s set value = new_value, updated_at = pg_catalog.now() where s.name = setting_name;
+  perform steward.audit('set_setting', setting_name,
+    pg_catalog.jsonb_build_object('from', setting.value, 'to', new_value));
+  return setting.value;
+end
+$$;
+comment on function steward.set_setting(text, text) is
+  'Changes a pg-steward setting after checking its type; audited. Returns the previous value.';
+
+revoke all on all functions in schema steward from public;
+revoke all on all tables in schema steward from public;

@@ -1,0 +1,7 @@
+// Every `steward` subcommand, in the order `steward --help` lists them.
+import type { Command } from "./command.ts";
+import { migrateCommand } from "./migrate.ts";
+import { runCommand } from "./run.ts";
+import { startCommand, workerCommand } from "./worker.ts";
+
+export const COMMANDS: Command[] = [startCommand, migrateCommand, workerCommand, runCommand];

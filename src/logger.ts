@@ -1,0 +1,46 @@
+// One pino logger for the process: JSON lines, or pretty lines when stdout is a terminal.
+// graphile-worker and graphile-migrate log through adapters onto the same logger.
+import { Logger as GraphileLogger, type LogFunctionFactory } from "graphile-worker";
+import { pino, type Logger } from "pino";
+import pretty from "pino-pretty";
+
+export type { Logger };
+
+/**
+ * `destination` is a file descriptor: 1 for the long-running commands (journald reads stdout),
+ * 2 for commands whose stdout carries their results.
+ */
+export function createLogger(level: string, options: { pretty?: boolean; destination?: 1 | 2 } = {}): Logger {
+  const destination = options.destination ?? 1;
+  const usePretty = options.pretty ?? Boolean((destination === 1 ? process.stdout : process.stderr).isTTY);
+  if (usePretty) {
+    // A synchronous stream: nothing is lost when the process exits right after logging.
+    return pino({ level }, pretty({ colorize: true, sync: true, destination, ignore: "pid,hostname" }));
+  }
+  return pino({ level }, pino.destination({ dest: destination, sync: true }));
+}
+
+/** graphile-worker's (and graphile-migrate's) Logger interface, writing to pino. */
+export function graphileLogger(logger: Logger): GraphileLogger {
+  const factory: LogFunctionFactory = (scope) => {
+    const child = logger.child({ source: "graphile", ...scope });
+    return (level, message, meta) => {
+      // graphile-worker's "worker_id"/"job" scope keys are useful; meta can carry an Error.
+      const fields = meta ? { ...meta } : {};
+      switch (level) {
+        case "error":
+          child.error(fields, message);
+          break;
+        case "warning":
+          child.warn(fields, message);
+          break;
+        case "info":
+          child.info(fields, message);
+          break;
+        default:
+          child.debug(fields, message);
+      }
+    };
+  };
+  return new GraphileLogger(factory);
+}

@@ -1,0 +1,96 @@
+// `steward migrate`: graphile-worker's schema first (our dead-letter trigger sits on its job
+// table), then graphile-migrate's committed migrations from `migrations/committed/`.
+import fs from "node:fs/promises";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import graphileMigrate from "graphile-migrate";
+// graphile-migrate keeps its pool open for 200 ms after use and exits the process if that pool
+// loses a connection (as when the embedded server stops right after migrating): end it now.
+import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
+import { runMigrations } from "graphile-worker";
+import pg from "pg";
+import { graphileLogger, type Logger } from "./logger.ts";
+
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
+
+/** The graphile-worker schema version (its `migrations` table) the installed package brings. */
+export async function expectedWorkerSchemaVersion(): Promise<number> {
+  const entry = createRequire(import.meta.url).resolve("graphile-worker");
+  const files = await fs.readdir(path.join(path.dirname(entry), "..", "sql"));
+  return Math.max(...files.filter((file) => /^\d{6}\.sql$/.test(file)).map((file) => Number(file.slice(0, 6))));
+}
+
+/** File names (`000001.sql` …) of our committed migrations, in order. */
+export async function committedMigrations(): Promise<string[]> {
+  const files = await fs.readdir(path.join(MIGRATIONS_FOLDER, "committed"));
+  return files
+    .map((file) => /^(\d{6})(-.*)?\.sql$/.exec(file)?.[1])
+    .filter((number): number is string => number !== undefined)
+    .sort()
+    .map((number) => `${number}.sql`);
+}
+
+export interface MigrationStatus {
+  workerSchema: number | null;
+  expectedWorkerSchema: number;
+  lastApplied: string | null;
+  lastCommitted: string | null;
+  current: boolean;
+}
+
+async function scalar<T>(pool: pg.Pool, sql: string): Promise<T | null> {
+  try {
+    const { rows } = await pool.query(sql);
+    return (rows[0]?.value as T | undefined) ?? null;
+  } catch (error) {
+    if ((error as { code?: string }).code === "42P01" || (error as { code?: string }).code === "3F000") return null;
+    throw error;
+  }
+}
+
+/** Whether both schemas are at the versions this code expects. */
+export async function migrationStatus(pool: pg.Pool): Promise<MigrationStatus> {
+  const [workerSchema, lastApplied, committed, expectedWorkerSchema] = await Promise.all([
+    scalar<number>(pool, "select max(id) as value from graphile_worker.migrations"),
+    scalar<string>(pool, "select max(filename) as value from graphile_migrate.migrations"),
+    committedMigrations(),
+    expectedWorkerSchemaVersion(),
+  ]);
+  const lastCommitted = committed.at(-1) ?? null;
+  return {
+    workerSchema,
+    expectedWorkerSchema,
+    lastApplied,
+    lastCommitted,
+    current: workerSchema === expectedWorkerSchema && lastApplied === lastCommitted,
+  };
+}
+
+/** Applies graphile-worker's schema, then our committed migrations. Safe to run again. */
+export async function migrate(url: string, logger: Logger): Promise<MigrationStatus> {
+  const log = logger.child({ component: "migrate" });
+  const began = Date.now();
+  await runMigrations({ connectionString: url, logger: graphileLogger(log) });
+  try {
+    await graphileMigrate.migrate({
+      connectionString: url,
+      migrationsFolder: MIGRATIONS_FOLDER,
+      // `.gmrc` installs graphile-worker's schema in beforeAllMigrations for the DBA loop
+      // (watch, commit, reset); here it has just been done above.
+      beforeAllMigrations: [],
+      logger: graphileLogger(log),
+    });
+  } finally {
+    clearAllPools();
+  }
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  try {
+    const status = await migrationStatus(pool);
+    log.info({ ...status, ms: Date.now() - began }, "migrations applied");
+    return status;
+  } finally {
+    await pool.end();
+  }
+}

@@ -1,0 +1,171 @@
+// The worker process: graphile-worker running our tasks and schedules, plus the health server.
+import { EventEmitter } from "node:events";
+import { run, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from "graphile-worker";
+import type pg from "pg";
+import { TASKS } from "../tasks/index.ts";
+import type { Config } from "./config.ts";
+import { createPool } from "./database.ts";
+import { startHealthServer, type HealthServer } from "./health.ts";
+import { graphileLogger, type Logger } from "./logger.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
+import { cronItems, effectiveSchedules, type Schedule, SCHEDULES } from "./schedules.ts";
+import { buildTaskList, type TaskDefinition } from "./task.ts";
+
+export interface WorkerOptions {
+  url: string;
+  config: Config;
+  logger: Logger;
+  /** Defaults to every task in tasks/. */
+  tasks?: TaskDefinition<unknown>[];
+  /** Defaults to SCHEDULES with environment overrides. */
+  schedules?: Schedule[];
+  /** Start the HTTP server (default true). */
+  health?: boolean;
+}
+
+export interface RunningWorker {
+  runner: Runner;
+  pool: pg.Pool;
+  metrics: Metrics;
+  events: WorkerEvents;
+  /** Port of the health server, if it runs. */
+  healthPort: number | undefined;
+  /** Graceful stop: running jobs finish within the shutdown timeout, else are released. */
+  stop(reason?: string): Promise<void>;
+  /** Resolves when the worker has stopped: with the error that stopped it, if one did. */
+  done: Promise<Error | undefined>;
+}
+
+function attachMetrics(events: WorkerEvents, metrics: Metrics) {
+  const started = new Map<string, number>();
+  events.on("job:start", ({ job }) => started.set(job.id, performance.now()));
+  const finish = (task: string, id: string, outcome: string) => {
+    metrics.jobs.inc({ task, outcome });
+    const began = started.get(id);
+    if (began !== undefined) {
+      metrics.jobDuration.observe({ task }, (performance.now() - began) / 1000);
+      started.delete(id);
+    }
+  };
+  events.on("job:success", ({ job }) => finish(job.task_identifier, job.id, "completed"));
+  events.on("job:error", ({ job }) => {
+    // job:failed follows for the last attempt; count that one there.
+    if (job.attempts < job.max_attempts) finish(job.task_identifier, job.id, "failed");
+  });
+  events.on("job:failed", ({ job }) => finish(job.task_identifier, job.id, "dead"));
+}
+
+export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
+  const { config } = options;
+  const logger = options.logger.child({ component: "worker" });
+  const pool = createPool(options.url, {
+    max: config.concurrency + 4,
+    applicationName: "steward worker",
+    actor: "worker",
+  });
+  const events: WorkerEvents = new EventEmitter() as WorkerEvents;
+  // runner.kill() skips the forceful shutdown once a graceful one has begun, so the pools are
+  // kept here to release their running jobs ourselves when the shutdown timeout passes.
+  const workerPools: WorkerPool[] = [];
+  events.on("pool:create", ({ workerPool }) => workerPools.push(workerPool));
+  const metrics = createMetrics(pool, logger);
+  attachMetrics(events, metrics);
+
+  const schedules = effectiveSchedules(options.schedules ?? SCHEDULES);
+  const taskList: TaskList = buildTaskList(options.tasks ?? TASKS, logger, pool);
+  const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize } : undefined;
+  const runner = await run({
+    pgPool: pool,
+    concurrency: config.concurrency,
+    taskList,
+    parsedCronItems: cronItems(schedules),
+    noHandleSignals: true,
+    events,
+    logger: graphileLogger(logger),
+    gracefulShutdownAbortTimeout: Math.max(0, Math.floor(config.shutdownTimeoutMs / 2)),
+    preset: {
+      worker: {
+        ...(localQueue ? { localQueue } : {}),
+        completeJobBatchDelay: config.completeBatchDelayMs,
+        failJobBatchDelay: config.completeBatchDelayMs,
+      },
+    },
+  });
+  let running = true;
+  logger.info(
+    {
+      concurrency: config.concurrency,
+      localQueue: localQueue?.size ?? 0,
+      completeBatchDelayMs: config.completeBatchDelayMs,
+      tasks: Object.keys(taskList),
+      schedules: schedules.map((s) => `${s.task} ${s.enabled ? s.pattern : "off"}`),
+    },
+    "worker running",
+  );
+
+  let health: HealthServer | undefined;
+  if (options.health !== false) {
+    try {
+      health = await startHealthServer({
+        port: config.healthPort,
+        host: config.healthHost,
+        pool,
+        metrics,
+        logger,
+        isRunning: () => running,
+      });
+    } catch (error) {
+      await runner.stop();
+      await pool.end();
+      throw error;
+    }
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason = "stop requested") => {
+    stopping ??= (async () => {
+      running = false;
+      logger.info({ reason, timeoutMs: config.shutdownTimeoutMs }, "worker stopping");
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), config.shutdownTimeoutMs);
+      });
+      const outcome = await Promise.race([runner.stop().then(() => "stopped" as const), timedOut]).catch(
+        (error: unknown) => {
+          logger.error({ err: error }, "graceful shutdown failed");
+          return "error" as const;
+        },
+      );
+      clearTimeout(timer);
+      if (outcome !== "stopped") {
+        logger.warn("jobs did not finish in time; releasing them for another worker");
+        await Promise.all(
+          workerPools.map((workerPool) =>
+            Promise.resolve(workerPool.forcefulShutdown(`worker shutdown timed out after ${config.shutdownTimeoutMs} ms`)).catch(
+              (error: unknown) => logger.error({ err: error }, "forceful shutdown failed"),
+            ),
+          ),
+        );
+      }
+      await health?.close();
+      await pool.end().catch(() => undefined);
+      logger.info("worker stopped");
+    })();
+    return stopping;
+  };
+
+  // If graphile-worker stops on its own (fatal error), close the rest too.
+  const done = runner.promise.then(
+    async () => {
+      await stop("worker pool exited");
+      return undefined;
+    },
+    async (error: unknown) => {
+      logger.error({ err: error }, "worker pool failed");
+      await stop("worker pool failed");
+      return error instanceof Error ? error : new Error(String(error));
+    },
+  );
+
+  return { runner, pool, metrics, events, healthPort: health?.port, stop, done };
+}

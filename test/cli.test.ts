@@ -1,0 +1,66 @@
+import { describe, expect, it } from "vitest";
+import { runCli, useTestDatabase } from "./helpers.ts";
+
+const context = useTestDatabase();
+
+async function counts() {
+  const { rows } = await context.db.pool.query(
+    "select (select count(*)::int from graphile_worker.jobs) as jobs, (select count(*)::int from steward.audit_log) as audits",
+  );
+  return rows[0];
+}
+
+describe("steward (command line)", () => {
+  it("prints usage and exits 2 with no command", async () => {
+    const result = await runCli([]);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toContain("usage: steward <command>");
+  });
+
+  it("exits 2 naming an unknown command", async () => {
+    const result = await runCli(["frobnicate"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('unknown command "frobnicate"');
+  });
+
+  it("exits 2 on an unknown option, with the command's usage", async () => {
+    const result = await runCli(["migrate", "--force"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("usage: steward migrate");
+  });
+
+  it("exits 2 on a setting it cannot use, naming the variable", async () => {
+    const result = await runCli(["migrate"], { STEWARD_CONCURRENCY: "lots" });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("STEWARD_CONCURRENCY must be an integer");
+  });
+
+  it("refuses a payload that is not JSON before enqueueing anything", async () => {
+    const before = await counts();
+    const result = await runCli(["run", "cleanup", "{tables: x}"], { DATABASE_URL: context.db.url });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("the payload is not JSON");
+    expect(await counts()).toEqual(before);
+  });
+
+  it("refuses an unknown task before enqueueing anything", async () => {
+    const before = await counts();
+    const result = await runCli(["run", "no_such_task", "{}"], { DATABASE_URL: context.db.url });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('unknown task "no_such_task"');
+    expect(await counts()).toEqual(before);
+  });
+
+  it("migrates an up-to-date database again without error", async () => {
+    const result = await runCli(["migrate"], { DATABASE_URL: context.db.url });
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^migrated: steward \d{6}\.sql, graphile_worker \d+/);
+  });
+
+  it("exits 1 with the database's message when it cannot connect", async () => {
+    const result = await runCli(["migrate"], { DATABASE_URL: "postgres://nobody:x@127.0.0.1:1/none" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/steward migrate: .*ECONNREFUSED/);
+  });
+});

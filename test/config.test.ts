@@ -1,0 +1,48 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.ts";
+import { ConfigError } from "../src/errors.ts";
+import { cronItems, effectiveSchedules } from "../src/schedules.ts";
+
+describe("configuration", () => {
+  it("names the variable and the accepted range of a bad integer", () => {
+    expect(() => loadConfig({ STEWARD_HEALTH_PORT: "http" })).toThrow(
+      new ConfigError('STEWARD_HEALTH_PORT must be an integer from 0 to 65535, got "http"'),
+    );
+  });
+
+  it("refuses a DATABASE_URL that is not a postgres URL", () => {
+    expect(() => loadConfig({ DATABASE_URL: "mysql://x" })).toThrow(ConfigError);
+  });
+
+  it("defaults the health port to 9187 and the data folder to .steward", () => {
+    const config = loadConfig({});
+    expect(config.healthPort).toBe(9187);
+    expect(config.dataDir.endsWith(".steward")).toBe(true);
+    expect(config.databaseUrl).toBeUndefined();
+  });
+});
+
+describe("schedules", () => {
+  const schedules = [
+    { task: "cleanup", pattern: "17 * * * *", description: "hourly" },
+    { task: "vacuum_tables", pattern: "0 3 * * 0", description: "weekly" },
+  ];
+
+  it("takes a pattern from STEWARD_CRON_<TASK> and turns a schedule off with 'off'", () => {
+    const effective = effectiveSchedules(schedules, {
+      STEWARD_CRON_CLEANUP: "*/5 * * * *",
+      STEWARD_CRON_VACUUM_TABLES: "off",
+    });
+    expect(effective.map((s) => [s.task, s.pattern, s.enabled, s.source])).toEqual([
+      ["cleanup", "*/5 * * * *", true, "environment"],
+      ["vacuum_tables", "0 3 * * 0", false, "environment"],
+    ]);
+    expect(cronItems(effective)).toHaveLength(1);
+  });
+
+  it("names the variable holding a pattern that is not cron", () => {
+    expect(() => cronItems(effectiveSchedules(schedules, { STEWARD_CRON_CLEANUP: "every hour" }))).toThrow(
+      /STEWARD_CRON_CLEANUP: "every hour" is not a cron pattern/,
+    );
+  });
+});

@@ -1,0 +1,139 @@
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { describe, expect, it } from "vitest";
+import { withDatabase } from "../src/embedded.ts";
+import { migrate } from "../src/migrate.ts";
+import { adminUrl, testLogger, useTestDatabase, withAdmin } from "./helpers.ts";
+
+const context = useTestDatabase();
+
+/** Everything migrate could change: objects of our schemas, their privileges, applied migrations. */
+async function catalogSnapshot(pool: pg.Pool) {
+  const { rows } = await pool.query(`
+    select 'object' as kind, n.nspname || '.' || c.relname || ':' || c.relkind::text as name, c.relacl::text as acl
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname in ('steward', 'graphile_worker', 'graphile_migrate')
+    union all
+    select 'function', p.oid::regprocedure::text, p.proacl::text
+      from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+     where n.nspname in ('steward', 'graphile_worker')
+    union all
+    select 'migration', filename || ' ' || hash, null from graphile_migrate.migrations
+    union all
+    select 'worker_migration', id::text, null from graphile_worker.migrations
+    order by 1, 2`);
+  return rows;
+}
+
+describe("steward migrate", () => {
+  it("changes nothing when run a second time", async () => {
+    const before = await catalogSnapshot(context.db.pool);
+    expect(before.some((row) => row.name === "steward.audit_log:r")).toBe(true);
+    await migrate(context.db.url, testLogger());
+    expect(await catalogSnapshot(context.db.pool)).toEqual(before);
+  });
+
+  it("installs as a database owner that is not a superuser and cannot create roles", async () => {
+    const suffix = randomBytes(4).toString("hex");
+    const owner = `steward_owner_${suffix}`;
+    const database = `steward_owned_${suffix}`;
+    const password = randomBytes(12).toString("hex");
+    await withAdmin(async (admin) => {
+      await admin.query(`create role ${owner} login nosuperuser nocreaterole nocreatedb password '${password}'`);
+      await admin.query(`create database ${database} owner ${owner}`);
+    });
+    try {
+      const url = new URL(withDatabase(adminUrl(), database));
+      url.username = owner;
+      url.password = password;
+      await migrate(url.toString(), testLogger());
+      await migrate(url.toString(), testLogger());
+      const client = new pg.Client({ connectionString: url.toString() });
+      await client.connect();
+      try {
+        const { rows } = await client.query(`
+          select (select rolsuper from pg_roles where rolname = current_user) as superuser,
+                 (select nspowner::regrole::text from pg_namespace where nspname = 'steward') as steward_owner,
+                 (select nspowner::regrole::text from pg_namespace where nspname = 'graphile_worker') as worker_owner,
+                 (select count(*)::int from graphile_migrate.migrations) as applied`);
+        expect(rows[0]).toEqual({ superuser: false, steward_owner: owner, worker_owner: owner, applied: expect.any(Number) });
+        expect(rows[0].applied).toBeGreaterThan(0);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await withAdmin(async (admin) => {
+        await admin.query(`drop database if exists ${database} with (force)`);
+        await admin.query(`drop role if exists ${owner}`);
+      });
+    }
+  });
+});
+
+describe("privileges", () => {
+  it("leaves no steward function executable by PUBLIC", async () => {
+    const { rows } = await context.db.pool.query(`
+      select p.oid::regprocedure::text as function
+        from pg_proc p
+       where p.pronamespace = 'steward'::regnamespace
+         and (p.proacl is null
+              or exists (select from aclexplode(p.proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE'))`);
+    expect(rows).toEqual([]);
+  });
+
+  it("pins search_path on every SECURITY DEFINER function", async () => {
+    const { rows } = await context.db.pool.query(`
+      select p.oid::regprocedure::text as function
+        from pg_proc p
+       where p.pronamespace = 'steward'::regnamespace and p.prosecdef
+         and not exists (select from unnest(p.proconfig) c where c like 'search_path=%')`);
+    expect(rows).toEqual([]);
+  });
+
+  it("gives steward_client usage of the schema and no table", async () => {
+    const { rows } = await context.db.pool.query(`
+      select has_schema_privilege('steward_client', 'steward', 'usage') as usage,
+             (select count(*)::int from pg_class c
+               where c.relnamespace = 'steward'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S')
+                 and (has_table_privilege('steward_client', c.oid, 'select,insert,update,delete')
+                      or has_table_privilege('public', c.oid, 'select,insert,update,delete'))) as readable`);
+    expect(rows[0]).toEqual({ usage: true, readable: 0 });
+  });
+});
+
+describe("settings", () => {
+  it("refuses an unknown setting with SQLSTATE 22023 and a hint", async () => {
+    await expect(context.db.pool.query("select steward.set_setting('no_such_thing', '1')")).rejects.toMatchObject({
+      code: "22023",
+      message: 'unknown setting "no_such_thing"',
+      hint: expect.stringContaining("steward.settings"),
+    });
+  });
+
+  it("checks the type, changes nothing on a bad value, and audits a good one", async () => {
+    const { pool } = context.db;
+    await pool.query(
+      "insert into steward.settings (name, value, type, description) values ('test.retention', '7 days', 'interval', 'test')",
+    );
+    await expect(pool.query("select steward.set_setting('test.retention', 'soon')")).rejects.toMatchObject({
+      code: "22023",
+      message: 'setting "test.retention" takes a value of type interval, got "soon"',
+    });
+    expect((await pool.query("select steward.setting_interval('test.retention') as v")).rows[0].v).toMatchObject({ days: 7 });
+    const client = await pool.connect();
+    try {
+      await client.query("set steward.actor = 'cli:alice'");
+      const { rows } = await client.query("select steward.set_setting('test.retention', '3 days') as previous");
+      expect(rows[0].previous).toBe("7 days");
+    } finally {
+      await client.query("reset steward.actor");
+      client.release();
+    }
+    const { rows: audit } = await pool.query(
+      "select actor, action, target, detail from steward.audit_log where target = 'test.retention'",
+    );
+    expect(audit).toEqual([
+      { actor: "cli:alice", action: "set_setting", target: "test.retention", detail: { from: "7 days", to: "3 days" } },
+    ]);
+  });
+});

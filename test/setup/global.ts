@@ -1,0 +1,65 @@
+// Starts the PostgreSQL the tests use (embedded, in a temp folder, unless TEST_DATABASE_URL
+// names one), migrates a template database once, and hands its name to the test files, which
+// each copy it (test/helpers.ts).
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import type { TestProject } from "vitest/node";
+import { startEmbedded, withDatabase, type EmbeddedServer } from "../../src/embedded.ts";
+import { createLogger } from "../../src/logger.ts";
+import { migrate } from "../../src/migrate.ts";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    adminUrl: string;
+    templateDatabase: string;
+    serverVersion: number;
+    embedded: boolean;
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? "warn", { destination: 2 });
+  let server: EmbeddedServer | undefined;
+  let dir: string | undefined;
+  let adminUrl = process.env.TEST_DATABASE_URL;
+  if (!adminUrl) {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "steward-test-"));
+    await fs.chmod(dir, 0o755);
+    server = await startEmbedded({
+      dir,
+      preferredPort: 0,
+      logger,
+      ephemeral: true,
+      // Durability is not under test; speed is welcome.
+      settings: { fsync: "off", synchronous_commit: "off", full_page_writes: "off", max_connections: "400" },
+    });
+    adminUrl = withDatabase(server.url, "postgres");
+  }
+  const templateDatabase = `steward_template_${process.pid}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+  await admin.query(`drop database if exists ${templateDatabase}`);
+  await admin.query(`create database ${templateDatabase}`);
+  await migrate(withDatabase(adminUrl, templateDatabase), logger);
+
+  project.provide("adminUrl", adminUrl);
+  project.provide("templateDatabase", templateDatabase);
+  project.provide("serverVersion", rows[0]!.version);
+  project.provide("embedded", Boolean(server));
+
+  return async () => {
+    const { rows: leftovers } = await admin.query<{ datname: string }>(
+      "select datname from pg_database where datname like $1 or datname = $2",
+      [`steward_test_${process.pid}_%`, templateDatabase],
+    );
+    for (const { datname } of leftovers) {
+      await admin.query(`drop database if exists ${datname} with (force)`).catch(() => undefined);
+    }
+    await admin.end();
+    await server?.stop();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  };
+}

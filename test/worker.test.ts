@@ -1,0 +1,139 @@
+import { afterEach, describe, expect, it } from "vitest";
+import pg from "pg";
+import { createPool } from "../src/database.ts";
+import { startHealthServer } from "../src/health.ts";
+import { createMetrics } from "../src/metrics.ts";
+import { defineTask } from "../src/task.ts";
+import type { RunningWorker } from "../src/worker.ts";
+import { eventually, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
+
+const context = useTestDatabase();
+let worker: RunningWorker | undefined;
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+});
+
+const released = new Set<string>();
+const echo = defineTask<{ ms: number }>({
+  identifier: "test_sleep",
+  description: "sleeps for payload.ms, ignoring the abort signal",
+  parse: (payload) => ({ ms: Number((payload as { ms?: number }).ms ?? 0) }),
+  async run({ ms }, { job }) {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    released.add(job.id);
+  },
+});
+
+async function addJob(pool: pg.Pool, payload: object): Promise<string> {
+  const { rows } = await pool.query("select id::text from graphile_worker.add_job('test_sleep', $1::json)", [
+    JSON.stringify(payload),
+  ]);
+  return rows[0].id;
+}
+
+async function jobRow(pool: pg.Pool, id: string) {
+  const { rows } = await pool.query("select * from graphile_worker.jobs where id = $1", [id]);
+  return rows[0];
+}
+
+describe("the worker", () => {
+  it("runs a job and counts it on /metrics", async () => {
+    worker = await startTestWorker(context.db, { tasks: [echo], health: true });
+    const id = await addJob(context.db.pool, { ms: 1 });
+    await eventually(async () => !(await jobRow(context.db.pool, id)), { what: "the job to complete" });
+    const metrics = await eventually(async () => {
+      const text = await (await fetch(`http://127.0.0.1:${worker!.healthPort}/metrics`)).text();
+      return text.includes('steward_jobs_total{task="test_sleep",outcome="completed"} 1') && text;
+    });
+    expect(metrics).toMatch(/steward_job_duration_seconds_count\{task="test_sleep"\} 1/);
+  });
+
+  it("reports queue depth by task and state", async () => {
+    worker = await startTestWorker(context.db, { tasks: [echo], health: true });
+    await context.db.pool.query(
+      "select graphile_worker.add_job('test_later', '{}'::json, run_at => now() + interval '1 hour') from generate_series(1, 3)",
+    );
+    const text = await (await fetch(`http://127.0.0.1:${worker.healthPort}/metrics`)).text();
+    expect(text).toContain('steward_queue_depth{task="test_later",state="scheduled"} 3');
+  });
+
+  it("lets a running job finish when stopped", async () => {
+    worker = await startTestWorker(context.db, { tasks: [echo] });
+    const id = await addJob(context.db.pool, { ms: 1500 });
+    await eventually(async () => (await jobRow(context.db.pool, id))?.locked_at, { what: "the job to start" });
+    const began = Date.now();
+    await worker.stop("test");
+    expect(Date.now() - began).toBeGreaterThan(500);
+    expect(released.has(id)).toBe(true);
+    expect(await jobRow(context.db.pool, id)).toBeUndefined();
+  });
+
+  it("releases a job that outlives the shutdown timeout, for another worker to retry", async () => {
+    worker = await startTestWorker(context.db, { tasks: [echo], config: { shutdownTimeoutMs: 500 } });
+    const id = await addJob(context.db.pool, { ms: 20_000 });
+    await eventually(async () => (await jobRow(context.db.pool, id))?.locked_at, { what: "the job to start" });
+    const began = Date.now();
+    await worker.stop("test");
+    expect(Date.now() - began).toBeLessThan(8000);
+    const row = await jobRow(context.db.pool, id);
+    expect(row).toMatchObject({ locked_at: null, attempts: 1 });
+    expect(row.last_error).toMatch(/shutdown/i);
+  });
+});
+
+describe("the health server", () => {
+  it("answers /healthz and /readyz with every check ok", async () => {
+    worker = await startTestWorker(context.db, { tasks: [echo], health: true });
+    const base = `http://127.0.0.1:${worker.healthPort}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({
+      status: "ok",
+      timestamp: expect.any(String),
+      checks: { database: { status: "ok" }, migrations: { status: "ok" }, worker: { status: "ok" } },
+    });
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
+  });
+
+  it("is not ready when migrations are behind, naming the fix", async () => {
+    worker = await startTestWorker(context.db, { tasks: [echo], health: true });
+    const { pool } = context.db;
+    const { rows } = await pool.query(
+      "delete from graphile_migrate.migrations where filename = (select max(filename) from graphile_migrate.migrations) returning *",
+    );
+    try {
+      const response = await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`);
+      expect(response.status).toBe(503);
+      const body = await response.json();
+      expect(body.checks.migrations).toMatchObject({ status: "fail", error: expect.stringContaining("steward migrate") });
+      expect(body.checks.database.status).toBe("ok");
+    } finally {
+      await pool.query(
+        "insert into graphile_migrate.migrations (filename, hash, previous_hash, date) values ($1, $2, $3, $4)",
+        [rows[0].filename, rows[0].hash, rows[0].previous_hash, rows[0].date],
+      );
+    }
+  });
+
+  it("is not ready when the database does not answer", async () => {
+    const pool = createPool("postgres://nobody:x@127.0.0.1:1/none");
+    const server = await startHealthServer({
+      port: 0,
+      host: "127.0.0.1",
+      pool,
+      metrics: createMetrics(pool, testLogger(), []),
+      logger: testLogger(),
+      isRunning: () => true,
+    });
+    try {
+      const response = await fetch(`http://127.0.0.1:${server.port}/readyz`);
+      expect(response.status).toBe(503);
+      expect((await response.json()).checks.database.status).toBe("fail");
+    } finally {
+      await server.close();
+      await pool.end();
+    }
+  });
+});
