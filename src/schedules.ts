@@ -1,7 +1,9 @@
-// The worker's cron schedules. Each capability adds its schedule to SCHEDULES; a DBA changes
-// one with STEWARD_CRON_<TASK> (a cron pattern, or `off`), e.g. STEWARD_CRON_VACUUM_TABLES.
+// The worker's cron schedules. A task carries its default schedule (TaskDefinition.schedule); a
+// DBA changes one with STEWARD_CRON_<TASK> (a cron pattern, or `off`), e.g.
+// STEWARD_CRON_VACUUM_TABLES="0 4 * * 0".
 import { parseCronItems, type CronItem, type ParsedCronItem } from "graphile-worker";
 import { ConfigError } from "./errors.ts";
+import type { TaskDefinition } from "./task.ts";
 
 export interface Schedule {
   task: string;
@@ -11,7 +13,10 @@ export interface Schedule {
   payload?: Record<string, unknown>;
 }
 
-export const SCHEDULES: Schedule[] = [];
+/** The schedules the given tasks carry. */
+export function schedulesOf(tasks: TaskDefinition<unknown>[]): Schedule[] {
+  return tasks.flatMap((task) => (task.schedule ? [{ task: task.identifier, ...task.schedule }] : []));
+}
 
 export function scheduleVariable(task: string): string {
   return `STEWARD_CRON_${task.toUpperCase()}`;
@@ -25,7 +30,7 @@ export interface EffectiveSchedule extends Schedule {
 
 /** The schedules with environment overrides applied. */
 export function effectiveSchedules(
-  schedules: Schedule[] = SCHEDULES,
+  schedules: Schedule[],
   env: Record<string, string | undefined> = process.env,
 ): EffectiveSchedule[] {
   return schedules.map((schedule) => {

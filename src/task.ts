@@ -19,6 +19,8 @@ export interface TaskContext {
 export interface TaskDefinition<P = unknown> {
   identifier: string;
   description: string;
+  /** The default cron schedule, if the task runs on one (overridable by STEWARD_CRON_<TASK>). */
+  schedule?: { pattern: string; description: string; payload?: Record<string, unknown> };
   /** Checks the payload; throws PermanentError naming what is wrong. */
   parse(payload: unknown): P;
   /** Does the work; the returned object is logged with the outcome. */

@@ -8,7 +8,7 @@ import { createPool } from "./database.ts";
 import { startHealthServer, type HealthServer } from "./health.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
-import { cronItems, effectiveSchedules, type Schedule, SCHEDULES } from "./schedules.ts";
+import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
 import { buildTaskList, type TaskDefinition } from "./task.ts";
 
 export interface WorkerOptions {
@@ -17,7 +17,7 @@ export interface WorkerOptions {
   logger: Logger;
   /** Defaults to every task in tasks/. */
   tasks?: TaskDefinition<unknown>[];
-  /** Defaults to SCHEDULES with environment overrides. */
+  /** Defaults to the schedules the tasks carry; environment overrides apply either way. */
   schedules?: Schedule[];
   /** Start the HTTP server (default true). */
   health?: boolean;
@@ -71,8 +71,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const metrics = createMetrics(pool, logger);
   attachMetrics(events, metrics);
 
-  const schedules = effectiveSchedules(options.schedules ?? SCHEDULES);
-  const taskList: TaskList = buildTaskList(options.tasks ?? TASKS, logger, pool);
+  const tasks = options.tasks ?? TASKS;
+  const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
+  const taskList: TaskList = buildTaskList(tasks, logger, pool);
   const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize } : undefined;
   const runner = await run({
     pgPool: pool,

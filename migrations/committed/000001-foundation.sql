@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:444afb9731881644a3afb750b11774b54857a667
+--! Hash: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -149,6 +149,16 @@ end
 $$;
 comment on function steward.set_setting(text, text) is
   'Changes a pg-steward setting after checking its type; audited. Returns the previous value.';
+
+-- Cleanup ---------------------------------------------------------------------------------------
+
+create table steward.cleanup_steps (
+  name        text primary key,
+  function    regprocedure not null,
+  description text not null
+);
+comment on table steward.cleanup_steps is
+  'What the cleanup task removes: one row per capability. Each function takes (batch_size integer), deletes at most that many rows past their retention, and returns how many it deleted; cleanup calls it until it returns fewer.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;
