@@ -39,11 +39,20 @@ export default async function setup(project: TestProject) {
   }
   const templateDatabase = `steward_template_${process.pid}`;
   const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
-  await admin.query(`drop database if exists ${templateDatabase}`);
-  await admin.query(`create database ${templateDatabase}`);
-  await migrate(withDatabase(adminUrl, templateDatabase), logger);
+  let rows: Array<{ version: number }>;
+  try {
+    await admin.connect();
+    ({ rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version"));
+    await admin.query(`drop database if exists ${templateDatabase}`);
+    await admin.query(`create database ${templateDatabase}`);
+    await migrate(withDatabase(adminUrl, templateDatabase), logger);
+  } catch (error) {
+    // A failed migration must not leave the server running: vitest would wait for it forever.
+    await admin.end().catch(() => undefined);
+    await server?.stop();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+    throw error;
+  }
 
   project.provide("adminUrl", adminUrl);
   project.provide("templateDatabase", templateDatabase);
