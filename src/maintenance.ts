@@ -57,6 +57,19 @@ async function withSessionSettings<T>(
   }
 }
 
+/**
+ * Cancels the statement `client` is running when `signal` aborts (the worker is stopping), so a
+ * long REFRESH or VACUUM does not hold the shutdown. Returns the function that stops listening.
+ */
+function cancelOnAbort(pool: pg.Pool, client: pg.PoolClient, signal: AbortSignal | undefined): () => void {
+  const pid = (client as pg.PoolClient & { processID?: number }).processID;
+  if (!signal || pid === undefined) return () => {};
+  const cancel = () => void pool.query("select pg_catalog.pg_cancel_backend($1)", [pid]).catch(() => undefined);
+  if (signal.aborted) cancel();
+  else signal.addEventListener("abort", cancel, { once: true });
+  return () => signal.removeEventListener("abort", cancel);
+}
+
 // Materialized views ---------------------------------------------------------------------------
 
 export interface RefreshLogEntry {
@@ -76,9 +89,14 @@ export interface RefreshLogEntry {
  * maintenance.refresh_statement_timeout and returns its refresh_log row. A name that is not a
  * registered materialized view is a PermanentError; a refresh that fails is returned, not thrown.
  */
-export async function refreshMaterializedView(pool: pg.Pool, view: string): Promise<RefreshLogEntry> {
+export async function refreshMaterializedView(
+  pool: pg.Pool,
+  view: string,
+  options: { signal?: AbortSignal } = {},
+): Promise<RefreshLogEntry> {
   const client = await pool.connect();
   let unusable: Error | undefined;
+  const stopListening = cancelOnAbort(pool, client, options.signal);
   try {
     await client.query("begin");
     // Transaction-local, so the pooled connection keeps its own timeout afterwards.
@@ -97,6 +115,7 @@ export async function refreshMaterializedView(pool: pg.Pool, view: string): Prom
     await client.query("rollback").catch((rollbackError: Error) => (unusable = rollbackError));
     throw permanentIfBadReference("refresh_materialized_view", error);
   } finally {
+    stopListening();
     client.release(unusable);
   }
 }
@@ -179,12 +198,14 @@ export async function vacuumTables(
       const began = performance.now();
       let status: "ok" | "skipped" | "failed" = "ok";
       let error: string | undefined;
+      const stopListening = cancelOnAbort(pool, client, options.signal);
       try {
         await client.query(table.statement);
       } catch (caught) {
         status = "failed";
         error = (caught as Error).message;
       } finally {
+        stopListening();
         client.off("notice", onNotice);
       }
       const refused = notices.find((notice) => notice.code === "55P03" || notice.code === "42501");

@@ -13,8 +13,8 @@ export const refreshMaterializedViewTask = defineTask<{ view: string }>({
   parse(payload) {
     return { view: requiredString(TASK, payloadObject(TASK, payload, ["view"]), "view") };
   },
-  async run({ view }, { pool }) {
-    const entry = await refreshMaterializedView(pool, view);
+  async run({ view }, { pool, signal }) {
+    const entry = await refreshMaterializedView(pool, view, { signal });
     if (entry.status === "failed") {
       // Logged in refresh_log already; thrown so the job is retried.
       throw new Error(`refresh of ${entry.view} failed: ${entry.error}`);

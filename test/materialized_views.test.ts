@@ -285,6 +285,31 @@ describe("refreshing", () => {
     expect(entry).toMatchObject({ status: "failed", error: "canceling statement due to statement timeout" });
   });
 
+  it("cancels a long refresh when the worker stops, logging it failed for a later retry", async () => {
+    await query("create view endless_pause as select pg_sleep(600)::text as slept");
+    await query("create materialized view endless_view as select 1 as id from endless_pause with no data");
+    await query("create unique index on endless_view (id)");
+    await query("select steward.register_materialized_view('endless_view')");
+    worker = await startTestWorker(context.db, { tasks: TASKS, config: { shutdownTimeoutMs: 4000 } });
+    const { rows } = await query(
+      `select id::text from graphile_worker.add_job('refresh_materialized_view', '{"view": "public.endless_view"}')`,
+    );
+    await eventually(
+      async () =>
+        (await query("select 1 from pg_stat_activity where wait_event = 'PgSleep' and query like '%refresh_materialized_view%'"))
+          .rowCount === 1,
+      { what: "the refresh to be running" },
+    );
+    // Without the cancel, stop() would wait for the 10-minute refresh and the test would time out.
+    await worker.stop("test");
+    worker = undefined;
+    const { rows: log } = await query("select status, error from steward.refresh_log where view = 'public.endless_view'");
+    expect(log).toEqual([{ status: "failed", error: "canceling statement due to user request" }]);
+    const { rows: job } = await query("select attempts, locked_at, last_error from graphile_worker.jobs where id = $1", [rows[0].id]);
+    expect(job[0]).toMatchObject({ attempts: 1, locked_at: null, last_error: expect.stringContaining("canceling statement") });
+    await query("delete from graphile_worker._private_jobs where id = $1", [rows[0].id]);
+  });
+
   it("treats an unknown view, a table and an unregistered view as permanent errors", async () => {
     await query("create table just_a_table (id int)");
     await createView("never_registered");
