@@ -6,7 +6,7 @@ import { effectiveSchedules, schedulesOf } from "../src/schedules.ts";
 import type { RunningWorker } from "../src/worker.ts";
 import { TASKS } from "../tasks/index.ts";
 import { vacuumTablesTask } from "../tasks/vacuum_tables.ts";
-import { eventually, runCli, serverVersion, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
+import { eventually, runCli, serverVersion, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -15,18 +15,6 @@ afterEach(async () => {
   await worker?.stop();
   worker = undefined;
 });
-
-async function withSettings<T>(settings: Record<string, string>, work: () => Promise<T>): Promise<T> {
-  const previous: Record<string, string> = {};
-  for (const [name, value] of Object.entries(settings)) {
-    previous[name] = (await query("select steward.set_setting($1, $2) as previous", [name, value])).rows[0].previous;
-  }
-  try {
-    return await work();
-  } finally {
-    for (const [name, value] of Object.entries(previous)) await query("select steward.set_setting($1, $2)", [name, value]);
-  }
-}
 
 /** Runs a job on the worker and waits for its end. */
 async function runJob(task: string, payload: object = {}) {
@@ -87,18 +75,24 @@ describe("vacuum_tables", () => {
     expect(await maintenanceLog("vacuum", "public.dead_rows")).toEqual([
       {
         status: "ok",
-        detail: expect.objectContaining({ reason: "dead tuples", dead_tuples: 15_000, statement: expect.stringMatching(/^VACUUM \(ANALYZE, SKIP_LOCKED.*\) public\.dead_rows$/) }),
+        detail: expect.objectContaining({
+          reason: "dead tuples",
+          dead_tuples: 15_000,
+          statement: expect.stringMatching(/^VACUUM \(ANALYZE, SKIP_LOCKED.*\) public\.dead_rows$/),
+        }),
       },
     ]);
     expect(await maintenanceLog("vacuum", "steward.test_queue")).toEqual([{ status: "ok", detail: expect.anything() }]);
     expect(await maintenanceLog("vacuum", "public.clean_rows")).toEqual([]);
     expect(await maintenanceLog("vacuum", "public.few_dead")).toEqual([]);
-    const { rows } = await query(
-      "select min(id)::int as first_id from steward.maintenance_log where what = 'steward.test_queue' union all select min(id)::int from steward.maintenance_log where what = 'public.dead_rows'",
-    );
-    expect(rows[0].first_id).toBeLessThan(rows[1].first_id);
+    const { rows } = await query(`
+      select (select min(id) from steward.maintenance_log where what = 'steward.test_queue')
+           < (select min(id) from steward.maintenance_log where what = 'public.dead_rows') as queue_first`);
+    expect(rows[0].queue_first).toBe(true);
     await eventually(
-      async () => (await query("select vacuum_count > 0 and analyze_count > 0 as done from pg_stat_user_tables where relid = 'public.dead_rows'::regclass")).rows[0].done,
+      async () =>
+        (await query("select vacuum_count > 0 and analyze_count > 0 as done from pg_stat_user_tables where relname = 'dead_rows'"))
+          .rows[0].done,
       { timeoutMs: 30_000, what: "the VACUUM to show in the statistics" },
     );
   });
@@ -111,7 +105,7 @@ describe("vacuum_tables", () => {
       await holder.query("begin");
       await holder.query("lock table locked_rows in access exclusive mode");
       // With a 10-minute lock_timeout, a VACUUM that waited would outlast the job's deadline.
-      const outcome = await withSettings({ "maintenance.lock_timeout": "10 minutes" }, () =>
+      const outcome = await withSettings(context.db.pool, { "maintenance.lock_timeout": "10 minutes" }, () =>
         runJob("vacuum_tables", { tables: ["public.locked_rows", "free_rows"] }),
       );
       expect(outcome).toEqual({ state: "completed" });
@@ -128,7 +122,7 @@ describe("vacuum_tables", () => {
   it("stops starting tables when the time budget is spent", async () => {
     await query("create table budget_a (id int)");
     await query("create table budget_b (id int)");
-    const summary = await withSettings({ "maintenance.vacuum_time_budget": "0 seconds" }, () =>
+    const summary = await withSettings(context.db.pool, { "maintenance.vacuum_time_budget": "0 seconds" }, () =>
       vacuumTables(context.db.pool, ["budget_a", "budget_b"], { logger: testLogger() }),
     );
     expect(summary).toMatchObject({ planned: 2, vacuumed: [], deferred: ["public.budget_a", "public.budget_b"] });
@@ -245,7 +239,7 @@ describe("cleanup", () => {
     await query(`
       insert into steward.refresh_log (view, started_at, finished_at, duration_ms, status)
       select 'public.old', now() - interval '60 days', now() - interval '60 days', 1, 'ok' from generate_series(1, 250)`);
-    await withSettings({ "maintenance.cleanup_time_budget": "0 seconds", "maintenance.cleanup_batch_size": "100" }, async () => {
+    await withSettings(context.db.pool, { "maintenance.cleanup_time_budget": "0 seconds", "maintenance.cleanup_batch_size": "100" }, async () => {
       expect(await runJob("cleanup")).toEqual({ state: "completed" });
     });
     const log = await maintenanceLog("cleanup", "refresh_log");

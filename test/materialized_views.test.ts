@@ -7,7 +7,7 @@ import { createMetrics, DATABASE_GAUGES } from "../src/metrics.ts";
 import type { RunningWorker } from "../src/worker.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";
 import { TASKS } from "../tasks/index.ts";
-import { eventually, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
+import { eventually, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -26,18 +26,6 @@ async function createView(name: string, options: { rows?: number; sleepSeconds?:
       select g as id, md5(g::text) as label from generate_series(1, ${options.rows ?? 1000}) g, pause
     with ${options.withData === false ? "no " : ""}data`);
   await query(`create unique index on ${name} (id)`);
-}
-
-async function withSettings<T>(settings: Record<string, string>, work: () => Promise<T>): Promise<T> {
-  const previous: Record<string, string> = {};
-  for (const [name, value] of Object.entries(settings)) {
-    previous[name] = (await query("select steward.set_setting($1, $2) as previous", [name, value])).rows[0].previous;
-  }
-  try {
-    return await work();
-  } finally {
-    for (const [name, value] of Object.entries(previous)) await query("select steward.set_setting($1, $2)", [name, value]);
-  }
 }
 
 async function counts() {
@@ -215,7 +203,7 @@ describe("refreshing", () => {
   it("never runs two refreshes of one view at once: three at once take turns", async () => {
     await createView("contended_view", { sleepSeconds: 0.4 });
     await query("select steward.register_materialized_view('contended_view')");
-    const entries = await withSettings({ "maintenance.refresh_lock_wait": "1 minute" }, () =>
+    const entries = await withSettings(context.db.pool, { "maintenance.refresh_lock_wait": "1 minute" }, () =>
       Promise.all([1, 2, 3].map(() => refreshMaterializedView(context.db.pool, "public.contended_view"))),
     );
     expect(entries.map((entry) => entry.status)).toEqual(["ok", "ok", "ok"]);
@@ -235,12 +223,12 @@ describe("refreshing", () => {
     try {
       await holder.query("begin");
       await holder.query("select pg_advisory_xact_lock(steward.refresh_lock_key('public.held_view'))");
-      const waited = await withSettings({ "maintenance.refresh_lock_wait": "300 milliseconds" }, () =>
+      const waited = await withSettings(context.db.pool, { "maintenance.refresh_lock_wait": "300 milliseconds" }, () =>
         refreshMaterializedView(context.db.pool, "public.held_view"),
       );
       expect(waited).toMatchObject({ status: "skipped", concurrently: null, error: expect.stringContaining("another refresh") });
       expect(waited.waited_ms).toBeGreaterThanOrEqual(300);
-      const immediate = await withSettings({ "maintenance.refresh_lock_wait": "0 seconds" }, () =>
+      const immediate = await withSettings(context.db.pool, { "maintenance.refresh_lock_wait": "0 seconds" }, () =>
         refreshMaterializedView(context.db.pool, "public.held_view"),
       );
       expect(immediate.status).toBe("skipped");
@@ -279,7 +267,7 @@ describe("refreshing", () => {
   it("applies refresh_statement_timeout", async () => {
     await createView("slow_view", { sleepSeconds: 3 });
     await query("select steward.register_materialized_view('slow_view')");
-    const entry = await withSettings({ "maintenance.refresh_statement_timeout": "200 milliseconds" }, () =>
+    const entry = await withSettings(context.db.pool, { "maintenance.refresh_statement_timeout": "200 milliseconds" }, () =>
       refreshMaterializedView(context.db.pool, "public.slow_view"),
     );
     expect(entry).toMatchObject({ status: "failed", error: "canceling statement due to statement timeout" });
@@ -415,7 +403,9 @@ describe("scheduling refreshes", () => {
     const runAt = async () => {
       const { rows } = await query("select steward.schedule_refresh('debounced')::text as id");
       const { rows: job } = await query(
-        "select j.run_at - m.last_started_at as delay, j.run_at <= now() as is_due from graphile_worker.jobs j, steward.materialized_views m where j.id = $1 and m.view = 'public.debounced'",
+        `select j.run_at - m.last_started_at as delay, j.run_at <= now() as is_due
+           from graphile_worker.jobs j, steward.materialized_views m
+          where j.id = $1 and m.view = 'public.debounced'`,
         [rows[0].id],
       );
       await query("delete from graphile_worker._private_jobs where id = $1", [rows[0].id]);
