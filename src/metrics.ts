@@ -31,6 +31,14 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
        where attempts < max_attempts or locked_at is not null
        group by 1, 2`,
   },
+  {
+    name: "steward_materialized_view_staleness_seconds",
+    help: "Seconds since the last successful refresh of each registered materialized view began (since its registration when it has none): its data is at most this old.",
+    labels: ["view"],
+    sql: `
+      select view, extract(epoch from pg_catalog.now() - coalesce(last_refreshed_at, registered_at))::float8 as value
+        from steward.materialized_views`,
+  },
 ];
 
 export interface Metrics {

@@ -1,7 +1,16 @@
 // Every task the worker runs, by graphile-worker task identifier. One file per task, named
 // after its identifier; add new ones to this list.
 import type { TaskDefinition } from "../src/task.ts";
+import { cleanupTask } from "./cleanup.ts";
+import { refreshMaterializedViewTask } from "./refresh_materialized_view.ts";
+import { scheduleRefreshesTask } from "./schedule_refreshes.ts";
+import { vacuumTablesTask } from "./vacuum_tables.ts";
 
-export const TASKS: TaskDefinition<unknown>[] = [];
+export const TASKS: TaskDefinition<unknown>[] = [
+  refreshMaterializedViewTask,
+  scheduleRefreshesTask,
+  vacuumTablesTask,
+  cleanupTask,
+] as TaskDefinition<unknown>[];
 
 export const TASK_NAMES: string[] = TASKS.map((task) => task.identifier);

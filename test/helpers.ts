@@ -104,6 +104,23 @@ export async function startTestWorker(
   });
 }
 
+/**
+ * Runs `work` with steward.settings changed (through steward.set_setting), restoring the previous
+ * values afterwards, so tests of one file that share a database do not leak settings.
+ */
+export async function withSettings<T>(pool: pg.Pool, settings: Record<string, string>, work: () => Promise<T>): Promise<T> {
+  const previous: Record<string, string> = {};
+  try {
+    for (const [name, value] of Object.entries(settings)) {
+      const { rows } = await pool.query<{ previous: string }>("select steward.set_setting($1, $2) as previous", [name, value]);
+      previous[name] = rows[0]!.previous;
+    }
+    return await work();
+  } finally {
+    for (const [name, value] of Object.entries(previous)) await pool.query("select steward.set_setting($1, $2)", [name, value]);
+  }
+}
+
 /** Polls `check` until it returns a truthy value (returned), or fails after `timeoutMs`. */
 export async function eventually<T>(
   check: () => Promise<T | undefined | false>,
