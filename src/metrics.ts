@@ -31,6 +31,28 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
        where attempts < max_attempts or locked_at is not null
        group by 1, 2`,
   },
+  {
+    name: "steward_invalidations_pending",
+    help: "Undelivered invalidation entries by state (ready: due and unclaimed; scheduled: debounced or backing off; claimed: being delivered).",
+    labels: ["state"],
+    sql: `
+      select case when claimed_until > pg_catalog.now() then 'claimed'
+                  when deliver_at > pg_catalog.now() then 'scheduled'
+                  else 'ready' end as state,
+             count(*)::float8 as value
+        from steward.invalidations
+       where delivered_at is null
+       group by 1`,
+  },
+  {
+    name: "steward_invalidations_oldest_pending_seconds",
+    help: "Age of the oldest undelivered invalidation entry (0 when none).",
+    labels: [],
+    sql: `
+      select coalesce(extract(epoch from pg_catalog.now() - min(enqueued_at)), 0)::float8 as value
+        from steward.invalidations
+       where delivered_at is null`,
+  },
 ];
 
 export interface Metrics {
