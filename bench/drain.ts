@@ -13,7 +13,7 @@ export const drain = defineScenario({
   description: "invalidations delivered per second through the notify sink vs a bare delete … returning loop",
   async setup({ pool, quick }) {
     await pool.query("create table if not exists public.bench_bare_queue (id bigserial primary key, tag text not null)");
-    return { tags: quick ? 10_000 : 40_000 };
+    return { tags: quick ? 50_000 : 200_000 };
   },
   async ours(state, { pool, logger }) {
     await pool.query("delete from steward.invalidations");

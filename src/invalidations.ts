@@ -20,6 +20,11 @@ export class SinkError extends StewardError {
 
 export interface Sink {
   name: string;
+  /**
+   * Set on the notify sink: its delivery is transactional, so when it is the only sink the
+   * drainer delivers and completes in one statement (steward.drain_notify), exactly once.
+   */
+  notifyChannel?: string;
   /** Delivers all the tags or throws (SinkError for a known failure). */
   deliver(tags: string[]): Promise<void>;
 }
@@ -51,6 +56,7 @@ export function notifyPayloads(tags: string[], limit = NOTIFY_PAYLOAD_LIMIT): st
 export function notifySink(pool: pg.Pool, channel: string): Sink {
   return {
     name: "notify",
+    notifyChannel: channel,
     async deliver(tags) {
       const payloads = notifyPayloads(tags);
       await pool.query("select pg_catalog.pg_notify($1, p) from unnest($2::text[]) as p", [channel, payloads]);
@@ -162,36 +168,20 @@ export interface BatchResult {
   backoffMs?: number;
 }
 
-const MV_TAG = /^mv:(.+)$/;
-/** SQLSTATEs meaning an `mv:` tag names something that can never be refreshed. */
-const PERMANENT_REFRESH_ERRORS = new Set(["42P01", "3F000", "22023", "P0002", "42809"]);
-
-async function scheduleRefreshes(pool: pg.Pool, entries: Claimed[], logger: Logger) {
-  const done: string[] = [];
-  const dead: Array<{ ids: string[]; error: string }> = [];
-  const retry: Array<{ ids: string[]; error: string }> = [];
-  const byView = new Map<string, string[]>();
-  for (const entry of entries) {
-    const view = MV_TAG.exec(entry.tag)![1]!;
-    byView.set(view, [...(byView.get(view) ?? []), entry.id]);
-  }
-  for (const [view, ids] of byView) {
-    try {
-      await pool.query("select steward.schedule_refresh($1::text::regclass)", [view]);
-      done.push(...ids);
-    } catch (error) {
-      const code = (error as { code?: string }).code ?? "";
-      const message = `mv:${view}: ${(error as Error).message}`;
-      logger.warn({ view, code, err: error }, "could not schedule the refresh an mv: tag asks for");
-      (PERMANENT_REFRESH_ERRORS.has(code) ? dead : retry).push({ ids, error: message });
-    }
-  }
-  return { done, dead, retry };
-}
+const MV_TAG = /^mv:/;
 
 /** One round: claim a batch, deliver it, record the outcome. */
 export async function drainBatch(options: DrainOptions): Promise<BatchResult> {
   const { pool, logger } = options;
+  const only = options.sinks.length === 1 ? options.sinks[0] : undefined;
+  if (only?.notifyChannel) {
+    const { rows } = await pool.query<{ delivered: number; refreshes: number }>(
+      "select delivered, refreshes from steward.drain_notify($1, $2)",
+      [options.batchSize, only.notifyChannel],
+    );
+    const { delivered, refreshes } = rows[0]!;
+    return { claimed: delivered + refreshes, delivered, failed: 0, released: 0, refreshes };
+  }
   const { rows } = await pool.query<Claimed>(
     "select id::text, tag, attempts from steward.claim_invalidations($1, $2::interval)",
     [options.batchSize, `${options.visibilityMs} milliseconds`],
@@ -206,17 +196,12 @@ export async function drainBatch(options: DrainOptions): Promise<BatchResult> {
   };
 
   if (views.length) {
-    const { done, dead, retry } = await scheduleRefreshes(pool, views, logger);
-    await complete(done);
-    result.refreshes = done.length;
-    for (const { ids, error } of dead) {
-      await pool.query("select steward.dead_letter_invalidations($1::bigint[], $2)", [ids, error]);
-      result.failed += ids.length;
-    }
-    for (const { ids, error } of retry) {
-      await pool.query("select steward.fail_invalidations($1::bigint[], $2)", [ids, error]);
-      result.failed += ids.length;
-    }
+    const { rows: refreshed } = await pool.query<{ scheduled: number }>(
+      "select steward.refresh_from_tags($1::bigint[]) as scheduled",
+      [views.map((row) => row.id)],
+    );
+    result.refreshes = refreshed[0]!.scheduled;
+    result.failed += views.length - result.refreshes;
   }
 
   if (deliveries.length) {
@@ -270,8 +255,8 @@ export async function drainUntilEmpty(options: DrainOptions, budgetMs: number): 
 async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
   const { rows } = await pool.query<{ ms: number | null }>(
     `select greatest(0, extract(epoch from least(
-              (select min(deliver_at) from steward.invalidations where delivered_at is null and claimed_until is null),
-              (select min(claimed_until) from steward.invalidations where delivered_at is null and claimed_until is not null)
+              (select min(deliver_at) from steward.invalidations where claimed_until is null),
+              (select min(claimed_until) from steward.invalidations where claimed_until is not null)
             ) - now()) * 1000)::float8 as ms`,
   );
   const ms = rows[0]?.ms;

@@ -41,7 +41,6 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
                   else 'ready' end as state,
              count(*)::float8 as value
         from steward.invalidations
-       where delivered_at is null
        group by 1`,
   },
   {
@@ -50,8 +49,7 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
     labels: [],
     sql: `
       select coalesce(extract(epoch from pg_catalog.now() - min(enqueued_at)), 0)::float8 as value
-        from steward.invalidations
-       where delivered_at is null`,
+        from steward.invalidations`,
   },
 ];
 

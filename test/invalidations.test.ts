@@ -7,7 +7,7 @@ const context = useTestDatabase();
 
 async function pending(pool: pg.Pool, tag: string) {
   const { rows } = await pool.query(
-    "select id::text, tag, attempts, deliver_at, enqueued_at, claimed_until from steward.invalidations where tag = $1 and delivered_at is null order by id",
+    "select id::text, tag, attempts, deliver_at, enqueued_at, claimed_until from steward.invalidations where tag = $1 order by id",
     [tag],
   );
   return rows;
@@ -167,8 +167,8 @@ describe("claiming and delivering", () => {
       { timeoutMs: 10_000, intervalMs: 200, what: "redelivery after the visibility timeout" },
     );
     expect(sink.received).toEqual([["orphan"]]);
-    expect((await pool.query("select attempts, delivered_at is not null as done from steward.invalidations where tag = 'orphan'")).rows)
-      .toEqual([{ attempts: 2, done: true }]);
+    // Delivered entries are deleted.
+    expect((await pool.query("select count(*)::int as n from steward.invalidations where tag = 'orphan'")).rows[0].n).toBe(0);
   });
 
   it("never hands one entry to two concurrent claimers", async () => {
@@ -191,5 +191,30 @@ describe("notify payloads", () => {
     expect(payloads.length).toBeGreaterThan(1);
     for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(8000);
     expect(payloads.flatMap((p) => JSON.parse(p))).toEqual(tags);
+  });
+});
+
+describe("the notify sink", () => {
+  it("sends each due tag to listeners once, in JSON arrays, as the entries are deleted", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    const listener = new pg.Client({ connectionString: context.db.url });
+    await listener.connect();
+    const received: string[] = [];
+    listener.on("notification", (message) => received.push(...JSON.parse(message.payload!)));
+    await listener.query("listen steward_test_channel");
+    try {
+      await pool.query("select steward.enqueue_invalidations(array(select 'note:' || g || ':' || repeat('y', 200) from generate_series(1, 300) g))");
+      await pool.query("select steward.enqueue_invalidation('later', '1 hour')");
+      const { rows } = await pool.query("select * from steward.drain_notify(1000, 'steward_test_channel')");
+      expect(rows).toEqual([{ delivered: 300, refreshes: 0 }]);
+      await eventually(async () => received.length >= 300, { what: "300 notified tags" });
+      expect(new Set(received).size).toBe(300);
+      expect(received.every((tag) => tag.startsWith("note:"))).toBe(true);
+      const { rows: left } = await pool.query("select tag from steward.invalidations");
+      expect(left).toEqual([{ tag: "later" }]);
+    } finally {
+      await listener.end();
+    }
   });
 });

@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:8649e69cfa8e89494cd1189b0c94468c84a481d4
+--! Hash: sha1:2f2717157524247c1dd8243472c9990c88d76c1f
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -21,9 +21,7 @@ insert into steward.settings (name, value, type, description) values
   ('invalidations.backoff_base', '1 second', 'interval',
    'First retry delay after a failed delivery; doubles per attempt, with jitter.'),
   ('invalidations.backoff_max', '10 minutes', 'interval',
-   'Longest retry delay after a failed delivery.'),
-  ('invalidations.retention', '1 hour', 'interval',
-   'How long delivered entries are kept (for inspection) before cleanup removes them.')
+   'Longest retry delay after a failed delivery.')
 on conflict (name) do nothing;
 
 create table steward.invalidations (
@@ -33,23 +31,19 @@ create table steward.invalidations (
   deliver_at    timestamptz not null,
   claimed_until timestamptz,
   attempts      integer not null default 0,
-  last_error    text,
-  delivered_at  timestamptz
+  last_error    text
 ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000);
 comment on table steward.invalidations is
-  'Cache-invalidation queue. Pending: delivered_at is null; claimed while claimed_until is in the future; delivered rows are kept for invalidations.retention. Use the functions, not the table.';
+  'Cache-invalidation queue: undelivered entries only (completion deletes). Claimed while claimed_until is in the future. Use the functions, not the table.';
 comment on column steward.invalidations.enqueued_at is 'First enqueue of this entry: max_delay counts from here.';
 comment on column steward.invalidations.deliver_at is 'Not claimed before this (debounce, retry backoff).';
 comment on column steward.invalidations.claimed_until is 'Set by a claim; after it passes without completion the entry may be claimed again.';
 comment on column steward.invalidations.attempts is 'Claims so far (a claim is a delivery attempt).';
 
 -- One pending, unclaimed entry per tag: the dedup rule.
-create unique index invalidations_pending_tag_idx on steward.invalidations (tag)
-  where claimed_until is null and delivered_at is null;
+create unique index invalidations_pending_tag_idx on steward.invalidations (tag) where claimed_until is null;
 -- What claims scan.
-create index invalidations_due_idx on steward.invalidations (deliver_at, id) where delivered_at is null;
--- What cleanup scans.
-create index invalidations_delivered_idx on steward.invalidations (delivered_at) where delivered_at is not null;
+create index invalidations_due_idx on steward.invalidations (deliver_at, id);
 
 create table steward.tracked_tables (
   target         regclass primary key,
@@ -82,7 +76,7 @@ begin
   select t.tag, pg_catalog.now() + wait
     from (select distinct u.tag from pg_catalog.unnest(enqueue_invalidations.tags) as u(tag)
            where u.tag is not null and u.tag <> '' order by u.tag) as t
-  on conflict (tag) where claimed_until is null and delivered_at is null
+  on conflict (tag) where claimed_until is null
   do update set deliver_at = least(greatest(i.deliver_at, excluded.deliver_at), i.enqueued_at + max_delay);
   get diagnostics affected = row_count;
   if affected > 0 then
@@ -119,7 +113,7 @@ begin
   end if;
   insert into steward.invalidations as i (tag, deliver_at)
   values (enqueue_invalidation.tag, pg_catalog.now() + least(enqueue_invalidation.debounce, max_delay))
-  on conflict (tag) where claimed_until is null and delivered_at is null
+  on conflict (tag) where claimed_until is null
   do update set deliver_at = least(greatest(i.deliver_at, excluded.deliver_at), i.enqueued_at + max_delay)
   returning i.id into result;
   perform pg_catalog.pg_notify('steward_invalidations', '');
@@ -318,7 +312,7 @@ declare
 begin
   with gone as (
     delete from steward.invalidations i
-     where i.id = any (dead_letter_invalidations.ids) and i.delivered_at is null
+     where i.id = any (dead_letter_invalidations.ids)
     returning i.*
   )
   insert into steward.dead_letters
@@ -356,7 +350,7 @@ begin
   -- the dead letters instead of being claimed again.
   select pg_catalog.array_agg(i.id) into exhausted
     from (select i.id from steward.invalidations i
-           where i.delivered_at is null and i.claimed_until < pg_catalog.now() and i.attempts >= max_attempts
+           where i.claimed_until < pg_catalog.now() and i.attempts >= max_attempts
            limit claim_invalidations.max for update skip locked) as i;
   if exhausted is not null then
     perform steward.dead_letter_invalidations(exhausted,
@@ -366,7 +360,7 @@ begin
   return query
   with picked as (
     select i.id from steward.invalidations i
-     where i.delivered_at is null and i.deliver_at <= pg_catalog.now()
+     where i.deliver_at <= pg_catalog.now()
        and (i.claimed_until is null or i.claimed_until < pg_catalog.now())
      order by i.deliver_at, i.id
      limit claim_invalidations.max
@@ -389,15 +383,12 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
   with done as (
-    update steward.invalidations i
-       set delivered_at = pg_catalog.now(), claimed_until = null
-     where i.id = any (ids) and i.delivered_at is null
-    returning 1
+    delete from steward.invalidations i where i.id = any (ids) returning 1
   )
   select pg_catalog.count(*)::integer from done;
 $$;
 comment on function steward.complete_invalidations(bigint[]) is
-  'Marks claimed entries delivered. Returns how many it marked (entries already delivered or gone are ignored).';
+  'Records the delivery of claimed entries by deleting them. Returns how many it deleted (entries already gone are ignored).';
 
 create function steward.requeue_invalidations(ids bigint[], error text, retry_at timestamptz[], count_attempt boolean)
 returns integer
@@ -411,7 +402,7 @@ as $$
   with gone as (
     delete from steward.invalidations i
      using unnest(ids, retry_at) as r(id, retry_at)  -- multi-argument unnest: FROM-clause syntax, unqualified
-     where i.id = r.id and i.delivered_at is null
+     where i.id = r.id
     returning i.tag, i.enqueued_at, i.attempts - case when count_attempt then 0 else 1 end as attempts,
               i.last_error, r.retry_at
   ), requeued as (
@@ -419,7 +410,7 @@ as $$
     select distinct on (g.tag) g.tag, g.enqueued_at, g.retry_at, g.attempts, coalesce(error, g.last_error)
       from gone g
      order by g.tag, g.attempts desc
-    on conflict (tag) where claimed_until is null and delivered_at is null
+    on conflict (tag) where claimed_until is null
     do update set deliver_at = greatest(p.deliver_at, excluded.deliver_at),
                   attempts = greatest(p.attempts, excluded.attempts),
                   last_error = excluded.last_error
@@ -456,7 +447,7 @@ begin
            filter (where i.attempts < max_attempts)
     into out_of_attempts, retry_ids, retry_times
     from steward.invalidations i
-   where i.id = any (ids) and i.delivered_at is null;
+   where i.id = any (ids);
   return case when out_of_attempts is null then 0 else steward.dead_letter_invalidations(out_of_attempts, error) end
        + case when retry_ids is null then 0 else steward.requeue_invalidations(retry_ids, error, retry_times, true) end;
 end
@@ -476,31 +467,98 @@ $$;
 comment on function steward.release_invalidations(bigint[], interval) is
   'Gives claimed entries back without counting the attempt (a drainer that could not try them: an open circuit, a shutdown).';
 
--- Cleanup ---------------------------------------------------------------------------------------
-
-create function steward.cleanup_invalidations(batch_size integer)
-returns bigint
-language sql
+create function steward.refresh_from_tags(ids bigint[])
+returns integer
+language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
-  with doomed as (
-    select i.id from steward.invalidations i
-     where i.delivered_at < pg_catalog.now() - steward.setting_interval('invalidations.retention')
-     order by i.delivered_at
-     limit batch_size
-  ), gone as (
-    delete from steward.invalidations i using doomed where i.id = doomed.id returning 1
-  )
-  select pg_catalog.count(*) from gone;
+declare
+  entry record;
+  view_name text;
+  target regclass;
+  scheduled integer := 0;
+begin
+  for entry in
+    select i.id, i.tag from steward.invalidations i
+     where i.id = any (ids) and i.tag like 'mv:%'
+     order by i.tag
+       for update of i
+  loop
+    view_name := pg_catalog.substr(entry.tag, 4);
+    begin
+      target := pg_catalog.to_regclass(view_name);
+      if target is null then
+        raise exception 'materialized view % does not exist', view_name using errcode = '42P01';
+      end if;
+      perform steward.schedule_refresh(target);
+      delete from steward.invalidations i where i.id = entry.id;
+      scheduled := scheduled + 1;
+    exception
+      -- The tag names something that can never be refreshed: no retry can help.
+      when undefined_table or invalid_parameter_value or no_data_found or wrong_object_type or invalid_name then
+        perform steward.dead_letter_invalidations(array[entry.id], pg_catalog.format('%s: %s', entry.tag, sqlerrm));
+    end;
+  end loop;
+  return scheduled;
+end
 $$;
-comment on function steward.cleanup_invalidations(integer) is
-  'Deletes at most batch_size delivered entries older than invalidations.retention; returns how many.';
+comment on function steward.refresh_from_tags(bigint[]) is
+  'Handles claimed mv:<schema>.<view> entries among ids: schedules a refresh of each view (steward.schedule_refresh, debounced and deduplicated there) and deletes the entry; a tag naming no registered materialized view goes to the dead letters. Returns how many refreshes it scheduled.';
 
-insert into steward.cleanup_steps (name, function, description)
-values ('invalidations', 'steward.cleanup_invalidations(integer)'::regprocedure,
-        'delivered invalidations older than invalidations.retention')
-on conflict (name) do update set function = excluded.function, description = excluded.description;
+create function steward.drain_notify(max integer, channel text)
+returns table (delivered integer, refreshes integer)
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  ids bigint[];
+  tag_ids bigint[];
+  tags text[];
+  tag text;
+  piece text;
+  payload text := '';
+begin
+  if drain_notify.max is null or drain_notify.max < 1 or drain_notify.max > 10000 then
+    raise exception 'max must be from 1 to 10000, got %', coalesce(drain_notify.max::text, 'null') using errcode = '22023';
+  end if;
+  if channel is null or channel = '' then
+    raise exception 'channel must be a non-empty string' using errcode = '22023';
+  end if;
+  select pg_catalog.array_agg(due.id), pg_catalog.array_agg(due.id) filter (where due.tag not like 'mv:%')
+    into ids, tag_ids
+    from (select i.id, i.tag from steward.invalidations i
+           where i.deliver_at <= pg_catalog.now()
+             and (i.claimed_until is null or i.claimed_until < pg_catalog.now())
+           order by i.deliver_at, i.id
+           limit drain_notify.max
+             for update skip locked) as due;
+  if ids is null then
+    return query select 0, 0;
+    return;
+  end if;
+  refreshes := steward.refresh_from_tags(ids);
+  with gone as (delete from steward.invalidations i where i.id = any (tag_ids) returning i.tag)
+  select pg_catalog.array_agg(distinct gone.tag order by gone.tag) into tags from gone;
+  delivered := coalesce(pg_catalog.cardinality(tag_ids), 0);
+  -- JSON arrays of tags, each under pg_notify's 8000-byte payload limit.
+  foreach tag in array coalesce(tags, '{}') loop
+    piece := pg_catalog.to_json(tag)::text;
+    if payload <> '' and pg_catalog.octet_length(payload) + pg_catalog.octet_length(piece) + 3 > 7999 then
+      perform pg_catalog.pg_notify(channel, '[' || payload || ']');
+      payload := '';
+    end if;
+    payload := case when payload = '' then piece else payload || ',' || piece end;
+  end loop;
+  if payload <> '' then
+    perform pg_catalog.pg_notify(channel, '[' || payload || ']');
+  end if;
+  return next;
+end
+$$;
+comment on function steward.drain_notify(integer, text) is
+  'Delivers up to max due entries to the notify sink in one transaction: their tags are sent with pg_notify on channel as JSON arrays (each under 8000 bytes) and the entries deleted, so the notifications go out exactly when the deletion commits. mv: tags schedule refreshes instead. The drainer uses it when notify is the only sink.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;
