@@ -26,6 +26,17 @@ export interface Config {
   completeBatchDelayMs: number;
   /** How long a shutdown waits for running jobs before releasing them. */
   shutdownTimeoutMs: number;
+  /** Where invalidation tags go: `notify` and/or `webhook`. */
+  sinks: Array<"notify" | "webhook">;
+  /** Channel of the notify sink. */
+  notifyChannel: string;
+  webhookUrl: string | undefined;
+  webhookSecret: string | undefined;
+  webhookTimeoutMs: number;
+  /** Whether the worker drains the invalidation queue continuously (woken by NOTIFY). */
+  drainer: boolean;
+  drainBatchSize: number;
+  drainVisibilityMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -38,6 +49,41 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
   }
   return value;
+}
+
+function sinkConfig(env: Env) {
+  const webhookUrl = env.STEWARD_WEBHOOK_URL?.trim() || undefined;
+  if (webhookUrl && !/^https?:\/\//.test(webhookUrl)) {
+    throw new ConfigError(`STEWARD_WEBHOOK_URL must be an http(s) URL, got "${webhookUrl}"`);
+  }
+  const defaultSinks = webhookUrl ? "notify,webhook" : "notify";
+  const sinks = (env.STEWARD_SINKS?.trim() || defaultSinks).split(",").map((sink) => sink.trim()).filter(Boolean);
+  for (const sink of sinks) {
+    if (sink !== "notify" && sink !== "webhook") {
+      throw new ConfigError(`STEWARD_SINKS takes "notify" and "webhook", got "${sink}"`);
+    }
+  }
+  if (sinks.includes("webhook") && !webhookUrl) {
+    throw new ConfigError("STEWARD_SINKS includes webhook but STEWARD_WEBHOOK_URL is not set");
+  }
+  const notifyChannel = env.STEWARD_NOTIFY_CHANNEL?.trim() || "steward_invalidation";
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(notifyChannel)) {
+    throw new ConfigError(`STEWARD_NOTIFY_CHANNEL must be a lower-case identifier, got "${notifyChannel}"`);
+  }
+  const drainer = (env.STEWARD_DRAINER?.trim().toLowerCase() || "on");
+  if (drainer !== "on" && drainer !== "off") {
+    throw new ConfigError(`STEWARD_DRAINER must be "on" or "off", got "${env.STEWARD_DRAINER}"`);
+  }
+  return {
+    sinks: sinks as Array<"notify" | "webhook">,
+    notifyChannel,
+    webhookUrl,
+    webhookSecret: env.STEWARD_WEBHOOK_SECRET || undefined,
+    webhookTimeoutMs: integer(env, "STEWARD_WEBHOOK_TIMEOUT_MS", 5000, 100, 600000),
+    drainer: drainer === "on",
+    drainBatchSize: integer(env, "STEWARD_DRAIN_BATCH_SIZE", 500, 1, 10000),
+    drainVisibilityMs: integer(env, "STEWARD_DRAIN_VISIBILITY_MS", 60000, 1000, 86400000),
+  };
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -63,5 +109,6 @@ export function loadConfig(env: Env = process.env): Config {
     localQueueSize: integer(env, "STEWARD_LOCAL_QUEUE_SIZE", 0, -1, 10000),
     completeBatchDelayMs: integer(env, "STEWARD_COMPLETE_BATCH_DELAY_MS", 0, 0, 60000),
     shutdownTimeoutMs: integer(env, "STEWARD_SHUTDOWN_TIMEOUT_MS", 10000, 0, 3600000),
+    ...sinkConfig(env),
   };
 }

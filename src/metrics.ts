@@ -39,6 +39,26 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
       select view, extract(epoch from pg_catalog.now() - coalesce(last_refreshed_at, registered_at))::float8 as value
         from steward.materialized_views`,
   },
+  {
+    name: "steward_invalidations_pending",
+    help: "Undelivered invalidation entries by state (ready: due and unclaimed; scheduled: debounced or backing off; claimed: being delivered).",
+    labels: ["state"],
+    sql: `
+      select case when claimed_until > pg_catalog.now() then 'claimed'
+                  when deliver_at > pg_catalog.now() then 'scheduled'
+                  else 'ready' end as state,
+             count(*)::float8 as value
+        from steward.invalidations
+       group by 1`,
+  },
+  {
+    name: "steward_invalidations_oldest_pending_seconds",
+    help: "Age of the oldest undelivered invalidation entry (0 when none).",
+    labels: [],
+    sql: `
+      select coalesce(extract(epoch from pg_catalog.now() - min(enqueued_at)), 0)::float8 as value
+        from steward.invalidations`,
+  },
 ];
 
 export interface Metrics {

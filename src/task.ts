@@ -2,10 +2,12 @@
 // return a summary. The wrapper logs one line per attempt with the outcome and duration.
 import type { Job, JobHelpers, Task, TaskList } from "graphile-worker";
 import type pg from "pg";
+import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 
 export interface TaskContext {
   logger: Logger;
+  config: Config;
   /** The worker's pool: for statements that must run outside a transaction (VACUUM) or on one client. */
   pool: pg.Pool;
   /** Runs one statement on the worker's pool. */
@@ -24,7 +26,7 @@ export interface TaskDefinition<P = unknown> {
   /** Checks the payload; throws PermanentError naming what is wrong. */
   parse(payload: unknown): P;
   /** Does the work; the returned object is logged with the outcome. */
-  run(payload: P, context: TaskContext): Promise<Record<string, unknown> | void>;
+  run(payload: P, context: TaskContext): Promise<object | void>;
 }
 
 export function defineTask<P>(definition: TaskDefinition<P>): TaskDefinition<P> {
@@ -32,7 +34,12 @@ export function defineTask<P>(definition: TaskDefinition<P>): TaskDefinition<P> 
 }
 
 /** graphile-worker's task list for these definitions, logging through `logger`. */
-export function buildTaskList(definitions: TaskDefinition<unknown>[], logger: Logger, pool: pg.Pool): TaskList {
+export function buildTaskList(
+  definitions: TaskDefinition<unknown>[],
+  logger: Logger,
+  pool: pg.Pool,
+  config: Config,
+): TaskList {
   const list: TaskList = {};
   for (const definition of definitions) {
     const task: Task = async (payload, helpers) => {
@@ -42,6 +49,7 @@ export function buildTaskList(definitions: TaskDefinition<unknown>[], logger: Lo
         const parsed = definition.parse(payload);
         const summary = await definition.run(parsed, {
           logger: log,
+          config,
           pool,
           query: (text, values) => pool.query(text, values),
           job: helpers.job,

@@ -6,6 +6,7 @@ import { TASKS } from "../tasks/index.ts";
 import type { Config } from "./config.ts";
 import { createPool } from "./database.ts";
 import { startHealthServer, type HealthServer } from "./health.ts";
+import { InvalidationDrainer, sinksFromConfig } from "./invalidations.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
@@ -21,6 +22,8 @@ export interface WorkerOptions {
   schedules?: Schedule[];
   /** Start the HTTP server (default true). */
   health?: boolean;
+  /** Run the continuous invalidation drainer (default: config.drainer). */
+  drainer?: boolean;
 }
 
 export interface RunningWorker {
@@ -73,7 +76,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
 
   const tasks = options.tasks ?? TASKS;
   const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
-  const taskList: TaskList = buildTaskList(tasks, logger, pool);
+  const taskList: TaskList = buildTaskList(tasks, logger, pool, config);
   const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize } : undefined;
   const runner = await run({
     pgPool: pool,
@@ -104,6 +107,22 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     "worker running",
   );
 
+  // The invalidation queue is drained continuously (woken by NOTIFY); the drain_invalidations
+  // task does the same in bounded passes, on its schedule or by hand.
+  let drainer: InvalidationDrainer | undefined;
+  if (config.drainer && options.drainer !== false) {
+    drainer = new InvalidationDrainer({
+      url: options.url,
+      pool,
+      sinks: sinksFromConfig(config, pool),
+      logger: logger.child({ component: "drainer" }),
+      batchSize: config.drainBatchSize,
+      visibilityMs: config.drainVisibilityMs,
+      pollIntervalMs: 5000,
+    });
+    await drainer.start();
+  }
+
   let health: HealthServer | undefined;
   if (options.health !== false) {
     try {
@@ -116,6 +135,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
         isRunning: () => running,
       });
     } catch (error) {
+      await drainer?.stop();
       await runner.stop();
       await pool.end();
       throw error;
@@ -127,6 +147,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     stopping ??= (async () => {
       running = false;
       logger.info({ reason, timeoutMs: config.shutdownTimeoutMs }, "worker stopping");
+      await drainer?.stop();
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<"timeout">((resolve) => {
         timer = setTimeout(() => resolve("timeout"), config.shutdownTimeoutMs);

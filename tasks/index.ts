@@ -2,6 +2,7 @@
 // after its identifier; add new ones to this list.
 import type { TaskDefinition } from "../src/task.ts";
 import { cleanupTask } from "./cleanup.ts";
+import { drainInvalidations } from "./drain_invalidations.ts";
 import { refreshMaterializedViewTask } from "./refresh_materialized_view.ts";
 import { scheduleRefreshesTask } from "./schedule_refreshes.ts";
 import { vacuumTablesTask } from "./vacuum_tables.ts";
@@ -9,6 +10,7 @@ import { vacuumTablesTask } from "./vacuum_tables.ts";
 export const TASKS: TaskDefinition<unknown>[] = [
   refreshMaterializedViewTask,
   scheduleRefreshesTask,
+  drainInvalidations,
   vacuumTablesTask,
   cleanupTask,
 ] as TaskDefinition<unknown>[];

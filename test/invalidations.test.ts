@@ -1,0 +1,245 @@
+import pg from "pg";
+import { describe, expect, it } from "vitest";
+import { drainBatch, notifyPayloads, type Sink } from "../src/invalidations.ts";
+import { eventually, testLogger, useTestDatabase } from "./helpers.ts";
+
+const context = useTestDatabase();
+
+async function pending(pool: pg.Pool, tag: string) {
+  const { rows } = await pool.query(
+    "select id::text, tag, attempts, deliver_at, enqueued_at, claimed_until from steward.invalidations where tag = $1 order by id",
+    [tag],
+  );
+  return rows;
+}
+
+function recordingSink(): Sink & { received: string[][] } {
+  const received: string[][] = [];
+  return { name: "recording", received, deliver: async (tags) => void received.push(tags) };
+}
+
+describe("enqueue_invalidation", () => {
+  it("leaves one entry for 200 concurrent enqueues of one tag", async () => {
+    const { pool } = context.db;
+    const clients = await Promise.all(Array.from({ length: 20 }, () => pool.connect()));
+    try {
+      const ids = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          clients[i % 20]!.query("select steward.enqueue_invalidation('concurrent:1') as id").then((r) => r.rows[0].id),
+        ),
+      );
+      expect(new Set(ids).size).toBe(1);
+    } finally {
+      clients.forEach((client) => client.release());
+    }
+    expect(await pending(pool, "concurrent:1")).toHaveLength(1);
+  });
+
+  it("pushes delivery back by the debounce, never past the first enqueue plus max_delay", async () => {
+    const { pool } = context.db;
+    await pool.query("select steward.enqueue_invalidation('debounced', '20 seconds')");
+    const [first] = await pending(pool, "debounced");
+    await pool.query("select steward.enqueue_invalidation('debounced', '50 seconds')");
+    const [second] = await pending(pool, "debounced");
+    expect(second.id).toBe(first.id);
+    expect(second.deliver_at.getTime()).toBeGreaterThan(first.deliver_at.getTime());
+    await pool.query("select steward.enqueue_invalidation('debounced', '10 minutes')");
+    const [third] = await pending(pool, "debounced");
+    // max_delay is 1 minute by default.
+    expect(third.deliver_at.getTime() - third.enqueued_at.getTime()).toBe(60_000);
+    // A later enqueue without debounce does not pull it forward either.
+    await pool.query("select steward.enqueue_invalidation('debounced')");
+    expect((await pending(pool, "debounced"))[0].deliver_at).toEqual(third.deliver_at);
+  });
+
+  it("makes a new entry for a tag whose entry is claimed (a write after a claim needs a new delivery)", async () => {
+    const { pool } = context.db;
+    await pool.query("select steward.enqueue_invalidation('inflight:1')");
+    const { rows: claimed } = await pool.query(
+      "select * from steward.claim_invalidations(1000) where tag = 'inflight:1'",
+    );
+    expect(claimed).toHaveLength(1);
+    await pool.query("select steward.enqueue_invalidation('inflight:1')");
+    const entries = await pending(pool, "inflight:1");
+    expect(entries).toHaveLength(2);
+    expect(entries.filter((e) => e.claimed_until === null)).toHaveLength(1);
+    // Failing the claimed one folds it into the pending one instead of keeping two.
+    await pool.query("select steward.fail_invalidations(array[$1::bigint], 'sink down')", [claimed[0].id]);
+    const after = await pending(pool, "inflight:1");
+    expect(after).toHaveLength(1);
+    expect(after[0].attempts).toBe(1);
+    await pool.query("delete from steward.invalidations where tag = 'inflight:1'");
+  });
+
+  it("refuses an empty tag or a negative debounce with SQLSTATE 22023, changing nothing", async () => {
+    const { pool } = context.db;
+    const before = (await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n;
+    await expect(pool.query("select steward.enqueue_invalidation('')")).rejects.toMatchObject({ code: "22023" });
+    await expect(pool.query("select steward.enqueue_invalidation('x', '-1 second')")).rejects.toMatchObject({
+      code: "22023",
+      message: "debounce must be zero or positive, got -00:00:01",
+    });
+    expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(before);
+  });
+
+  it("is the only thing steward_client may do with the queue", async () => {
+    const { rows } = await context.db.pool.query(`
+      select has_function_privilege('steward_client', 'steward.enqueue_invalidation(text, interval)', 'execute') as enqueue,
+             has_function_privilege('steward_client', 'steward.claim_invalidations(integer, interval)', 'execute') as claim,
+             has_table_privilege('steward_client', 'steward.invalidations', 'select') as read`);
+    expect(rows[0]).toEqual({ enqueue: true, claim: false, read: false });
+  });
+});
+
+describe("track_table", () => {
+  it("enqueues each distinct tag once for a 100,000-row update", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create table public.providers_samples (id bigint primary key, provider int, value int);
+      insert into public.providers_samples select g, g % 7, 0 from generate_series(1, 100000) g;
+      select steward.track_table('public.providers_samples', array['samples', 'samples:provider:{provider}']);
+    `);
+    await pool.query("delete from steward.invalidations");
+    await pool.query("update public.providers_samples set value = value + 1");
+    const { rows } = await pool.query("select tag, count(*)::int as n from steward.invalidations group by tag order by tag");
+    expect(rows).toEqual([
+      { tag: "samples", n: 1 },
+      ...Array.from({ length: 7 }, (_, p) => ({ tag: `samples:provider:${p}`, n: 1 })).sort((a, b) => a.tag.localeCompare(b.tag)),
+    ]);
+  });
+
+  it("fills placeholders from old and new rows, and enqueues nothing for a statement that changes no row", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create table public.listings (id int primary key, owner text, price int);
+      insert into public.listings values (1, 'ann', 10), (2, null, 20);
+      select steward.track_table('public.listings', array['listing:{id}:owner:{owner}', 'all-listings']);
+    `);
+    await pool.query("delete from steward.invalidations");
+    await pool.query("update public.listings set owner = 'bob' where id = 1");
+    const tags = async () =>
+      (await pool.query("select tag from steward.invalidations order by tag")).rows.map((r) => r.tag);
+    expect(await tags()).toEqual(["all-listings", "listing:1:owner:ann", "listing:1:owner:bob"]);
+    await pool.query("delete from steward.invalidations");
+    await pool.query("update public.listings set price = 0 where id = 99");
+    expect(await tags()).toEqual([]);
+    // A row whose placeholder column is null yields no tag of that template.
+    await pool.query("delete from public.listings where id = 2");
+    expect(await tags()).toEqual(["all-listings"]);
+  });
+
+  it("refuses a placeholder naming a column the table lacks, with the columns in the hint", async () => {
+    const { pool } = context.db;
+    await pool.query("create table public.widgets (id int, name text)");
+    await expect(pool.query("select steward.track_table('public.widgets', array['widget:{nope}'])")).rejects.toMatchObject({
+      code: "42703",
+      hint: "Columns: id, name",
+    });
+    const { rows } = await pool.query("select count(*)::int as n from pg_trigger where tgrelid = 'public.widgets'::regclass");
+    expect(rows[0].n).toBe(0);
+  });
+
+  it("untrack_table removes the triggers and says whether it did", async () => {
+    const { pool } = context.db;
+    await pool.query("create table public.gadgets (id int); select steward.track_table('public.gadgets', array['gadgets'])");
+    expect((await pool.query("select steward.untrack_table('public.gadgets') as done")).rows[0].done).toBe(true);
+    expect((await pool.query("select steward.untrack_table('public.gadgets') as done")).rows[0].done).toBe(false);
+    await pool.query("delete from steward.invalidations; insert into public.gadgets values (1)");
+    expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(0);
+  });
+});
+
+describe("claiming and delivering", () => {
+  it("delivers a claimed entry again after its visibility timeout when its drainer died", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    await pool.query("select steward.enqueue_invalidation('orphan')");
+    const { rows } = await pool.query("select * from steward.claim_invalidations(10, '1 second')");
+    expect(rows.map((r) => r.tag)).toEqual(["orphan"]);
+    // The drainer "dies" here: no complete, no fail.
+    expect((await pool.query("select * from steward.claim_invalidations(10, '1 second')")).rows).toEqual([]);
+    const sink = recordingSink();
+    await eventually(
+      async () => {
+        const batch = await drainBatch({ pool, sinks: [sink], logger: testLogger(), batchSize: 10, visibilityMs: 60_000 });
+        return batch.delivered;
+      },
+      { timeoutMs: 10_000, intervalMs: 200, what: "redelivery after the visibility timeout" },
+    );
+    expect(sink.received).toEqual([["orphan"]]);
+    // Delivered entries are deleted.
+    expect((await pool.query("select count(*)::int as n from steward.invalidations where tag = 'orphan'")).rows[0].n).toBe(0);
+  });
+
+  it("never hands one entry to two concurrent claimers", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    await pool.query("select steward.enqueue_invalidations(array(select 'many:' || g from generate_series(1, 2000) g))");
+    const batches = await Promise.all(
+      Array.from({ length: 8 }, () => pool.query("select id from steward.claim_invalidations(400)").then((r) => r.rows.map((x) => x.id))),
+    );
+    const all = batches.flat();
+    expect(all.length).toBe(2000);
+    expect(new Set(all).size).toBe(2000);
+  });
+});
+
+describe("notify payloads", () => {
+  it("splits tags into JSON arrays under pg_notify's 8000-byte limit, keeping every tag", () => {
+    const tags = Array.from({ length: 500 }, (_, i) => `tenant:${i}:` + "x".repeat(100));
+    const payloads = notifyPayloads(tags);
+    expect(payloads.length).toBeGreaterThan(1);
+    for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(8000);
+    expect(payloads.flatMap((p) => JSON.parse(p))).toEqual(tags);
+  });
+});
+
+describe("the notify sink", () => {
+  it("sends each due tag to listeners once, in JSON arrays, as the entries are deleted", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    const listener = new pg.Client({ connectionString: context.db.url });
+    await listener.connect();
+    const received: string[] = [];
+    listener.on("notification", (message) => received.push(...JSON.parse(message.payload!)));
+    await listener.query("listen steward_test_channel");
+    try {
+      await pool.query("select steward.enqueue_invalidations(array(select 'note:' || g || ':' || repeat('y', 200) from generate_series(1, 300) g))");
+      await pool.query("select steward.enqueue_invalidation('later', '1 hour')");
+      const { rows } = await pool.query("select * from steward.drain_notify(1000, 'steward_test_channel')");
+      expect(rows).toEqual([{ delivered: 300, refreshes: 0 }]);
+      await eventually(async () => received.length >= 300, { what: "300 notified tags" });
+      expect(new Set(received).size).toBe(300);
+      expect(received.every((tag) => tag.startsWith("note:"))).toBe(true);
+      const { rows: left } = await pool.query("select tag from steward.invalidations");
+      expect(left).toEqual([{ tag: "later" }]);
+    } finally {
+      await listener.end();
+    }
+  });
+});
+
+describe("mv: tags", () => {
+  it("schedule a refresh of the registered view instead of going to the sinks", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create table public.orders (id int primary key, customer int, amount int);
+      create materialized view public.orders_by_customer as
+        select customer, sum(amount) as total from public.orders group by customer;
+      create unique index on public.orders_by_customer (customer);
+      select steward.register_materialized_view('public.orders_by_customer');
+      select steward.track_table('public.orders', array['mv:public.orders_by_customer', 'customer:{customer}']);
+    `);
+    await pool.query("delete from steward.invalidations");
+    await pool.query("insert into public.orders values (1, 7, 100)");
+    const sink = recordingSink();
+    const batch = await drainBatch({ pool, sinks: [sink], logger: testLogger(), batchSize: 100, visibilityMs: 60_000 });
+    expect(batch).toMatchObject({ delivered: 1, refreshes: 1 });
+    expect(sink.received).toEqual([["customer:7"]]);
+    const { rows } = await pool.query(
+      `select j.payload->>'view' as view from graphile_worker._private_jobs j
+         join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'refresh_materialized_view'`,
+    );
+    expect(rows).toEqual([{ view: "public.orders_by_customer" }]);
+  });
+});
