@@ -31,6 +31,14 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
        where attempts < max_attempts or locked_at is not null
        group by 1, 2`,
   },
+  {
+    name: "steward_request_rollup_pending",
+    help: "5-minute request buckets (bucket, endpoint, method) with rows the rollup_requests task has not rolled up yet.",
+    labels: [],
+    sql: `
+      select count(*)::float8 as value
+        from (select distinct bucket, endpoint, method from steward.request_rollup_pending) as pending`,
+  },
 ];
 
 export interface Metrics {
