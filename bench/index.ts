@@ -1,4 +1,7 @@
 // Every `steward bench` scenario, in the order the SPEC lists them.
+import { batchVsCopy } from "./batch_vs_copy.ts";
+import { batchVsRows } from "./batch_vs_rows.ts";
+import { keysetVsOffset } from "./keyset_vs_offset.ts";
 import type { Scenario } from "./scenario.ts";
 
-export const SCENARIOS: Scenario<never>[] = [];
+export const SCENARIOS: Scenario<unknown>[] = [keysetVsOffset, batchVsCopy, batchVsRows];
