@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:dabb5a34083d5fe1e6c4edc3e4a579306018b434
+--! Hash: sha1:cd3ad35a5af7192abc417d027820d4cb1ce21f7d
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read
@@ -32,52 +32,43 @@ stable
 security invoker
 as $$
 declare
+  key_filter jsonb := coalesce(page.filter, '{}'::jsonb);
   relation record;
-  table_columns text[];
   item text;
   parts text[];
   names text[] := '{}';
   descending boolean[] := '{}';
-  key_filter jsonb := coalesce(page.filter, '{}'::jsonb);
-  filter_keys text[];
   described jsonb;
-  described_column jsonb;
-  operators jsonb;
-  attnums smallint[] := '{}';
+  is_unique boolean;
+  column_info jsonb;
   greater text[] := '{}';       -- per order column: "comes after" (> ascending, < descending)
   greater_equal text[] := '{}';
   equal text[] := '{}';
-  bound text[] := '{}';         -- per order column: the cursor's value as the column's type
+  bound text[] := '{}';         -- per order column: the cursor's value, typed like the column
+  one_operator text;            -- the "comes after" operator, when all columns share it
+  column_list text := '';
+  order_sql text := '';
+  order_text text := '';
   conditions text[] := '{}';
   after_sql text;
-  order_sql text;
   binding text;                 -- what a cursor is bound to: this table, order and filter
   decoded jsonb;
   cursor_keys jsonb;
-  cursor_values jsonb;
+  cursor_values jsonb := '{}';
   row_json jsonb;
   page_rows jsonb[] := '{}';
-  last_key jsonb;
+  last_key jsonb := '[]';
   next_cursor text;
   i integer;
 begin
+  -- This function is on the path of every page a client reads, so it sends few statements:
+  -- two catalog lookups and the page itself; the rest are plain expressions.
   if page.max is null or page.max < 1 or page.max > 1000 then
     raise exception 'page: max must be from 1 to 1000, got %', coalesce(page.max::text, 'null')
       using errcode = '22023', hint = 'Ask for at most 1000 rows and follow "next" for the rest.';
   end if;
   if target is null then
     raise exception 'page: target must name a table, got null' using errcode = '22004';
-  end if;
-  select n.nspname, c.relname, c.relkind into relation
-    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-   where c.oid = target;
-  if not found then
-    raise exception 'page: no relation has oid %', target::oid using errcode = '22023';
-  end if;
-  if relation.relkind not in ('r', 'p') then
-    raise exception 'page: %.% is not a table', relation.nspname, relation.relname
-      using errcode = '22023',
-            hint = 'Keyset pages need NOT NULL sort columns and a unique index, which only tables have; page over the underlying table.';
   end if;
   if order_by is null or pg_catalog.cardinality(order_by) = 0 then
     raise exception 'page: order_by must name at least one column' using errcode = '22023',
@@ -88,18 +79,31 @@ begin
       using errcode = '22023', hint = 'For example {"user_id": 42, "deleted_at": null}.';
   end if;
 
+  select n.nspname, c.relname, c.relkind,
+         array(select a.attname::text from pg_catalog.pg_attribute a
+                where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns,
+         array(select k from pg_catalog.jsonb_object_keys(key_filter) as k order by k) as filter_keys
+    into relation
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+   where c.oid = target;
+  if not found then
+    raise exception 'page: no relation has oid %', target::oid using errcode = '22023';
+  end if;
+  if relation.relkind not in ('r', 'p') then
+    raise exception 'page: %.% is not a table', relation.nspname, relation.relname
+      using errcode = '22023',
+            hint = 'Keyset pages need NOT NULL sort columns and a unique index, which only tables have; page over the underlying table.';
+  end if;
+
   -- Identifiers are matched exactly against the table's columns; anything else is refused
   -- before any SQL is built. An order_by item is a column name, optionally followed by asc/desc.
-  select pg_catalog.array_agg(a.attname::text) into table_columns
-    from pg_catalog.pg_attribute a
-   where a.attrelid = target and a.attnum > 0 and not a.attisdropped;
   foreach item in array order_by loop
     if item is null then
       raise exception 'page: order_by items cannot be null' using errcode = '22004';
     end if;
-    parts := case when item = any (table_columns) then array[item, 'asc']
+    parts := case when item = any (relation.columns) then array[item, 'asc']
                   else pg_catalog.regexp_match(item, '^(.*\S)\s+(asc|desc)\s*$', 'i') end;
-    if parts is null or not parts[1] = any (table_columns) then
+    if parts is null or not parts[1] = any (relation.columns) then
       raise exception 'page: order_by item "%" is not a column of %.%', item, relation.nspname, relation.relname
         using errcode = '22023',
               hint = 'Items are column names exactly as stored (case matters), optionally followed by asc or desc.';
@@ -110,17 +114,17 @@ begin
     names := names || parts[1];
     descending := descending || (pg_catalog.lower(parts[2]) = 'desc');
   end loop;
-  select pg_catalog.array_agg(k order by k) into filter_keys from pg_catalog.jsonb_object_keys(key_filter) as k;
-  filter_keys := coalesce(filter_keys, '{}');
-  item := (select k from pg_catalog.unnest(filter_keys) as k where not k = any (table_columns) limit 1);
-  if item is not null then
-    raise exception 'page: filter key "%" is not a column of %.%', item, relation.nspname, relation.relname
-      using errcode = '22023';
-  end if;
+  foreach item in array relation.filter_keys loop
+    if not item = any (relation.columns) then
+      raise exception 'page: filter key "%" is not a column of %.%', item, relation.nspname, relation.relname
+        using errcode = '22023';
+    end if;
+  end loop;
 
-  -- For each column used: its type (qualified, to cast bound values) and the btree strategy
-  -- operators (1 <, 2 <=, 3 =, 4 >=, 5 >) of its type's default operator class, the ones ORDER BY
-  -- uses; domains resolve to their base type (and a NOT NULL domain makes the column NOT NULL).
+  -- For each column used: whether it is NOT NULL (itself or by its domain), its type (qualified,
+  -- to type bound values), and the btree strategy operators (1 <, 2 <=, 3 =, 4 >=, 5 >) of its
+  -- type's default operator class, the ones ORDER BY uses. And whether a valid unique index on
+  -- plain columns has all its key columns among the order_by columns.
   with recursive used as (
     select a.attname::text as name, a.attnum, a.attnotnull, a.atttypid,
            pg_catalog.format('%I.%I', tn.nspname, ty.typname) as type_sql
@@ -128,7 +132,7 @@ begin
       join pg_catalog.pg_type ty on ty.oid = a.atttypid
       join pg_catalog.pg_namespace tn on tn.oid = ty.typnamespace
      where a.attrelid = target and a.attnum > 0 and not a.attisdropped
-       and a.attname::text = any (names || filter_keys)
+       and a.attname::text = any (names || relation.filter_keys)
   ), base as (
     select u.name, ty.oid, ty.typtype, ty.typcategory, ty.typbasetype, ty.typnotnull
       from used u join pg_catalog.pg_type ty on ty.oid = u.atttypid
@@ -138,28 +142,42 @@ begin
      where b.typtype = 'd'
   )
   select pg_catalog.jsonb_object_agg(u.name, pg_catalog.jsonb_build_object(
-           'attnum', u.attnum, 'type', u.type_sql,
+           'type', u.type_sql,
+           'type_name', pg_catalog.format_type(u.atttypid, null),
            'not_null', u.attnotnull or exists (select from base d where d.name = u.name and d.typnotnull),
-           'type_name', pg_catalog.format_type(u.atttypid, null), 'operators', ops.operators))
-    into described
+           'operators', ops.operators)),
+         exists (
+           select from pg_catalog.pg_index x
+            where x.indrelid = target and x.indisunique and x.indisvalid
+              and x.indpred is null and x.indexprs is null
+              and (select pg_catalog.array_agg(k.attnum)
+                     from pg_catalog.unnest(x.indkey::smallint[]) with ordinality as k(attnum, position)
+                    where k.position <= x.indnkeyatts)
+                  <@ (select pg_catalog.array_agg(o.attnum) from used o where o.name = any (names)))
+    into described, is_unique
     from used u
     join base b on b.name = u.name and b.typtype <> 'd'
     left join lateral (
       select pg_catalog.jsonb_object_agg(o.amopstrategy::text, pg_catalog.format('OPERATOR(%I.%s)', opn.nspname, op.oprname)) as operators
-        from (select oc.opcfamily, oc.opcintype
-                from pg_catalog.pg_opclass oc
-                join pg_catalog.pg_am am on am.oid = oc.opcmethod
-               where am.amname = 'btree' and oc.opcdefault
-                 and oc.opcintype = any (
-                       array[b.oid, case when b.typtype = 'e' then 'pg_catalog.anyenum'::pg_catalog.regtype
-                                         when b.typtype = 'r' then 'pg_catalog.anyrange'::pg_catalog.regtype
-                                         when b.typtype = 'm' then 'pg_catalog.anymultirange'::pg_catalog.regtype
-                                         when b.typtype = 'c' then 'pg_catalog.record'::pg_catalog.regtype
-                                         when b.typcategory = 'A' then 'pg_catalog.anyarray'::pg_catalog.regtype end]
-                       || array(select c.casttarget from pg_catalog.pg_cast c
-                                 where c.castsource = b.oid and c.castmethod = 'b'))
-               order by oc.opcintype = b.oid desc, oc.oid
-               limit 1) as opc
+        -- The default btree operator class for the type itself, else for what it is binary
+        -- coercible to (varchar: text) or for its polymorphic kind (enums, arrays, ranges, rows).
+        -- 403 is btree's access method OID, fixed in every PostgreSQL.
+        from (select * from (select oc.opcfamily, oc.opcintype
+                               from pg_catalog.pg_opclass oc
+                              where oc.opcmethod = 403 and oc.opcdefault and oc.opcintype = b.oid) as exact
+              union all
+              (select oc.opcfamily, oc.opcintype
+                 from pg_catalog.pg_opclass oc
+                where oc.opcmethod = 403 and oc.opcdefault
+                  and (oc.opcintype = case when b.typtype = 'e' then 'pg_catalog.anyenum'::pg_catalog.regtype
+                                           when b.typtype = 'r' then 'pg_catalog.anyrange'::pg_catalog.regtype
+                                           when b.typtype = 'm' then 'pg_catalog.anymultirange'::pg_catalog.regtype
+                                           when b.typtype = 'c' then 'pg_catalog.record'::pg_catalog.regtype
+                                           when b.typcategory = 'A' then 'pg_catalog.anyarray'::pg_catalog.regtype end
+                       or oc.opcintype in (select c.casttarget from pg_catalog.pg_cast c
+                                            where c.castsource = b.oid and c.castmethod = 'b'))
+                order by oc.oid)
+              limit 1) as opc
         join pg_catalog.pg_amop o
           on o.amopfamily = opc.opcfamily and o.amoplefttype = opc.opcintype and o.amoprighttype = opc.opcintype
         join pg_catalog.pg_operator op on op.oid = o.amopopr
@@ -168,33 +186,29 @@ begin
     ) as ops on true;
 
   for i in 1 .. pg_catalog.cardinality(names) loop
-    described_column := described -> names[i];
-    operators := described_column -> 'operators';
-    if not (described_column ->> 'not_null')::boolean then
+    column_info := described -> names[i];
+    if not (column_info ->> 'not_null')::boolean then
       raise exception 'page: cannot order by "%": it may be null', names[i]
         using errcode = '22023',
               hint = 'Keyset pages order by NOT NULL columns only, so that every page is one index range and no row is skipped: add a NOT NULL constraint, or order by a NOT NULL generated column.';
     end if;
-    if operators is null or (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(operators)) <> 5 then
-      raise exception 'page: cannot order by "%": type % has no default btree ordering', names[i], described_column ->> 'type_name'
+    if not coalesce(column_info -> 'operators' ?& array['1', '2', '3', '4', '5'], false) then
+      raise exception 'page: cannot order by "%": type % has no default btree ordering', names[i], column_info ->> 'type_name'
         using errcode = '22023';
     end if;
-    attnums := attnums || (described_column ->> 'attnum')::smallint;
-    greater := greater || (operators ->> case when descending[i] then '1' else '5' end);
-    greater_equal := greater_equal || (operators ->> case when descending[i] then '2' else '4' end);
-    equal := equal || (operators ->> '3');
+    greater := greater || (column_info -> 'operators' ->> case when descending[i] then '1' else '5' end);
+    greater_equal := greater_equal || (column_info -> 'operators' ->> case when descending[i] then '2' else '4' end);
+    equal := equal || (column_info -> 'operators' ->> '3');
     bound := bound || pg_catalog.format('(select x.%1$I from pg_catalog.jsonb_to_record($1) as x(%1$I %2$s))',
-                                        names[i], described_column ->> 'type');
+                                        names[i], column_info ->> 'type');
+    one_operator := case when i = 1 or one_operator = greater[i] then greater[i] end;
+    column_list := column_list || case when i > 1 then ', ' else '' end || pg_catalog.format('t.%I', names[i]);
+    order_sql := order_sql || case when i > 1 then ', ' else '' end
+                 || pg_catalog.format('t.%I', names[i]) || case when descending[i] then ' desc' else '' end;
+    order_text := order_text || case when i > 1 then ',' else '' end
+                  || pg_catalog.quote_ident(names[i]) || case when descending[i] then ' desc' else ' asc' end;
   end loop;
-
-  if not exists (
-    select from pg_catalog.pg_index x
-     where x.indrelid = target and x.indisunique and x.indisvalid
-       and x.indpred is null and x.indexprs is null
-       and (select pg_catalog.array_agg(k.attnum)
-              from pg_catalog.unnest(x.indkey::smallint[]) with ordinality as k(attnum, position)
-             where k.position <= x.indnkeyatts) <@ attnums
-  ) then
+  if not is_unique then
     raise exception 'page: order_by % does not make the order unique', order_by
       using errcode = '22023',
             hint = coalesce(
@@ -208,32 +222,26 @@ begin
   end if;
 
   -- filter: equality on columns, the values bound as $2 and typed like the column; null: IS NULL.
-  foreach item in array filter_keys loop
-    described_column := described -> item;
+  foreach item in array relation.filter_keys loop
+    column_info := described -> item;
     if pg_catalog.jsonb_typeof(key_filter -> item) = 'null' then
       conditions := conditions || pg_catalog.format('t.%I is null', item);
-    elsif described_column #> '{operators,3}' is null then
-      raise exception 'page: cannot filter on "%": type % has no default btree equality', item, described_column ->> 'type_name'
+    elsif column_info #> '{operators,3}' is null then
+      raise exception 'page: cannot filter on "%": type % has no default btree equality', item, column_info ->> 'type_name'
         using errcode = '22023';
     else
       conditions := conditions || pg_catalog.format(
         't.%1$I %3$s (select x.%1$I from pg_catalog.jsonb_to_record($2) as x(%1$I %2$s))',
-        item, described_column ->> 'type', described_column #>> '{operators,3}');
+        item, column_info ->> 'type', column_info #>> '{operators,3}');
     end if;
   end loop;
-
-  order_sql := (select pg_catalog.string_agg(pg_catalog.format('t.%I', names[n]) || case when descending[n] then ' desc' else '' end, ', ' order by n)
-                  from pg_catalog.generate_subscripts(names, 1) as n);
-  binding := pg_catalog.concat_ws(E'\n', 'steward.page/1', target::oid::text,
-    (select pg_catalog.string_agg(pg_catalog.quote_ident(names[n]) || case when descending[n] then ' desc' else ' asc' end, ',' order by n)
-       from pg_catalog.generate_subscripts(names, 1) as n),
-    key_filter::text);
 
   -- The cursor: base64url of {"k": [order_by values of the last row], "c": checksum}. The
   -- checksum binds it to this table, order and filter, so a cursor of another query (or an edited
   -- one) is refused rather than answered with a wrong page. It is not a secret-keyed MAC: page
   -- runs with the caller's privileges, so a cursor forged anyway only moves the start of a page
   -- within rows the caller may read.
+  binding := pg_catalog.concat_ws(E'\n', 'steward.page/1', target::oid::text, order_text, key_filter::text);
   if after is not null then
     if after ~ '^[A-Za-z0-9_-]+$' and pg_catalog.length(after) <= 16384 then
       begin
@@ -253,19 +261,17 @@ begin
         using errcode = '22023',
               hint = 'Pass the "next" of the previous page unchanged, with the same target, order_by and filter; null starts at the first page.';
     end if;
-    cursor_values := (select pg_catalog.jsonb_object_agg(names[n], cursor_keys -> (n - 1))
-                        from pg_catalog.generate_subscripts(names, 1) as n);
+    for i in 1 .. pg_catalog.cardinality(names) loop
+      cursor_values := cursor_values || pg_catalog.jsonb_build_object(names[i], cursor_keys -> (i - 1));
+    end loop;
 
     -- Rows after the cursor. One direction: a row comparison, a single index range. Mixed
     -- directions cannot use one (FACTS): the expanded a > x or (a = x and b < y), with a
     -- redundant a >= x in front so that the index still bounds the scan.
     if pg_catalog.cardinality(names) = 1 then
       after_sql := pg_catalog.format('t.%I %s %s', names[1], greater[1], bound[1]);
-    elsif (select pg_catalog.count(distinct g) from pg_catalog.unnest(greater) as g) = 1 then
-      after_sql := pg_catalog.format('row(%s) %s row(%s)',
-        (select pg_catalog.string_agg(pg_catalog.format('t.%I', n), ', ' order by o)
-           from pg_catalog.unnest(names) with ordinality as u(n, o)),
-        greater[1], pg_catalog.array_to_string(bound, ', '));
+    elsif one_operator is not null then
+      after_sql := pg_catalog.format('row(%s) %s row(%s)', column_list, one_operator, pg_catalog.array_to_string(bound, ', '));
     else
       i := pg_catalog.cardinality(names);
       after_sql := pg_catalog.format('t.%I %s %s', names[i], greater[i], bound[i]);
@@ -289,8 +295,9 @@ begin
   loop
     if pg_catalog.cardinality(page_rows) = page.max then
       -- The cursor holds the order_by values of the last row returned, as to_jsonb wrote them.
-      last_key := (select pg_catalog.jsonb_agg(page_rows[page.max] -> n order by o)
-                     from pg_catalog.unnest(names) with ordinality as u(n, o));
+      for i in 1 .. pg_catalog.cardinality(names) loop
+        last_key := last_key || pg_catalog.jsonb_build_array(page_rows[page.max] -> names[i]);
+      end loop;
       next_cursor := pg_catalog.rtrim(pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
         pg_catalog.jsonb_build_object('k', last_key, 'c', pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(
           pg_catalog.convert_to(binding || E'\n' || last_key::text, 'UTF8')), 'hex'), 32))::text,
