@@ -158,9 +158,10 @@ describe("steward.record_requests", () => {
     expect(results).toEqual(Array(8).fill(1));
     const { rows } = await context.db.pool.query(
       `select (select count(*) from steward.${name})::int as rows,
-              (select count(*) from pg_inherits where inhparent = 'steward.requests'::regclass and inhrelid = 'steward.${name}'::regclass)::int as partitions`,
+              (select count(*) from pg_inherits where inhparent = 'steward.requests'::regclass and inhrelid = 'steward.${name}'::regclass)::int as partitions,
+              obj_description('steward.${name}'::regclass, 'pg_class') as comment`,
     );
-    expect(rows[0]).toEqual({ rows: 8, partitions: 1 });
+    expect(rows[0]).toMatchObject({ rows: 8, partitions: 1, comment: expect.stringContaining("a partition of steward.requests") });
   });
 
   it("is the one metrics function steward_client may run: it records, but cannot read or roll up", async () => {
@@ -283,6 +284,25 @@ describe("the request rollup", () => {
     await setSetting("request_metrics.hourly_refresh", "0 seconds");
     expect((await rollup())[0]).toMatchObject({ buckets_5m: 0, buckets_hourly: 1 });
     expect(await hourly()).toEqual(["/closed", "/open"]);
+  });
+
+  it("takes rows of a transaction that commits after a rollup on the next run, and says more only when a step was full", async () => {
+    const writer = await context.db.pool.connect();
+    try {
+      await writer.query("begin");
+      await writer.query("select steward.record_requests($1)", [JSON.stringify(spread(30, 1, ["/slow-commit"]))]);
+      // The rollup cannot see those rows yet; it has nothing to do and says so.
+      expect(await rollup(2)).toEqual([{ buckets_5m: 0, buckets_hourly: 0, more: false }]);
+      await writer.query("commit");
+    } finally {
+      writer.release();
+    }
+    const steps = await rollup(2);
+    expect(steps[0]).toMatchObject({ buckets_5m: 2, more: true });
+    expect(steps.at(-1)!.more).toBe(false);
+    expect(steps.reduce((sum, step) => sum + step.buckets_5m, 0)).toBeGreaterThan(2);
+    const { actual, expected } = await statsAndExpected("request_stats_5m");
+    expect(actual).toEqual(expected);
   });
 
   it("loses no row recorded while rollups run at the same time", async () => {

@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:cd3ad35a5af7192abc417d027820d4cb1ce21f7d
+--! Hash: sha1:e81e5b924814bed10d5423fce8069b6c7d3fa10e
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read
@@ -537,13 +537,17 @@ begin
     raise exception 'create_request_partitions: need first_day <= last_day, at most ten years apart; got % and %', first_day, last_day
       using errcode = '22023';
   end if;
-  -- Two sessions creating the same day at once would collide in the catalog.
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('steward.create_request_partitions'));
   for day in select d::date from pg_catalog.generate_series(first_day, last_day, interval '1 day') as d loop
     name := 'requests_' || pg_catalog.to_char(day, 'YYYYMMDD');
     if pg_catalog.to_regclass(pg_catalog.format('steward.%I', name)) is null then
+      -- Two sessions creating the same day at once would collide in the catalog; the second
+      -- waits here, then finds the table made (if not exists).
+      perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('steward.create_request_partitions'));
       execute pg_catalog.format('create table if not exists steward.%I partition of steward.requests for values from (%L) to (%L)',
         name, pg_catalog.to_char(day, 'YYYY-MM-DD') || ' 00:00:00+00', pg_catalog.to_char(day + 1, 'YYYY-MM-DD') || ' 00:00:00+00');
+      execute pg_catalog.format('comment on table steward.%I is %L', name,
+        pg_catalog.format('Raw request rows of %s (UTC), a partition of steward.requests; dropped by cleanup after request_metrics.raw_retention.',
+                          pg_catalog.to_char(day, 'YYYY-MM-DD')));
       created := created + 1;
     end if;
   end loop;
@@ -763,12 +767,12 @@ begin
            p95_ms = excluded.p95_ms, p99_ms = excluded.p99_ms, cache_hits = excluded.cache_hits;
   end if;
 
+  -- More only when a step was full: rows that keep arriving during the run are the next
+  -- run's work, or a busy database would keep the task looping.
   return query select coalesce(pg_catalog.cardinality(keys_bucket), 0),
                       coalesce(pg_catalog.cardinality(hours_bucket), 0),
-                      exists (select from steward.request_rollup_pending)
-                      or exists (select from steward.request_rollup_dirty_hours d
-                                  where d.bucket + interval '1 hour' <= pg_catalog.now()
-                                     or d.dirty_since <= pg_catalog.now() - refresh);
+                      coalesce(pg_catalog.cardinality(keys_bucket), 0) >= max_buckets
+                      or coalesce(pg_catalog.cardinality(hours_bucket), 0) >= max_buckets;
 end
 $$;
 comment on function steward.rollup_requests(integer) is
