@@ -1,11 +1,19 @@
 // A page deep into a big table: steward.page from a cursor against LIMIT … OFFSET, both through
 // node-postgres, newest first with ties broken by id.
 import { page } from "../src/page.ts";
+import { median } from "./run.ts";
 import { defineScenario, timed } from "./scenario.ts";
 
 const TABLE = "public.bench_keyset";
 const ORDER_BY = ["created_at desc", "id"];
 const PAGE_SIZE = 50;
+
+/** Milliseconds of each of `count` calls of `work`, one after another. */
+async function timedCalls(count: number, work: () => Promise<unknown>): Promise<number[]> {
+  const times: number[] = [];
+  for (let call = 0; call < count; call++) times.push(await timed(work));
+  return times;
+}
 
 interface State {
   depth: number;
@@ -42,21 +50,17 @@ export const keysetVsOffset = defineScenario<State>({
     }
     return { depth, cursor: cursor! };
   },
+  // The median of several calls per round on both sides: a single call is at the mercy of the
+  // scheduler on a shared machine.
   async ours({ depth, cursor }, { pool }) {
-    const calls = 20;
-    const ms = await timed(async () => {
-      for (let call = 0; call < calls; call++) await page(pool, TABLE, { orderBy: ORDER_BY, max: PAGE_SIZE, after: cursor });
-    });
-    return { value: ms / calls, detail: { depth, calls } };
+    const calls = await timedCalls(21, () => page(pool, TABLE, { orderBy: ORDER_BY, max: PAGE_SIZE, after: cursor }));
+    return { value: median(calls), detail: { depth, calls: calls.length } };
   },
   async baseline({ depth }, { pool }) {
-    const calls = 3;
-    const ms = await timed(async () => {
-      for (let call = 0; call < calls; call++) {
-        await pool.query(`select * from ${TABLE} order by created_at desc, id limit $1 offset $2`, [PAGE_SIZE, depth]);
-      }
-    });
-    return { value: ms / calls, detail: { depth, calls } };
+    const calls = await timedCalls(3, () =>
+      pool.query(`select * from ${TABLE} order by created_at desc, id limit $1 offset $2`, [PAGE_SIZE, depth]),
+    );
+    return { value: median(calls), detail: { depth, calls: calls.length } };
   },
   async teardown(_, { pool }) {
     await pool.query(`drop table if exists ${TABLE}`);
