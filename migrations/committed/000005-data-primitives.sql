@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:e81e5b924814bed10d5423fce8069b6c7d3fa10e
+--! Hash: sha1:db475784c079601f6a08b674cef4b12315e46d20
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read
@@ -17,7 +17,6 @@
 -- the caller's search_path).
 
 -- Keyset pagination ----------------------------------------------------------------------------
-
 
 create function steward.page(
   target regclass,
