@@ -59,6 +59,14 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
       select coalesce(extract(epoch from pg_catalog.now() - min(enqueued_at)), 0)::float8 as value
         from steward.invalidations`,
   },
+  {
+    name: "steward_request_rollup_pending",
+    help: "5-minute request buckets (bucket, endpoint, method) with rows the rollup_requests task has not rolled up yet.",
+    labels: [],
+    sql: `
+      select count(*)::float8 as value
+        from (select distinct bucket, endpoint, method from steward.request_rollup_pending) as pending`,
+  },
 ];
 
 export interface Metrics {

@@ -4,6 +4,7 @@ import type { TaskDefinition } from "../src/task.ts";
 import { cleanupTask } from "./cleanup.ts";
 import { drainInvalidations } from "./drain_invalidations.ts";
 import { refreshMaterializedViewTask } from "./refresh_materialized_view.ts";
+import { rollupRequests } from "./rollup_requests.ts";
 import { scheduleRefreshesTask } from "./schedule_refreshes.ts";
 import { vacuumTablesTask } from "./vacuum_tables.ts";
 
@@ -13,6 +14,7 @@ export const TASKS: TaskDefinition<unknown>[] = [
   drainInvalidations,
   vacuumTablesTask,
   cleanupTask,
+  rollupRequests,
 ] as TaskDefinition<unknown>[];
 
 export const TASK_NAMES: string[] = TASKS.map((task) => task.identifier);

@@ -171,3 +171,53 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
     });
   });
 }
+
+/**
+ * A NOLOGIN role for the tests of one file, with a random name (roles are cluster-wide and test
+ * files run in parallel). `drop()` removes its privileges in `db` and the role.
+ */
+export async function createTestRole(db: TestDatabase, prefix: string): Promise<{ name: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${randomBytes(4).toString("hex")}`;
+  await db.pool.query(`create role ${name} nologin`);
+  return {
+    name,
+    async drop() {
+      await db.pool.query(`drop owned by ${name}`);
+      await db.pool.query(`drop role ${name}`);
+    },
+  };
+}
+
+/** Runs `work` on one connection in a transaction as `role` (SET LOCAL ROLE); commits only if asked. */
+export async function asRole<T>(
+  db: TestDatabase,
+  role: string,
+  work: (client: pg.PoolClient) => Promise<T>,
+  options: { commit?: boolean } = {},
+): Promise<T> {
+  const client = await db.pool.connect();
+  try {
+    await client.query("begin");
+    await client.query(`set local role ${role}`);
+    const result = await work(client);
+    await client.query(options.commit ? "commit" : "rollback");
+    return result;
+  } catch (error) {
+    await client.query("rollback").catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/** Who may run a function: steward_client, PUBLIC; and whether it runs as its owner. */
+export async function functionAccess(pool: pg.Pool, signature: string): Promise<{ client: boolean; public: boolean; definer: boolean }> {
+  const { rows } = await pool.query(
+    `select has_function_privilege('steward_client', p.oid, 'execute') as client,
+            exists (select from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a where a.grantee = 0) as public,
+            p.prosecdef as definer
+       from pg_proc p where p.oid = $1::regprocedure`,
+    [signature],
+  );
+  return rows[0];
+}

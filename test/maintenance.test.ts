@@ -257,7 +257,7 @@ describe("cleanup", () => {
     try {
       expect(await runJob("cleanup")).toMatchObject({
         state: "failed",
-        error: expect.stringContaining("cleanup: 1 of 4 steps failed (broken: the broken step broke)"),
+        error: expect.stringMatching(/cleanup: 1 of \d+ steps failed \(broken: the broken step broke\)/),
       });
     } finally {
       await query("delete from steward.cleanup_steps where name = 'broken'");

@@ -1,5 +1,5 @@
---! Previous: sha1:cc493827ef90768d1f2e59b2940a020e938ea687
---! Hash: sha1:ae46323f1cfd627d490af91331bcf5f95f09fbd6
+--! Previous: sha1:9c91f49dc717a0539b97f2449590f5220d3017fd
+--! Hash: sha1:c35140e02c857f00a996f3245b76942110a06568
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
