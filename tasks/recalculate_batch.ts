@@ -1,5 +1,5 @@
 import { payloadObject, requiredInteger } from "../src/payload.ts";
-import { computeBatch, RecalcBatchError } from "../src/recalculation.ts";
+import { computeBatch, readRun, RecalcBatchError, runSummary } from "../src/recalculation.ts";
 import { defineTask } from "../src/task.ts";
 
 const TASK = "recalculate_batch";
@@ -16,10 +16,14 @@ export const recalculateBatch = defineTask({
   },
   async run({ run, batch }, { pool, job, logger }) {
     const result = await computeBatch(pool, run, batch, job.attempts >= job.max_attempts);
+    if (result.runStatus) {
+      // This batch ended the run: say how it went, once.
+      const ended = await readRun(pool, run);
+      if (ended) logger.info({ run, name: ended.name, status: ended.status, keys: ended.keysDone }, runSummary(ended));
+    }
     if (result.outcome === "retry" || result.outcome === "failed") {
       throw new RecalcBatchError(`batch ${batch} of run ${run}: ${result.error}`);
     }
-    if (result.runStatus) logger.info({ run, status: result.runStatus }, `recalculation run ${run} ${result.runStatus}`);
     return { run, batch, outcome: result.outcome, keys: result.keys };
   },
 });
