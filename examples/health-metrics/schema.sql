@@ -289,7 +289,7 @@ returns boolean
 language sql
 stable strict
 as $$
-  -- About 1.8 providers per user, from the providers' shares; everyone has at least one.
+  -- About 2 providers per user, from the providers' shares; everyone has at least one.
   select pg_catalog.abs(pg_catalog.hashtext(user_id::text || ':' || provider)) % 100
            < (select pg_catalog.max(pm.share) from health_metrics.provider_metrics pm where pm.provider = owns.provider)
       or provider = (array['apple_health', 'fitbit', 'garmin'])[1 + (user_id % 3)::integer]
