@@ -275,6 +275,27 @@ describe("a recalculation run", () => {
     }
   });
 
+  it("fails a batch that runs past recalculation.batch_timeout, undoing its work", async () => {
+    const { pool } = context.db;
+    await registerCounter(pool, "slow", { keys: 20, batchSize: 10 });
+    await pool.query("insert into calc.delays values ('slow', 2)");
+    await pool.query("select steward.set_setting('recalculation.batch_timeout', '300 milliseconds')");
+    await pool.query("select steward.set_setting('recalculation.max_attempts', '1')");
+    try {
+      worker = await startTestWorker(context.db, { tasks: TASKS });
+      const { run } = await startRecalculation(pool, "slow");
+      expect(await waitForEnd(pool, run.id)).toMatchObject({
+        status: "failed",
+        batchesFailed: 2,
+        error: "2 of 2 batches failed; batch 0: canceling statement due to statement timeout",
+      });
+      expect(await callCounts(pool, "slow")).toMatchObject({ calls: 0, attempts: 2 });
+    } finally {
+      await pool.query("select steward.set_setting('recalculation.batch_timeout', '10 minutes')");
+      await pool.query("select steward.set_setting('recalculation.max_attempts', '5')");
+    }
+  });
+
   it("completes after the worker is killed mid-run, without recomputing finished batches", async () => {
     const { pool } = context.db;
     await registerCounter(pool, "killed", { batchSize: 250 });
