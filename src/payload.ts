@@ -80,7 +80,8 @@ export function optionalArray(task: string, payload: Payload, key: string, max: 
   const value = payload[key];
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || value.length > max || value.some((item) => item === null)) {
-    throw new PermanentError(`${task}: "${key}" must be an array of at most ${max} non-null JSON values, got ${describe(value)}`);
+    const got = Array.isArray(value) ? (value.length > max ? `${value.length} items` : "an array holding null") : describe(value);
+    throw new PermanentError(`${task}: "${key}" must be an array of at most ${max} non-null JSON values, got ${got}`);
   }
   return value;
 }

@@ -153,11 +153,17 @@ describe("the health-metrics schema", () => {
       await worker.stop();
     }
     expect(await scalar("select count(*)::int from health_metrics.metric_confidence_cache")).toBe(keys);
-    // Each cached score is what confidence_of gives for that key at the moment it was computed.
+    // Each cached score is what confidence_of gives for that key at the moment it was computed
+    // (one batch, one moment: its transaction's).
     const mismatches = await scalar<number>(`
+      with batches as (
+        select computed_at, jsonb_agg(jsonb_build_object('user_id', user_id, 'metric', metric)) as keys
+          from health_metrics.metric_confidence_cache group by computed_at
+      ), expected as (
+        select x.* from batches b cross join lateral health_metrics.confidence_of(b.keys, b.computed_at) as x
+      )
       select count(*)::int from health_metrics.metric_confidence_cache c
-       cross join lateral health_metrics.confidence_of(
-         jsonb_build_array(jsonb_build_object('user_id', c.user_id, 'metric', c.metric)), c.computed_at) as x
+        full join expected x on x.user_id = c.user_id and x.metric = c.metric
        where (x.confidence, x.completeness, x.freshness, x.agreement, x.providers, x.samples)
              is distinct from (c.confidence, c.completeness, c.freshness, c.agreement, c.providers, c.samples)`);
     expect(mismatches).toBe(0);
