@@ -95,10 +95,12 @@ describe("the confidence formula", () => {
 });
 
 describe("the health-metrics schema", () => {
-  it("installs again without changing anything or writing to the audit log", async () => {
+  it("installs again without changing anything, and without re-registering what is registered", async () => {
     const { pool } = context.db;
+    // The view's registration (once the registry exists) is asserted on every start; the rest
+    // is registered only when it changes.
     const state = () =>
-      pool.query(`select (select count(*) from steward.audit_log) as audits,
+      pool.query(`select (select count(*) from steward.audit_log where action <> 'register_materialized_view') as audits,
                          (select count(*) from pg_class where relnamespace = 'health_metrics'::regnamespace) as relations,
                          (select tags from steward.tracked_tables where target = 'health_metrics.samples'::regclass) as tags,
                          (select batch_size from steward.recalculations where name = 'metric_confidence') as batch_size`);

@@ -404,7 +404,8 @@ begin
     perform steward.register_materialized_view('health_metrics.latest_unified_metrics'::regclass,
       refresh_every => '10 minutes', concurrently => true, debounce => '30 seconds');
   end if;
-  -- Calls below are audited: make them only when something changes, as this runs on every start.
+  -- Registering the view again each start (one audit row) re-asserts it; the calls below are
+  -- made only when something changes.
   if not exists (select from steward.tracked_tables t
                   where t.target = 'health_metrics.samples'::regclass and t.tags = wanted) then
     perform steward.track_table('health_metrics.samples'::regclass, wanted);
