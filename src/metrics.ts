@@ -67,6 +67,30 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
       select count(*)::float8 as value
         from (select distinct bucket, endpoint, method from steward.request_rollup_pending) as pending`,
   },
+  {
+    name: "steward_recalc_keys",
+    help: "Keys of recalculation runs in progress, by recalculation and state (done, failed, pending).",
+    labels: ["name", "state"],
+    sql: `
+      select r.name, k.state, k.value::float8 as value
+        from steward.recalc_runs r
+       cross join lateral (values ('done', r.keys_done), ('failed', r.keys_failed),
+                                  ('pending', r.keys_total - r.keys_done - r.keys_failed)) as k(state, value)
+       where r.finished_at is null`,
+  },
+  {
+    name: "steward_recalc_last_run_seconds",
+    help: "Duration of the last finished run of each recalculation, labelled by its status (completed, failed, cancelled).",
+    labels: ["name", "status"],
+    sql: `
+      select c.name, last.status, last.value
+        from steward.recalculations c
+       cross join lateral (
+             select r.status, extract(epoch from r.finished_at - r.started_at)::float8 as value
+               from steward.recalc_runs r
+              where r.name = c.name and r.finished_at is not null
+              order by r.id desc limit 1) as last`,
+  },
 ];
 
 export interface Metrics {

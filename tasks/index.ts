@@ -3,6 +3,8 @@
 import type { TaskDefinition } from "../src/task.ts";
 import { cleanupTask } from "./cleanup.ts";
 import { drainInvalidations } from "./drain_invalidations.ts";
+import { recalculate } from "./recalculate.ts";
+import { recalculateBatch } from "./recalculate_batch.ts";
 import { refreshMaterializedViewTask } from "./refresh_materialized_view.ts";
 import { rollupRequests } from "./rollup_requests.ts";
 import { scheduleRefreshesTask } from "./schedule_refreshes.ts";
@@ -15,6 +17,8 @@ export const TASKS: TaskDefinition<unknown>[] = [
   vacuumTablesTask,
   cleanupTask,
   rollupRequests,
+  recalculate,
+  recalculateBatch,
 ] as TaskDefinition<unknown>[];
 
 export const TASK_NAMES: string[] = TASKS.map((task) => task.identifier);

@@ -2,6 +2,7 @@
 // connections, a quiet logger, and a worker running in the test process.
 import { randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
+import net from "node:net";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, inject } from "vitest";
@@ -220,4 +221,13 @@ export async function functionAccess(pool: pg.Pool, signature: string): Promise<
     [signature],
   );
   return rows[0];
+}
+
+/** A TCP port nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
