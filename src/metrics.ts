@@ -31,6 +31,15 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
        where attempts < max_attempts or locked_at is not null
        group by 1, 2`,
   },
+  {
+    name: "steward_circuit_state",
+    help: "State of each configured or once-failed circuit breaker: 1 for the state it is in (closed, open, half_open), 0 for the others.",
+    labels: ["circuit", "state"],
+    sql: `
+      select c.name as circuit, s.state, (c.state = s.state)::int::float8 as value
+        from steward.circuit_status c
+       cross join (values ('closed'), ('open'), ('half_open')) as s(state)`,
+  },
 ];
 
 export interface Metrics {

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CircuitOpenError, Circuits } from "../src/circuits.ts";
+import { DATABASE_GAUGES, createMetrics } from "../src/metrics.ts";
 import { createClientRole, sqlError, type ClientRole } from "./clientRole.ts";
-import { eventually, useTestDatabase } from "./helpers.ts";
+import { eventually, testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 let app: ClientRole;
@@ -198,5 +199,16 @@ describe("circuit cleanup", () => {
     } finally {
       await owner("select steward.set_setting('circuits.state_retention', '7 days')");
     }
+  });
+});
+
+describe("circuit metrics", () => {
+  it("exports steward_circuit_state with 1 for each circuit's current state", async () => {
+    await configure("metered", 1, "1 hour");
+    await fail("metered");
+    const metrics = createMetrics(context.db.pool, testLogger(), DATABASE_GAUGES.filter((gauge) => gauge.name === "steward_circuit_state"));
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('steward_circuit_state{circuit="metered",state="open"} 1');
+    expect(text).toContain('steward_circuit_state{circuit="metered",state="closed"} 0');
   });
 });
