@@ -20,7 +20,7 @@ afterAll(async () => {
 
 describe("RateLimiter.hit", () => {
   it("sends the hits of one tick as one statement and gives each caller its own answer", async () => {
-    const limiter = new RateLimiter(app.pool);
+    const limiter = new RateLimiter(app.pool, { parallel: 1 });
     const before = statements;
     const keys = Array.from({ length: 50 }, (_, i) => `user-${i}`);
     const decisions = await Promise.all(keys.map((key) => limiter.hit("single", key)));
@@ -36,11 +36,16 @@ describe("RateLimiter.hit", () => {
     expect(decisions[10]!.retryAfterMs).toBe(360_000);
   });
 
-  it("splits a tick into statements of at most maxBatch hits", async () => {
-    const limiter = new RateLimiter(app.pool, { maxBatch: 64 });
-    const before = statements;
-    await Promise.all(Array.from({ length: 130 }, (_, i) => limiter.hit("single", `split-${i}`)));
-    expect(statements - before).toBe(3);
+  it("splits a tick into statements of at most maxBatch hits, and a busy one into parallel statements", async () => {
+    const limiter = new RateLimiter(app.pool, { maxBatch: 64, parallel: 2 });
+    const sent = async (count: number, prefix: string) => {
+      const before = statements;
+      await Promise.all(Array.from({ length: count }, (_, i) => limiter.hit("single", `${prefix}-${i}`)));
+      return statements - before;
+    };
+    expect(await sent(130, "many")).toBe(3);
+    expect(await sent(32, "busy")).toBe(2);
+    expect(await sent(31, "quiet")).toBe(1);
   });
 
   it("fails only the caller whose hit is bad", async () => {

@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:c2806bf347603d940faf792114154c25cbfe51f6
+--! Hash: sha1:f30fa42a81177d2a9e40f7e7c2ecd3135c522b49
 --! Message: rate limits, leases and circuits
 
 -- Rate limits (GCRA, several windows per policy, consumed all-or-nothing), concurrency leases
@@ -123,6 +123,49 @@ $$;
 comment on function steward.drop_rate_limit(text, interval) is
   'Removes one window of a policy (per given) or the whole policy (per null); returns how many windows went. Their state rows are removed by cleanup. Audited.';
 
+-- The GCRA arithmetic of the one-statement paths. Plain immutable SQL without a SET clause so
+-- that the planner inlines them into the calling statement (a SET clause or SECURITY DEFINER
+-- would turn each use into a function call per row); they run with the caller's rights and
+-- touch no table.
+create function steward.gcra_step(base_us bigint, steps integer, max_requests integer, per_us bigint, cost integer, now_us bigint)
+returns table (ahead bigint, fits boolean, next_base_us bigint, next_steps integer)
+language sql
+immutable
+as $$
+  -- ahead = max_requests * (arrival time - now), never negative: a whole number, so exact.
+  select a.ahead,
+         a.ahead + gcra_step.cost::bigint * gcra_step.per_us <= gcra_step.max_requests::bigint * gcra_step.per_us,
+         -- max_requests steps make one whole period: fold them into the base so steps stays small.
+         n.base_us + (n.steps / gcra_step.max_requests) * gcra_step.per_us,
+         (n.steps % gcra_step.max_requests)::integer
+    from (select case when gcra_step.base_us + gcra_step.per_us <= gcra_step.now_us then 0::bigint
+                      else greatest((gcra_step.base_us - gcra_step.now_us) * gcra_step.max_requests
+                                    + gcra_step.steps::bigint * gcra_step.per_us, 0) end as ahead) a
+   cross join lateral (
+         select case when a.ahead = 0 then gcra_step.now_us else gcra_step.base_us end as base_us,
+                case when a.ahead = 0 then gcra_step.cost::bigint
+                     else gcra_step.steps::bigint + gcra_step.cost end as steps) n
+$$;
+comment on function steward.gcra_step(bigint, integer, integer, bigint, integer, bigint) is
+  'One GCRA step on a state row at now_us: ahead = max_requests * (arrival time - now) before the hit (0 when the arrival time has passed), whether a hit of cost fits, and the state after admitting it. Internal; inlined into rate_limit_hit and rate_limit_hits.';
+
+create function steward.gcra_answer(ahead bigint, max_requests integer, per_us bigint, cost integer, allowed boolean)
+returns table (remaining integer, retry_after_ms bigint, reset_ms bigint)
+language sql
+immutable
+as $$
+  -- ahead is max_requests * (arrival time - now) after the decision. Waits round up to the
+  -- microsecond, then to the millisecond, so that waiting them is always enough.
+  select ((gcra_answer.max_requests::bigint * gcra_answer.per_us - gcra_answer.ahead) / gcra_answer.per_us)::integer,
+         case when gcra_answer.allowed then 0::bigint
+              else (greatest(gcra_answer.ahead + gcra_answer.cost::bigint * gcra_answer.per_us
+                             - gcra_answer.max_requests::bigint * gcra_answer.per_us + gcra_answer.max_requests - 1, 0)
+                    / gcra_answer.max_requests + 999) / 1000 end,
+         ((gcra_answer.ahead + gcra_answer.max_requests - 1) / gcra_answer.max_requests + 999) / 1000
+$$;
+comment on function steward.gcra_answer(bigint, integer, bigint, integer, boolean) is
+  'What a window answers after a decision: remaining unit hits now, the wait until the same hit of cost fits (0 when allowed), and the time until the window is back to its full burst. Internal; inlined.';
+
 create function steward.rate_limit_hits(policies text[], keys text[], costs integer[] default null)
 returns table (
   hit              integer,
@@ -225,41 +268,21 @@ begin
      order by i.window_id, i.key collate "C"
         on conflict (window_id, key) do update
        set (base_us, steps, last_hit_us, last_hit_allowed) = (
-             select case when d.fits then d.base_us + (d.steps / s.max_requests) * s.per_us else s.base_us end,
-                    case when d.fits then d.steps % s.max_requests else s.steps end,
-                    d.now_us,
-                    d.fits
-               from (select c.now_us,
-                            k.kept + excluded.steps::bigint * s.per_us <= s.max_requests::bigint * s.per_us as fits,
-                            case when k.kept = 0 then c.now_us else s.base_us end as base_us,
-                            case when k.kept = 0 then excluded.steps else s.steps + excluded.steps end as steps
-                       from (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
-                      cross join lateral (
-                            select case when s.base_us + s.per_us <= c.now_us then 0::bigint
-                                        else greatest((s.base_us - c.now_us) * s.max_requests
-                                                      + s.steps::bigint * s.per_us, 0) end as kept) k) d)
+             select case when g.fits then g.next_base_us else s.base_us end,
+                    case when g.fits then g.next_steps else s.steps end,
+                    c.now_us,
+                    g.fits
+               from (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
+              cross join lateral steward.gcra_step(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps, c.now_us) g)
     returning s.window_id, s.key, s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed
   )
-  select i.hit_number,
-         w.last_hit_allowed,
-         o.units_left,
-         case when w.last_hit_allowed then 0::bigint
-              else ((o.kept + i.cost::bigint * w.per_us - o.quota * w.per_us + o.quota - 1) / o.quota + 999) / 1000 end,
-         o.refill_ms,
-         array[w.max_requests],
-         array[w.per_us / 1000],
-         array[o.units_left],
-         array[o.refill_ms],
+  select i.hit_number, w.last_hit_allowed, a.remaining, a.retry_after_ms, a.reset_ms,
+         array[w.max_requests], array[w.per_us / 1000], array[a.remaining], array[a.reset_ms],
          null::text, null::text, null::text
     from input i
     join written w on w.window_id = i.window_id and w.key = i.key
-   cross join lateral (
-         select k.kept, k.quota, ((k.quota * w.per_us - k.kept) / w.per_us)::integer as units_left,
-                ((k.kept + k.quota - 1) / k.quota + 999) / 1000 as refill_ms
-           from (select w.max_requests::bigint as quota,
-                        case when w.base_us + w.per_us <= w.last_hit_us then 0::bigint
-                             else greatest((w.base_us - w.last_hit_us) * w.max_requests
-                                           + w.steps::bigint * w.per_us, 0) end as kept) k) o
+   cross join lateral steward.gcra_step(w.base_us, w.steps, w.max_requests, w.per_us, i.cost, w.last_hit_us) g
+   cross join lateral steward.gcra_answer(g.ahead, w.max_requests, w.per_us, i.cost, w.last_hit_allowed) a
    order by i.hit_number;
   if found then
     return;
@@ -443,9 +466,42 @@ volatile
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+#variable_conflict use_column
 declare
   answer record;
 begin
+  -- A policy with one window needs one row: decide it in one statement, as rate_limit_hits
+  -- does for a batch (the clock is read under the row lock). Anything else (several windows,
+  -- bad arguments) goes through rate_limit_hits.
+  if rate_limit_hit.key <> '' and pg_catalog.octet_length(rate_limit_hit.key) <= 1024 and rate_limit_hit.cost > 0 then
+    return query
+    with written as (
+      insert into steward.rate_limit_state as s
+             (window_id, key, base_us, steps, max_requests, per_us, last_hit_us, last_hit_allowed)
+      select w.id, rate_limit_hit.key, c.now_us, rate_limit_hit.cost, w.max_requests, w.per_us, c.now_us, true
+        from steward.rate_limit_windows w
+       cross join (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
+       where w.policy = rate_limit_hit.policy and w.max_requests >= rate_limit_hit.cost
+         and not exists (select from steward.rate_limit_windows other where other.policy = w.policy and other.id <> w.id)
+          on conflict (window_id, key) do update
+         set (base_us, steps, last_hit_us, last_hit_allowed) = (
+               select case when g.fits then g.next_base_us else s.base_us end,
+                      case when g.fits then g.next_steps else s.steps end,
+                      c.now_us,
+                      g.fits
+                 from (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
+                cross join lateral steward.gcra_step(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps, c.now_us) g)
+      returning s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed
+    )
+    select w.last_hit_allowed, a.remaining, a.retry_after_ms, a.reset_ms
+      from written w
+     cross join lateral steward.gcra_step(w.base_us, w.steps, w.max_requests, w.per_us, rate_limit_hit.cost, w.last_hit_us) g
+     cross join lateral steward.gcra_answer(g.ahead, w.max_requests, w.per_us, rate_limit_hit.cost, w.last_hit_allowed) a;
+    if found then
+      return;
+    end if;
+  end if;
+
   select * into answer
     from steward.rate_limit_hits(array[rate_limit_hit.policy], array[rate_limit_hit.key], array[rate_limit_hit.cost]);
   if answer.error_hint is not null then
