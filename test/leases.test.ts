@@ -58,6 +58,18 @@ describe("lease_acquire", () => {
   });
 });
 
+describe("lease_acquire in REPEATABLE READ", () => {
+  it("fails with 40001 instead of counting an old snapshot", async () => {
+    const [first, second] = await app.connect(2);
+    await second!.query("begin isolation level repeatable read");
+    await second!.query("select 1");
+    expect(await acquire("snapshot", 1, "60 seconds", first!)).not.toBeNull();
+    expect((await sqlError(acquire("snapshot", 1, "60 seconds", second!))).code).toBe("40001");
+    await second!.query("rollback");
+    expect(await acquire("snapshot", 1, "60 seconds", second!)).toBeNull();
+  });
+});
+
 describe("Leases.withLease", () => {
   it("releases after the work succeeds and after it throws", async () => {
     const leases = new Leases(app.pool);

@@ -211,6 +211,23 @@ describe("rate_limit_hit under concurrency", () => {
   });
 });
 
+describe("rate_limit_hit in REPEATABLE READ", () => {
+  it.each([
+    ["one window (one statement)", [[2, "1 hour"]]],
+    ["two windows (general path)", [[2, "1 hour"], [5, "1 day"]]],
+  ] as [string, [number, string][]][])("fails with 40001 instead of deciding on an old snapshot: %s", async (_what, windows) => {
+    const name = await policy(...windows);
+    const [first, second] = await app.connect(2);
+    await hit(name, "snapshot", 1, first!);
+    await second!.query("begin isolation level repeatable read");
+    await second!.query("select 1");
+    await hit(name, "snapshot", 1, first!);
+    expect((await sqlError(hit(name, "snapshot", 1, second!))).code).toBe("40001");
+    await second!.query("rollback");
+    expect((await hit(name, "snapshot", 1, second!)).allowed).toBe(false);
+  });
+});
+
 describe("rate-limit arguments", () => {
   const stateRows = async () => Number((await context.db.pool.query("select count(*) from steward.rate_limit_state")).rows[0].count);
   const windowRows = async () =>
