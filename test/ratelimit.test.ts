@@ -282,6 +282,20 @@ describe("rate-limit arguments", () => {
     expect(answers[1]!.error_message).toBe('unknown rate-limit policy "nope"');
   });
 
+  it("reports null keys and costs in a batch as bad hits of their own", async () => {
+    const name = await policy([2, "1 hour"]);
+    const { rows } = await app.pool.query("select hit, allowed, error_code, error_message from steward.rate_limit_hits($1, $2, $3)", [
+      [name, name, name],
+      ["null-a", null, "null-b"],
+      [1, 1, null],
+    ]);
+    expect(rows).toEqual([
+      { hit: 1, allowed: true, error_code: null, error_message: null },
+      { hit: 2, allowed: null, error_code: "22004", error_message: "key must not be null" },
+      { hit: 3, allowed: null, error_code: "22004", error_message: "cost must not be null" },
+    ]);
+  });
+
   it("refuses a batch whose arrays differ in length", async () => {
     const error = await sqlError(hits(["a", "b"], ["k"]));
     expect(error).toEqual({ code: "22023", message: "policies, keys and costs must have the same length, got 2, 1 and null", hint: undefined });

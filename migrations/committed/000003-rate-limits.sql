@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:f30fa42a81177d2a9e40f7e7c2ecd3135c522b49
+--! Hash: sha1:19902964545f1fb6905b68d7eb3cae05b6a30dca
 --! Message: rate limits, leases and circuits
 
 -- Rate limits (GCRA, several windows per policy, consumed all-or-nothing), concurrency leases
@@ -253,8 +253,10 @@ begin
       left join steward.rate_limit_windows w on w.policy = h.policy
   ),
   fit as (
-    select coalesce(bool_and(i.window_id is not null and i.copies = 1 and i.key <> ''
-                             and pg_catalog.octet_length(i.key) <= 1024 and i.cost > 0 and i.cost <= i.max_requests),
+    -- bool_and skips nulls: a null key or cost must count as a misfit, not be ignored.
+    select coalesce(bool_and(coalesce(i.window_id is not null and i.copies = 1 and i.key <> ''
+                                      and pg_catalog.octet_length(i.key) <= 1024 and i.cost > 0
+                                      and i.cost <= i.max_requests, false)),
                     false) as ok
       from input i
   ),
