@@ -12,7 +12,7 @@ export const KEYS = 10_000;
 export const POLICY = { name: "bench", maxRequests: 100, perSeconds: 1 };
 
 export const randomKey = () => `user:${Math.floor(Math.random() * KEYS)}`;
-export const measureMs = (context: BenchContext) => (context.quick ? 600 : 3000);
+export const measureMs = (context: BenchContext) => (context.quick ? 500 : 3000);
 
 export interface OursState {
   pool: pg.Pool;
@@ -28,7 +28,7 @@ export async function setupOurs(context: BenchContext): Promise<OursState> {
   ]);
   const pool = await openPool(context.url, "steward bench: ours");
   const limiter = new RateLimiter(pool);
-  await measureOurs({ pool, limiter }, 300);
+  await measureOurs({ pool, limiter }, context.quick ? 200 : 500);
   return { pool, limiter };
 }
 
