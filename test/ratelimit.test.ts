@@ -376,4 +376,13 @@ describe("rate-limit cleanup", () => {
     const { rows } = await context.db.pool.query("select function::text from steward.cleanup_steps where name = 'rate_limits'");
     expect(rows).toEqual([{ function: "steward.cleanup_rate_limits(integer)" }]);
   });
+
+  it("refuses a batch size below 1 in every cleanup step of rate limits, leases and circuits", async () => {
+    for (const step of ["cleanup_rate_limits", "cleanup_leases", "cleanup_circuits"]) {
+      expect(await sqlError(context.db.pool.query(`select steward.${step}(0)`))).toMatchObject({
+        code: "22023",
+        message: "batch_size must be a positive integer, got 0",
+      });
+    }
+  });
 });

@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:19902964545f1fb6905b68d7eb3cae05b6a30dca
+--! Hash: sha1:b3a164ef47b401fea7135b5d4b50e80fa2ccdbc0
 --! Message: rate limits, leases and circuits
 
 -- Rate limits (GCRA, several windows per policy, consumed all-or-nothing), concurrency leases
@@ -532,7 +532,7 @@ declare
   removed bigint;
 begin
   if batch_size is null or batch_size <= 0 then
-    raise exception 'batch_size must be positive, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
+    raise exception 'batch_size must be a positive integer, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
   end if;
   -- steps < max_requests, so the arrival time is before base_us + per_us: past that, the row
   -- carries no state. Rows of dropped or replaced windows carry none either.
@@ -652,7 +652,7 @@ declare
   idle bigint;
 begin
   if batch_size is null or batch_size <= 0 then
-    raise exception 'batch_size must be positive, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
+    raise exception 'batch_size must be a positive integer, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
   end if;
   with doomed as (
     select l.id from steward.leases l
@@ -960,7 +960,7 @@ declare
   removed bigint;
 begin
   if batch_size is null or batch_size <= 0 then
-    raise exception 'batch_size must be positive, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
+    raise exception 'batch_size must be a positive integer, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
   end if;
   with doomed as (
     select s.name from steward.circuit_states s
