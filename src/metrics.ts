@@ -91,6 +91,15 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
               where r.name = c.name and r.finished_at is not null
               order by r.id desc limit 1) as last`,
   },
+  {
+    name: "steward_circuit_state",
+    help: "State of each configured or once-failed circuit breaker: 1 for the state it is in (closed, open, half_open), 0 for the others.",
+    labels: ["circuit", "state"],
+    sql: `
+      select c.name as circuit, s.state, (c.state = s.state)::int::float8 as value
+        from steward.circuit_status c
+       cross join (values ('closed'), ('open'), ('half_open')) as s(state)`,
+  },
 ];
 
 export interface Metrics {

@@ -1,5 +1,5 @@
---! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:cc493827ef90768d1f2e59b2940a020e938ea687
+--! Previous: sha1:b3a164ef47b401fea7135b5d4b50e80fa2ccdbc0
+--! Hash: sha1:115822a296b09fa8f7e5810a3b749ac348b34c76
 --! Message: maintenance
 
 -- Maintenance: the registry of materialized views pg-steward refreshes (one refresh per view at a

@@ -1,5 +1,5 @@
---! Previous: sha1:cc493827ef90768d1f2e59b2940a020e938ea687
---! Hash: sha1:9c91f49dc717a0539b97f2449590f5220d3017fd
+--! Previous: sha1:115822a296b09fa8f7e5810a3b749ac348b34c76
+--! Hash: sha1:b14df63ea3da695628a47c69d64eee7a557192b0
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read

@@ -1,5 +1,5 @@
---! Previous: sha1:9c91f49dc717a0539b97f2449590f5220d3017fd
---! Hash: sha1:c35140e02c857f00a996f3245b76942110a06568
+--! Previous: sha1:b14df63ea3da695628a47c69d64eee7a557192b0
+--! Hash: sha1:1c60e5f66138514cf48273d03e3e32be7bc20a64
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

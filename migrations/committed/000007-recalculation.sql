@@ -1,5 +1,5 @@
---! Previous: sha1:c35140e02c857f00a996f3245b76942110a06568
---! Hash: sha1:d1c4341c1b1176e9988c0f73df70b85ee6be0613
+--! Previous: sha1:1c60e5f66138514cf48273d03e3e32be7bc20a64
+--! Hash: sha1:47f31e557c823b3d280e17a253899137c2001508
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,
