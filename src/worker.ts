@@ -9,7 +9,7 @@ import { startHealthServer, type HealthServer } from "./health.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
-import { buildTaskList, type TaskDefinition } from "./task.ts";
+import { buildTaskList, type OutcomeObserver, type TaskDefinition } from "./task.ts";
 
 export interface WorkerOptions {
   url: string;
@@ -36,25 +36,6 @@ export interface RunningWorker {
   done: Promise<Error | undefined>;
 }
 
-function attachMetrics(events: WorkerEvents, metrics: Metrics) {
-  const started = new Map<string, number>();
-  events.on("job:start", ({ job }) => started.set(job.id, performance.now()));
-  const finish = (task: string, id: string, outcome: string) => {
-    metrics.jobs.inc({ task, outcome });
-    const began = started.get(id);
-    if (began !== undefined) {
-      metrics.jobDuration.observe({ task }, (performance.now() - began) / 1000);
-      started.delete(id);
-    }
-  };
-  events.on("job:success", ({ job }) => finish(job.task_identifier, job.id, "completed"));
-  events.on("job:error", ({ job }) => {
-    // job:failed follows for the last attempt; count that one there.
-    if (job.attempts < job.max_attempts) finish(job.task_identifier, job.id, "failed");
-  });
-  events.on("job:failed", ({ job }) => finish(job.task_identifier, job.id, "dead"));
-}
-
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
   const { config } = options;
   const logger = options.logger.child({ component: "worker" });
@@ -69,29 +50,35 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const workerPools: WorkerPool[] = [];
   events.on("pool:create", ({ workerPool }) => workerPools.push(workerPool));
   const metrics = createMetrics(pool, logger);
-  attachMetrics(events, metrics);
+  const observe: OutcomeObserver = (task, outcome, ms) => metrics.recordJob(task, outcome, ms);
 
   const tasks = options.tasks ?? TASKS;
   const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
-  const taskList: TaskList = buildTaskList(tasks, logger, pool);
+  const taskList: TaskList = buildTaskList(tasks, logger, pool, observe);
   const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize } : undefined;
-  const runner = await run({
-    pgPool: pool,
-    concurrency: config.concurrency,
-    taskList,
-    parsedCronItems: cronItems(schedules),
-    noHandleSignals: true,
-    events,
-    logger: graphileLogger(logger),
-    gracefulShutdownAbortTimeout: Math.max(0, Math.floor(config.shutdownTimeoutMs / 2)),
-    preset: {
-      worker: {
-        ...(localQueue ? { localQueue } : {}),
-        completeJobBatchDelay: config.completeBatchDelayMs,
-        failJobBatchDelay: config.completeBatchDelayMs,
+  let runner: Runner;
+  try {
+    runner = await run({
+      pgPool: pool,
+      concurrency: config.concurrency,
+      taskList,
+      parsedCronItems: cronItems(schedules),
+      noHandleSignals: true,
+      events,
+      logger: graphileLogger(logger),
+      gracefulShutdownAbortTimeout: Math.max(0, Math.floor(config.shutdownTimeoutMs / 2)),
+      preset: {
+        worker: {
+          ...(localQueue ? { localQueue } : {}),
+          completeJobBatchDelay: config.completeBatchDelayMs,
+          failJobBatchDelay: config.completeBatchDelayMs,
+        },
       },
-    },
-  });
+    });
+  } catch (error) {
+    await pool.end();
+    throw error;
+  }
   let running = true;
   logger.info(
     {
