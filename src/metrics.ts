@@ -42,6 +42,17 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
        where replayed_at is null
        group by 1, 2`,
   },
+  {
+    name: "steward_workers",
+    help: "Steward worker pools with a heartbeat row, by state (alive; stale: past workers.heartbeat_timeout, about to be released).",
+    labels: ["state"],
+    sql: `
+      select case when heartbeat_at < pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout')
+                  then 'stale' else 'alive' end as state,
+             count(*)::float8 as value
+        from steward.workers
+       group by 1`,
+  },
 ];
 
 export interface Metrics {

@@ -6,6 +6,7 @@ import { TASKS } from "../tasks/index.ts";
 import type { Config } from "./config.ts";
 import { createPool } from "./database.ts";
 import { startHealthServer, type HealthServer } from "./health.ts";
+import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
@@ -28,6 +29,7 @@ export interface RunningWorker {
   pool: pg.Pool;
   metrics: Metrics;
   events: WorkerEvents;
+  heartbeat: Heartbeat;
   /** Port of the health server, if it runs. */
   healthPort: number | undefined;
   /** Graceful stop: running jobs finish within the shutdown timeout, else are released. */
@@ -51,6 +53,17 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   events.on("pool:create", ({ workerPool }) => workerPools.push(workerPool));
   const metrics = createMetrics(pool, logger);
   const observe: OutcomeObserver = (task, outcome, ms) => metrics.recordJob(task, outcome, ms);
+  // Heartbeats get connections of their own: a pool busy with long jobs must not delay a
+  // heartbeat past the timeout and get its worker presumed dead.
+  const housekeeping = createPool(options.url, { max: 2, applicationName: "steward worker heartbeat", actor: "worker" });
+  const heartbeat = startHeartbeat({ pool: housekeeping, logger });
+  // The pool id is the locked_by of its jobs: beat for it before it has run anything for long.
+  events.on("pool:create", ({ workerPool }) => void heartbeat.add(workerPool.id));
+  /** After the pools released their jobs: drop the heartbeat rows. */
+  const closeHousekeeping = async () => {
+    await heartbeat.stop();
+    await housekeeping.end().catch(() => undefined);
+  };
 
   const tasks = options.tasks ?? TASKS;
   const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
@@ -76,6 +89,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       },
     });
   } catch (error) {
+    await closeHousekeeping();
     await pool.end();
     throw error;
   }
@@ -104,6 +118,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       });
     } catch (error) {
       await runner.stop();
+      await closeHousekeeping();
       await pool.end();
       throw error;
     }
@@ -135,6 +150,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
           ),
         );
       }
+      await closeHousekeeping();
       await health?.close();
       await pool.end().catch(() => undefined);
       logger.info("worker stopped");
@@ -155,5 +171,5 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     },
   );
 
-  return { runner, pool, metrics, events, healthPort: health?.port, stop, done };
+  return { runner, pool, metrics, events, heartbeat, healthPort: health?.port, stop, done };
 }
