@@ -7,6 +7,7 @@ import type { Config } from "./config.ts";
 import { createPool } from "./database.ts";
 import { startHealthServer, type HealthServer } from "./health.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
+import { JobStats } from "./job-stats.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
@@ -22,6 +23,8 @@ export interface WorkerOptions {
   schedules?: Schedule[];
   /** Start the HTTP server (default true). */
   health?: boolean;
+  /** How often the job statistics are added to the database (default 5 s). */
+  statsFlushMs?: number;
 }
 
 export interface RunningWorker {
@@ -29,6 +32,7 @@ export interface RunningWorker {
   pool: pg.Pool;
   metrics: Metrics;
   events: WorkerEvents;
+  stats: JobStats;
   heartbeat: Heartbeat;
   /** Port of the health server, if it runs. */
   healthPort: number | undefined;
@@ -52,16 +56,24 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const workerPools: WorkerPool[] = [];
   events.on("pool:create", ({ workerPool }) => workerPools.push(workerPool));
   const metrics = createMetrics(pool, logger);
-  const observe: OutcomeObserver = (task, outcome, ms) => metrics.recordJob(task, outcome, ms);
-  // Heartbeats get connections of their own: a pool busy with long jobs must not delay a
-  // heartbeat past the timeout and get its worker presumed dead.
+  // Heartbeats and statistics get connections of their own: a pool busy with long jobs must
+  // not delay a heartbeat past the timeout and get its worker presumed dead.
   const housekeeping = createPool(options.url, { max: 2, applicationName: "steward worker heartbeat", actor: "worker" });
+  const stats = new JobStats(housekeeping, logger);
+  const observe: OutcomeObserver = (task, outcome, ms) => {
+    metrics.recordJob(task, outcome, ms);
+    stats.record(task, outcome, ms);
+  };
   const heartbeat = startHeartbeat({ pool: housekeeping, logger });
   // The pool id is the locked_by of its jobs: beat for it before it has run anything for long.
   events.on("pool:create", ({ workerPool }) => void heartbeat.add(workerPool.id));
-  /** After the pools released their jobs: drop the heartbeat rows. */
+  const statsTimer = setInterval(() => void stats.flush(), options.statsFlushMs ?? 5000);
+  statsTimer.unref();
+  /** After the pools released their jobs: drop the heartbeat rows, write the last counts. */
   const closeHousekeeping = async () => {
+    clearInterval(statsTimer);
     await heartbeat.stop();
+    await stats.flush();
     await housekeeping.end().catch(() => undefined);
   };
 
@@ -171,5 +183,5 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     },
   );
 
-  return { runner, pool, metrics, events, heartbeat, healthPort: health?.port, stop, done };
+  return { runner, pool, metrics, events, stats, heartbeat, healthPort: health?.port, stop, done };
 }
