@@ -17,7 +17,11 @@ export interface Config {
   logLevel: string;
   /** Jobs run at once by one worker process. */
   concurrency: number;
-  /** Jobs a worker locks ahead of running them (graphile-worker localQueue); 0 or less disables. */
+  /**
+   * Jobs a worker locks ahead of running them (graphile-worker localQueue); 0 or 1 disables.
+   * Defaults to the concurrency: one fetch fills the slots, and the heartbeat bounds what a
+   * crash costs the jobs locked ahead (README, "Throughput").
+   */
   localQueueSize: number;
   /**
    * Milliseconds completions and failures are batched for. Never -1 (graphile-worker's
@@ -60,7 +64,7 @@ export function loadConfig(env: Env = process.env): Config {
     healthHost: env.STEWARD_HEALTH_HOST?.trim() || "0.0.0.0",
     logLevel,
     concurrency,
-    localQueueSize: integer(env, "STEWARD_LOCAL_QUEUE_SIZE", 0, -1, 10000),
+    localQueueSize: integer(env, "STEWARD_LOCAL_QUEUE_SIZE", concurrency, -1, 10000),
     completeBatchDelayMs: integer(env, "STEWARD_COMPLETE_BATCH_DELAY_MS", 0, 0, 60000),
     shutdownTimeoutMs: integer(env, "STEWARD_SHUTDOWN_TIMEOUT_MS", 10000, 0, 3600000),
   };

@@ -80,7 +80,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const tasks = options.tasks ?? TASKS;
   const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
   const taskList: TaskList = buildTaskList(tasks, logger, pool, observe);
-  const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize } : undefined;
+  // Jobs locked ahead go back to the queue after a minute if this worker's slots stay busy, so
+  // long jobs here do not hold them from idle workers elsewhere for graphile-worker's 5 minutes.
+  const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize, ttl: 60_000 } : undefined;
   let runner: Runner;
   try {
     runner = await run({

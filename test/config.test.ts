@@ -20,6 +20,12 @@ describe("configuration", () => {
     expect(config.dataDir.endsWith(".steward")).toBe(true);
     expect(config.databaseUrl).toBeUndefined();
   });
+
+  it("locks as many jobs ahead as it runs at once unless told otherwise", () => {
+    expect(loadConfig({})).toMatchObject({ concurrency: 8, localQueueSize: 8, completeBatchDelayMs: 0 });
+    expect(loadConfig({ STEWARD_CONCURRENCY: "4" }).localQueueSize).toBe(4);
+    expect(loadConfig({ STEWARD_CONCURRENCY: "4", STEWARD_LOCAL_QUEUE_SIZE: "0" }).localQueueSize).toBe(0);
+  });
 });
 
 describe("schedules", () => {
