@@ -6,6 +6,9 @@ import type pg from "pg";
 import type { Logger } from "./logger.ts";
 import type { AttemptOutcome } from "./task.ts";
 
+const MIN_BUCKET = -24;
+const MAX_BUCKET = 110;
+
 /**
  * The histogram bucket of a duration: bucket b holds 2^(b/4) to 2^((b+1)/4) ms, so each is 19 %
  * wide and its middle is within 9 % of any value in it. Clamped to 1/64 ms .. about 2 days.
@@ -14,8 +17,6 @@ export function durationBucket(ms: number): number {
   if (!(ms > 0)) return MIN_BUCKET;
   return Math.min(MAX_BUCKET, Math.max(MIN_BUCKET, Math.floor(4 * Math.log2(ms))));
 }
-const MIN_BUCKET = -24;
-const MAX_BUCKET = 110;
 
 interface DayCounts {
   task: string;
