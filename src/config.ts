@@ -17,7 +17,11 @@ export interface Config {
   logLevel: string;
   /** Jobs run at once by one worker process. */
   concurrency: number;
-  /** Jobs a worker locks ahead of running them (graphile-worker localQueue); 0 or less disables. */
+  /**
+   * Jobs a worker locks ahead of running them (graphile-worker localQueue); 0 or 1 disables.
+   * Off by default: graphile-worker 0.17 locks such a batch without regard to named queues,
+   * so two jobs of one queue could run at once (README, "Throughput").
+   */
   localQueueSize: number;
   /**
    * Milliseconds completions and failures are batched for. Never -1 (graphile-worker's

@@ -50,25 +50,33 @@ export async function enqueueJob(
 
 export type JobOutcome =
   | { state: "completed" }
-  | { state: "failed"; attempts: number; error: string | null }
+  | { state: "failed"; attempts: number; error: string | null; deadLetterId: string | null }
   | { state: "pending"; attempts: number; maxAttempts: number; lastError: string | null; running: boolean };
 
-/** Where a job stands: still queued or running, completed (gone), or failed for good. */
+/**
+ * Where a job stands: still queued or running, completed (gone), or failed for good (moved to
+ * steward.dead_letters; or, without the dead-letter trigger, left exhausted in graphile-worker's
+ * table). One statement, so a job moving between the two tables is seen in one of them.
+ */
 export async function jobOutcome(pool: pg.Pool, id: string): Promise<JobOutcome> {
   const { rows } = await pool.query<{
     attempts: number;
     max_attempts: number;
     last_error: string | null;
     running: boolean;
+    dead_letter_id: string | null;
   }>(
-    `select attempts, max_attempts, last_error, locked_at is not null as running
-       from graphile_worker.jobs where id = $1`,
+    `select attempts, max_attempts, last_error, locked_at is not null as running, null as dead_letter_id
+       from graphile_worker.jobs where id = $1
+     union all
+     select attempts, max_attempts, last_error, false, id::text
+       from steward.dead_letters where source = 'job' and original_id = $1`,
     [id],
   );
   const job = rows[0];
   if (!job) return { state: "completed" };
-  if (!job.running && job.attempts >= job.max_attempts) {
-    return { state: "failed", attempts: job.attempts, error: job.last_error };
+  if (job.dead_letter_id !== null || (!job.running && job.attempts >= job.max_attempts)) {
+    return { state: "failed", attempts: job.attempts, error: job.last_error, deadLetterId: job.dead_letter_id };
   }
   return {
     state: "pending",

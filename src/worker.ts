@@ -6,11 +6,13 @@ import { TASKS } from "../tasks/index.ts";
 import type { Config } from "./config.ts";
 import { createPool } from "./database.ts";
 import { startHealthServer, type HealthServer } from "./health.ts";
+import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { InvalidationDrainer, sinksFromConfig } from "./invalidations.ts";
+import { JobStats } from "./job-stats.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
-import { buildTaskList, type TaskDefinition } from "./task.ts";
+import { buildTaskList, type OutcomeObserver, type TaskDefinition } from "./task.ts";
 
 export interface WorkerOptions {
   url: string;
@@ -22,6 +24,8 @@ export interface WorkerOptions {
   schedules?: Schedule[];
   /** Start the HTTP server (default true). */
   health?: boolean;
+  /** How often the job statistics are added to the database (default 5 s). */
+  statsFlushMs?: number;
   /** Run the continuous invalidation drainer (default: config.drainer). */
   drainer?: boolean;
 }
@@ -31,31 +35,14 @@ export interface RunningWorker {
   pool: pg.Pool;
   metrics: Metrics;
   events: WorkerEvents;
+  stats: JobStats;
+  heartbeat: Heartbeat;
   /** Port of the health server, if it runs. */
   healthPort: number | undefined;
   /** Graceful stop: running jobs finish within the shutdown timeout, else are released. */
   stop(reason?: string): Promise<void>;
   /** Resolves when the worker has stopped: with the error that stopped it, if one did. */
   done: Promise<Error | undefined>;
-}
-
-function attachMetrics(events: WorkerEvents, metrics: Metrics) {
-  const started = new Map<string, number>();
-  events.on("job:start", ({ job }) => started.set(job.id, performance.now()));
-  const finish = (task: string, id: string, outcome: string) => {
-    metrics.jobs.inc({ task, outcome });
-    const began = started.get(id);
-    if (began !== undefined) {
-      metrics.jobDuration.observe({ task }, (performance.now() - began) / 1000);
-      started.delete(id);
-    }
-  };
-  events.on("job:success", ({ job }) => finish(job.task_identifier, job.id, "completed"));
-  events.on("job:error", ({ job }) => {
-    // job:failed follows for the last attempt; count that one there.
-    if (job.attempts < job.max_attempts) finish(job.task_identifier, job.id, "failed");
-  });
-  events.on("job:failed", ({ job }) => finish(job.task_identifier, job.id, "dead"));
 }
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
@@ -72,29 +59,57 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const workerPools: WorkerPool[] = [];
   events.on("pool:create", ({ workerPool }) => workerPools.push(workerPool));
   const metrics = createMetrics(pool, logger);
-  attachMetrics(events, metrics);
+  // Heartbeats and statistics get connections of their own: a pool busy with long jobs must
+  // not delay a heartbeat past the timeout and get its worker presumed dead.
+  const housekeeping = createPool(options.url, { max: 2, applicationName: "steward worker heartbeat", actor: "worker" });
+  const stats = new JobStats(housekeeping, logger);
+  const observe: OutcomeObserver = (task, outcome, ms) => {
+    metrics.recordJob(task, outcome, ms);
+    stats.record(task, outcome, ms);
+  };
+  const heartbeat = startHeartbeat({ pool: housekeeping, logger });
+  // The pool id is the locked_by of its jobs: beat for it before it has run anything for long.
+  events.on("pool:create", ({ workerPool }) => void heartbeat.add(workerPool.id));
+  const statsTimer = setInterval(() => void stats.flush(), options.statsFlushMs ?? 5000);
+  statsTimer.unref();
+  /** After the pools released their jobs: drop the heartbeat rows, write the last counts. */
+  const closeHousekeeping = async () => {
+    clearInterval(statsTimer);
+    await heartbeat.stop();
+    await stats.flush();
+    await housekeeping.end().catch(() => undefined);
+  };
 
   const tasks = options.tasks ?? TASKS;
   const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
-  const taskList: TaskList = buildTaskList(tasks, logger, pool, config);
-  const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize } : undefined;
-  const runner = await run({
-    pgPool: pool,
-    concurrency: config.concurrency,
-    taskList,
-    parsedCronItems: cronItems(schedules),
-    noHandleSignals: true,
-    events,
-    logger: graphileLogger(logger),
-    gracefulShutdownAbortTimeout: Math.max(0, Math.floor(config.shutdownTimeoutMs / 2)),
-    preset: {
-      worker: {
-        ...(localQueue ? { localQueue } : {}),
-        completeJobBatchDelay: config.completeBatchDelayMs,
-        failJobBatchDelay: config.completeBatchDelayMs,
+  const taskList: TaskList = buildTaskList(tasks, logger, pool, config, observe);
+  // Jobs locked ahead go back to the queue after a minute if this worker's slots stay busy, so
+  // long jobs here do not hold them from idle workers elsewhere for graphile-worker's 5 minutes.
+  const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize, ttl: 60_000 } : undefined;
+  let runner: Runner;
+  try {
+    runner = await run({
+      pgPool: pool,
+      concurrency: config.concurrency,
+      taskList,
+      parsedCronItems: cronItems(schedules),
+      noHandleSignals: true,
+      events,
+      logger: graphileLogger(logger),
+      gracefulShutdownAbortTimeout: Math.max(0, Math.floor(config.shutdownTimeoutMs / 2)),
+      preset: {
+        worker: {
+          ...(localQueue ? { localQueue } : {}),
+          completeJobBatchDelay: config.completeBatchDelayMs,
+          failJobBatchDelay: config.completeBatchDelayMs,
+        },
       },
-    },
-  });
+    });
+  } catch (error) {
+    await closeHousekeeping();
+    await pool.end();
+    throw error;
+  }
   let running = true;
   logger.info(
     {
@@ -137,6 +152,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     } catch (error) {
       await drainer?.stop();
       await runner.stop();
+      await closeHousekeeping();
       await pool.end();
       throw error;
     }
@@ -169,6 +185,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
           ),
         );
       }
+      await closeHousekeeping();
       await health?.close();
       await pool.end().catch(() => undefined);
       logger.info("worker stopped");
@@ -189,5 +206,5 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     },
   );
 
-  return { runner, pool, metrics, events, healthPort: health?.port, stop, done };
+  return { runner, pool, metrics, events, stats, heartbeat, healthPort: health?.port, stop, done };
 }

@@ -20,6 +20,12 @@ describe("configuration", () => {
     expect(config.dataDir.endsWith(".steward")).toBe(true);
     expect(config.databaseUrl).toBeUndefined();
   });
+
+  it("runs without a local queue and with batched completions unless told otherwise", () => {
+    // No local queue by default: it lets jobs of one named queue run at once (README, "Throughput").
+    expect(loadConfig({})).toMatchObject({ concurrency: 8, localQueueSize: 0, completeBatchDelayMs: 0 });
+    expect(loadConfig({ STEWARD_LOCAL_QUEUE_SIZE: "8" }).localQueueSize).toBe(8);
+  });
 });
 
 describe("the example steward start offers", () => {

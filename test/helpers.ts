@@ -93,7 +93,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
 /** A worker in this process against `db`, with the given tasks (default: all). */
 export async function startTestWorker(
   db: TestDatabase,
-  options: { tasks?: TaskDefinition<unknown>[]; config?: Partial<Config>; health?: boolean } = {},
+  options: { tasks?: TaskDefinition<unknown>[]; config?: Partial<Config>; health?: boolean; statsFlushMs?: number } = {},
 ): Promise<RunningWorker> {
   return startWorker({
     url: db.url,
@@ -102,6 +102,7 @@ export async function startTestWorker(
     tasks: options.tasks,
     schedules: [],
     health: options.health ?? false,
+    statsFlushMs: options.statsFlushMs,
   });
 }
 

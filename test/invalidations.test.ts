@@ -1,7 +1,7 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { drainBatch, InvalidationDrainer, notifyPayloads, type Sink } from "../src/invalidations.ts";
-import { eventually, testLogger, useTestDatabase } from "./helpers.ts";
+import { eventually, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 
@@ -242,6 +242,20 @@ describe("mv: tags", () => {
     );
     expect(rows).toEqual([{ view: "public.orders_by_customer" }]);
   });
+
+  it("put a tag naming no registered view in the dead letters", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    await pool.query("select steward.enqueue_invalidation('mv:public.no_such_view')");
+    const { rows } = await pool.query("select * from steward.drain_notify(10, 'steward_test')");
+    expect(rows).toEqual([{ delivered: 0, refreshes: 0 }]);
+    const { rows: dead } = await pool.query(
+      "select source, payload, last_error from steward.dead_letters where payload->>'tag' = 'mv:public.no_such_view'",
+    );
+    expect(dead).toEqual([
+      { source: "invalidation", payload: { tag: "mv:public.no_such_view" }, last_error: expect.stringContaining("does not exist") },
+    ]);
+  });
 });
 
 describe("waking drainers", () => {
@@ -291,5 +305,32 @@ describe("waking drainers", () => {
     } finally {
       await drainer.stop();
     }
+  });
+});
+
+describe("failures", () => {
+  it("move an entry out of attempts to the dead letters, whence a replay queues its tag again", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    await withSettings(pool, { "invalidations.max_attempts": "2", "invalidations.backoff_base": "1 millisecond" }, async () => {
+      await pool.query("select steward.enqueue_invalidation('doomed')");
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const { rows } = await eventually(
+          async () => {
+            const result = await pool.query("select id from steward.claim_invalidations(10) where tag = 'doomed'");
+            return result.rows.length ? result : undefined;
+          },
+          { what: `claim ${attempt}` },
+        );
+        await pool.query("select steward.fail_invalidations($1::bigint[], $2)", [[rows[0].id], `sink said no (${attempt})`]);
+      }
+    });
+    expect((await pool.query("select count(*)::int as n from steward.invalidations where tag = 'doomed'")).rows[0].n).toBe(0);
+    const { rows: dead } = await pool.query(
+      "select id, attempts, max_attempts, last_error from steward.dead_letters where payload->>'tag' = 'doomed'",
+    );
+    expect(dead).toEqual([{ id: expect.anything(), attempts: 2, max_attempts: 2, last_error: "sink said no (2)" }]);
+    await pool.query("select steward.replay_dead_letter($1)", [dead[0].id]);
+    expect((await pool.query("select attempts from steward.invalidations where tag = 'doomed'")).rows).toEqual([{ attempts: 0 }]);
   });
 });

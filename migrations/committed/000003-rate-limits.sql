@@ -1,5 +1,5 @@
---! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:b3a164ef47b401fea7135b5d4b50e80fa2ccdbc0
+--! Previous: sha1:9cc72ce7bdb08c1457266e1ec50e85bc0a2b3bff
+--! Hash: sha1:400b8749537ce53616cadb5f12864b600fbb8f7b
 --! Message: rate limits, leases and circuits
 
 -- Rate limits (GCRA, several windows per policy, consumed all-or-nothing), concurrency leases

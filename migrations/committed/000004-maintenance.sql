@@ -1,5 +1,5 @@
---! Previous: sha1:b3a164ef47b401fea7135b5d4b50e80fa2ccdbc0
---! Hash: sha1:115822a296b09fa8f7e5810a3b749ac348b34c76
+--! Previous: sha1:400b8749537ce53616cadb5f12864b600fbb8f7b
+--! Hash: sha1:114dbe49d6c31820a02274f286aafd4ae7de6dcb
 --! Message: maintenance
 
 -- Maintenance: the registry of materialized views pg-steward refreshes (one refresh per view at a

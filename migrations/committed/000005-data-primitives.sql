@@ -1,5 +1,5 @@
---! Previous: sha1:115822a296b09fa8f7e5810a3b749ac348b34c76
---! Hash: sha1:b14df63ea3da695628a47c69d64eee7a557192b0
+--! Previous: sha1:114dbe49d6c31820a02274f286aafd4ae7de6dcb
+--! Hash: sha1:dcbe301843956ab0ad33209be5b251b653cea32c
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read

@@ -1,5 +1,5 @@
---! Previous: sha1:b14df63ea3da695628a47c69d64eee7a557192b0
---! Hash: sha1:9080d7954dc20cd89d975f2e9ae163448e0c0ba5
+--! Previous: sha1:dcbe301843956ab0ad33209be5b251b653cea32c
+--! Hash: sha1:f0f2ba31c743b1b66e32b2139be24cf0507f4731
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

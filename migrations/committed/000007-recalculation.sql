@@ -1,5 +1,5 @@
---! Previous: sha1:9080d7954dc20cd89d975f2e9ae163448e0c0ba5
---! Hash: sha1:c197f000dd14c963675403ede4af56f463840d80
+--! Previous: sha1:f0f2ba31c743b1b66e32b2139be24cf0507f4731
+--! Hash: sha1:f165d3cde667df98d5447c8ba42969e28c327010
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

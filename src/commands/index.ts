@@ -1,9 +1,18 @@
 // Every `steward` subcommand, in the order `steward --help` lists them.
 import { benchCommand } from "./bench.ts";
 import type { Command } from "./command.ts";
+import { dlqCommand } from "./dlq.ts";
 import { migrateCommand } from "./migrate.ts";
 import { recalcCommand } from "./recalc.ts";
 import { runCommand } from "./run.ts";
 import { startCommand, workerCommand } from "./worker.ts";
 
-export const COMMANDS: Command[] = [startCommand, migrateCommand, workerCommand, runCommand, recalcCommand, benchCommand];
+export const COMMANDS: Command[] = [
+  startCommand,
+  migrateCommand,
+  workerCommand,
+  runCommand,
+  dlqCommand,
+  recalcCommand,
+  benchCommand,
+];

@@ -63,7 +63,10 @@ export const runCommand: Command = {
           context.print(`job ${id} completed`);
           return 0;
         case "failed":
-          context.print(`job ${id} failed for good after ${outcome.attempts} attempts: ${outcome.error}`);
+          context.print(
+            `job ${id} failed for good after ${outcome.attempts} attempt${outcome.attempts === 1 ? "" : "s"}: ${outcome.error}` +
+              (outcome.deadLetterId ? `\nit is dead letter ${outcome.deadLetterId}: steward dlq show ${outcome.deadLetterId}` : ""),
+          );
           return 1;
         default:
           context.print(`job ${id} still ${outcome.running ? "running" : "queued"} after ${timeoutMs} ms`);
