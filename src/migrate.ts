@@ -68,15 +68,18 @@ export async function migrationStatus(pool: pg.Pool): Promise<MigrationStatus> {
   };
 }
 
-/** Applies graphile-worker's schema, then our committed migrations. Safe to run again. */
-export async function migrate(url: string, logger: Logger): Promise<MigrationStatus> {
+/**
+ * Applies graphile-worker's schema, then our committed migrations. Safe to run again.
+ * `migrationsFolder` is for tests that install an earlier version first.
+ */
+export async function migrate(url: string, logger: Logger, options: { migrationsFolder?: string } = {}): Promise<MigrationStatus> {
   const log = logger.child({ component: "migrate" });
   const began = Date.now();
   await runMigrations({ connectionString: url, logger: graphileLogger(log) });
   try {
     await graphileMigrate.migrate({
       connectionString: url,
-      migrationsFolder: MIGRATIONS_FOLDER,
+      migrationsFolder: options.migrationsFolder ?? MIGRATIONS_FOLDER,
       // `.gmrc` installs graphile-worker's schema in beforeAllMigrations for the DBA loop
       // (watch, commit, reset); here it has just been done above.
       beforeAllMigrations: [],
@@ -87,6 +90,14 @@ export async function migrate(url: string, logger: Logger): Promise<MigrationSta
   }
   const pool = new pg.Pool({ connectionString: url, max: 2 });
   try {
+    // A graphile-worker upgrade may re-create its job table, and our trigger with it goes.
+    const { rows: present } = await pool.query<{ present: boolean }>(
+      "select pg_catalog.to_regprocedure('steward.install_dead_letter_trigger()') is not null as present",
+    );
+    const installed = present[0]?.present
+      ? (await pool.query<{ installed: boolean }>("select steward.install_dead_letter_trigger() as installed")).rows[0]?.installed
+      : false;
+    if (installed) log.warn("the dead-letter trigger was missing from graphile_worker._private_jobs; installed it again");
     const status = await migrationStatus(pool);
     log.info({ ...status, ms: Date.now() - began }, "migrations applied");
     return status;

@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:9cc72ce7bdb08c1457266e1ec50e85bc0a2b3bff
+--! Hash: sha1:219a029fac8a1ea6ab34b58773f8ea370554ee77
 --! Message: job reliability
 
 -- Job reliability: the dead-letter queue (and the trigger that moves a job there in the same
@@ -141,18 +141,44 @@ $$;
 comment on function steward.move_failed_job() is
   'Trigger on graphile_worker._private_jobs: moves a job that failed for good (its last attempt failed, permanently_fail_jobs, a lock released on its last attempt, a permanent error) into steward.dead_letters in the same transaction, and deletes it from graphile-worker''s table. A job superseded by add_job with its key while running is not a dead letter.';
 
--- The common paths cost a WHEN test: success deletes the row (no UPDATE), a lock or an ordinary
--- failure leaves attempts below max_attempts.
-create trigger _steward_dead_letters
-  after update on graphile_worker._private_jobs
-  for each row
-  when ((new.locked_at is null and new.attempts >= new.max_attempts
-         and (old.locked_at is not null or old.attempts < old.max_attempts))
-     or (new.locked_at is not null and old.key is not null and new.key is null
-         and new.attempts >= new.max_attempts))
-  execute function steward.move_failed_job();
-comment on trigger _steward_dead_letters on graphile_worker._private_jobs is
-  'pg-steward: moves jobs that failed for good into steward.dead_letters (steward.move_failed_job).';
+create function steward.install_dead_letter_trigger()
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  version integer;
+begin
+  if exists (select from pg_catalog.pg_trigger t
+              where t.tgrelid = 'graphile_worker._private_jobs'::regclass and t.tgname = '_steward_dead_letters') then
+    return false;
+  end if;
+  select max(m.id) into version from graphile_worker.migrations m;
+  if version is null or version not in (18, 19) then
+    raise exception 'pg-steward''s dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version %', version
+      using errcode = 'P0001',
+            hint = 'Install the graphile-worker version pg-steward depends on (steward migrate does), or upgrade pg-steward to a release written for this graphile-worker.';
+  end if;
+  -- The common paths cost a WHEN test: success deletes the row (no UPDATE), a lock or an
+  -- ordinary failure leaves attempts below max_attempts.
+  create trigger _steward_dead_letters
+    after update on graphile_worker._private_jobs
+    for each row
+    when ((new.locked_at is null and new.attempts >= new.max_attempts
+           and (old.locked_at is not null or old.attempts < old.max_attempts))
+       or (new.locked_at is not null and old.key is not null and new.key is null
+           and new.attempts >= new.max_attempts))
+    execute function steward.move_failed_job();
+  comment on trigger _steward_dead_letters on graphile_worker._private_jobs is
+    'pg-steward: moves jobs that failed for good into steward.dead_letters (steward.move_failed_job).';
+  return true;
+end
+$$;
+comment on function steward.install_dead_letter_trigger() is
+  'Installs the dead-letter trigger on graphile_worker._private_jobs unless it is there; true when it installed it. steward migrate calls it on every run, so a graphile-worker upgrade that re-creates the job table gets it back. Refuses a graphile-worker schema version the trigger was not written for.';
+
+select steward.install_dead_letter_trigger();
 
 -- Jobs that already failed for good before this migration move too.
 with moved as (

@@ -1,5 +1,5 @@
---! Previous: sha1:9cc72ce7bdb08c1457266e1ec50e85bc0a2b3bff
---! Hash: sha1:400b8749537ce53616cadb5f12864b600fbb8f7b
+--! Previous: sha1:219a029fac8a1ea6ab34b58773f8ea370554ee77
+--! Hash: sha1:2822072910e7d94b628e201e518b35910451ebb4
 --! Message: rate limits, leases and circuits
 
 -- Rate limits (GCRA, several windows per policy, consumed all-or-nothing), concurrency leases

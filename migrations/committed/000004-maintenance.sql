@@ -1,5 +1,5 @@
---! Previous: sha1:400b8749537ce53616cadb5f12864b600fbb8f7b
---! Hash: sha1:114dbe49d6c31820a02274f286aafd4ae7de6dcb
+--! Previous: sha1:2822072910e7d94b628e201e518b35910451ebb4
+--! Hash: sha1:72163148abfc4ff041449bcd81ad79628e6ca46f
 --! Message: maintenance
 
 -- Maintenance: the registry of materialized views pg-steward refreshes (one refresh per view at a

@@ -1,5 +1,5 @@
---! Previous: sha1:114dbe49d6c31820a02274f286aafd4ae7de6dcb
---! Hash: sha1:dcbe301843956ab0ad33209be5b251b653cea32c
+--! Previous: sha1:72163148abfc4ff041449bcd81ad79628e6ca46f
+--! Hash: sha1:c0b02553361f84f2be8371e0f599579f28762146
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read

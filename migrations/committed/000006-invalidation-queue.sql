@@ -1,5 +1,5 @@
---! Previous: sha1:dcbe301843956ab0ad33209be5b251b653cea32c
---! Hash: sha1:f0f2ba31c743b1b66e32b2139be24cf0507f4731
+--! Previous: sha1:c0b02553361f84f2be8371e0f599579f28762146
+--! Hash: sha1:afd1b20e285bd8b4e814aacda4093f622311a701
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

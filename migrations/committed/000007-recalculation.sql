@@ -1,5 +1,5 @@
---! Previous: sha1:f0f2ba31c743b1b66e32b2139be24cf0507f4731
---! Hash: sha1:f165d3cde667df98d5447c8ba42969e28c327010
+--! Previous: sha1:afd1b20e285bd8b4e814aacda4093f622311a701
+--! Hash: sha1:51bd29aef975d98aea54032c84b09cb46d630b90
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -5,6 +5,8 @@ import { dlqCommand } from "./dlq.ts";
 import { migrateCommand } from "./migrate.ts";
 import { recalcCommand } from "./recalc.ts";
 import { runCommand } from "./run.ts";
+import { statusCommand } from "./status.ts";
+import { verifyCommand } from "./verify.ts";
 import { startCommand, workerCommand } from "./worker.ts";
 
 export const COMMANDS: Command[] = [
@@ -14,5 +16,7 @@ export const COMMANDS: Command[] = [
   runCommand,
   dlqCommand,
   recalcCommand,
+  statusCommand,
+  verifyCommand,
   benchCommand,
 ];
