@@ -1,6 +1,19 @@
 // Every `steward bench` scenario, in the order the SPEC lists them.
+import { batchVsCopy } from "./batch_vs_copy.ts";
+import { batchVsRows } from "./batch_vs_rows.ts";
 import { drain } from "./drain.ts";
+import { keysetVsOffset } from "./keyset_vs_offset.ts";
+import { rateLimitVsFlexible } from "./rate_limit_vs_flexible.ts";
+import { rateLimitVsSelect1 } from "./rate_limit_vs_select1.ts";
 import type { Scenario } from "./scenario.ts";
 import { trackedUpdate } from "./tracked_update.ts";
 
-export const SCENARIOS: Scenario<unknown>[] = [trackedUpdate, drain];
+export const SCENARIOS: Scenario<unknown>[] = [
+  rateLimitVsSelect1,
+  rateLimitVsFlexible,
+  trackedUpdate,
+  drain,
+  keysetVsOffset,
+  batchVsCopy,
+  batchVsRows,
+];

@@ -37,6 +37,13 @@ export interface Config {
   drainer: boolean;
   drainBatchSize: number;
   drainVisibilityMs: number;
+  /**
+   * The example `steward start` installs and keeps busy: by default health-metrics on the
+   * embedded database, none on a DATABASE_URL database unless STEWARD_EXAMPLE names it.
+   */
+  example: "health-metrics" | undefined;
+  /** Users in the example's synthetic data. */
+  exampleUsers: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -86,6 +93,17 @@ function sinkConfig(env: Env) {
   };
 }
 
+function exampleConfig(env: Env, databaseUrl: string | undefined) {
+  const name = env.STEWARD_EXAMPLE?.trim().toLowerCase();
+  if (name && name !== "none" && name !== "health-metrics") {
+    throw new ConfigError(`STEWARD_EXAMPLE takes "health-metrics" or "none", got "${env.STEWARD_EXAMPLE}"`);
+  }
+  // Never into someone's own database unless asked by name.
+  const wanted = name ? name === "health-metrics" : !databaseUrl;
+  const example = wanted ? ("health-metrics" as const) : undefined;
+  return { example, exampleUsers: integer(env, "STEWARD_EXAMPLE_USERS", 5000, 1, 1_000_000) };
+}
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export function loadConfig(env: Env = process.env): Config {
@@ -110,5 +128,6 @@ export function loadConfig(env: Env = process.env): Config {
     completeBatchDelayMs: integer(env, "STEWARD_COMPLETE_BATCH_DELAY_MS", 0, 0, 60000),
     shutdownTimeoutMs: integer(env, "STEWARD_SHUTDOWN_TIMEOUT_MS", 10000, 0, 3600000),
     ...sinkConfig(env),
+    ...exampleConfig(env, databaseUrl),
   };
 }

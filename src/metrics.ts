@@ -32,6 +32,14 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
        group by 1, 2`,
   },
   {
+    name: "steward_materialized_view_staleness_seconds",
+    help: "Seconds since the last successful refresh of each registered materialized view began (since its registration when it has none): its data is at most this old.",
+    labels: ["view"],
+    sql: `
+      select view, extract(epoch from pg_catalog.now() - coalesce(last_refreshed_at, registered_at))::float8 as value
+        from steward.materialized_views`,
+  },
+  {
     name: "steward_invalidations_pending",
     help: "Undelivered invalidation entries by state (ready: due and unclaimed; scheduled: debounced or backing off; claimed: being delivered).",
     labels: ["state"],
@@ -50,6 +58,47 @@ export const DATABASE_GAUGES: DatabaseGauge[] = [
     sql: `
       select coalesce(extract(epoch from pg_catalog.now() - min(enqueued_at)), 0)::float8 as value
         from steward.invalidations`,
+  },
+  {
+    name: "steward_request_rollup_pending",
+    help: "5-minute request buckets (bucket, endpoint, method) with rows the rollup_requests task has not rolled up yet.",
+    labels: [],
+    sql: `
+      select count(*)::float8 as value
+        from (select distinct bucket, endpoint, method from steward.request_rollup_pending) as pending`,
+  },
+  {
+    name: "steward_recalc_keys",
+    help: "Keys of recalculation runs in progress, by recalculation and state (done, failed, pending).",
+    labels: ["name", "state"],
+    sql: `
+      select r.name, k.state, k.value::float8 as value
+        from steward.recalc_runs r
+       cross join lateral (values ('done', r.keys_done), ('failed', r.keys_failed),
+                                  ('pending', r.keys_total - r.keys_done - r.keys_failed)) as k(state, value)
+       where r.finished_at is null`,
+  },
+  {
+    name: "steward_recalc_last_run_seconds",
+    help: "Duration of the last finished run of each recalculation, labelled by its status (completed, failed, cancelled).",
+    labels: ["name", "status"],
+    sql: `
+      select c.name, last.status, last.value
+        from steward.recalculations c
+       cross join lateral (
+             select r.status, extract(epoch from r.finished_at - r.started_at)::float8 as value
+               from steward.recalc_runs r
+              where r.name = c.name and r.finished_at is not null
+              order by r.id desc limit 1) as last`,
+  },
+  {
+    name: "steward_circuit_state",
+    help: "State of each configured or once-failed circuit breaker: 1 for the state it is in (closed, open, half_open), 0 for the others.",
+    labels: ["circuit", "state"],
+    sql: `
+      select c.name as circuit, s.state, (c.state = s.state)::int::float8 as value
+        from steward.circuit_status c
+       cross join (values ('closed'), ('open'), ('half_open')) as s(state)`,
   },
 ];
 

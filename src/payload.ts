@@ -66,3 +66,22 @@ export function optionalInteger(
   }
   return value;
 }
+
+export function requiredInteger(task: string, payload: Payload, key: string, range: { min: number; max: number }): number {
+  const value = optionalInteger(task, payload, key, range);
+  if (value === undefined) {
+    throw new PermanentError(`${task}: "${key}" is required (an integer from ${range.min} to ${range.max})`);
+  }
+  return value;
+}
+
+/** An array of any JSON values (keys of a recalculation), at most `max` long. */
+export function optionalArray(task: string, payload: Payload, key: string, max: number): unknown[] | undefined {
+  const value = payload[key];
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length > max || value.some((item) => item === null)) {
+    const got = Array.isArray(value) ? (value.length > max ? `${value.length} items` : "an array holding null") : describe(value);
+    throw new PermanentError(`${task}: "${key}" must be an array of at most ${max} non-null JSON values, got ${got}`);
+  }
+  return value;
+}

@@ -22,6 +22,21 @@ describe("configuration", () => {
   });
 });
 
+describe("the example steward start offers", () => {
+  it("is health-metrics on the embedded database, none on a DATABASE_URL database unless named", () => {
+    expect(loadConfig({}).example).toBe("health-metrics");
+    expect(loadConfig({ STEWARD_EXAMPLE: "none" }).example).toBeUndefined();
+    expect(loadConfig({ DATABASE_URL: "postgres://db/app" }).example).toBeUndefined();
+    expect(loadConfig({ DATABASE_URL: "postgres://db/app", STEWARD_EXAMPLE: "health-metrics" }).example).toBe("health-metrics");
+  });
+
+  it("refuses an example it does not know, naming the variable", () => {
+    expect(() => loadConfig({ STEWARD_EXAMPLE: "shop" })).toThrow(
+      new ConfigError('STEWARD_EXAMPLE takes "health-metrics" or "none", got "shop"'),
+    );
+  });
+});
+
 describe("schedules", () => {
   const schedules = [
     { task: "cleanup", pattern: "17 * * * *", description: "hourly" },

@@ -2,6 +2,7 @@
 // connections, a quiet logger, and a worker running in the test process.
 import { randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
+import net from "node:net";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, inject } from "vitest";
@@ -104,6 +105,23 @@ export async function startTestWorker(
   });
 }
 
+/**
+ * Runs `work` with steward.settings changed (through steward.set_setting), restoring the previous
+ * values afterwards, so tests of one file that share a database do not leak settings.
+ */
+export async function withSettings<T>(pool: pg.Pool, settings: Record<string, string>, work: () => Promise<T>): Promise<T> {
+  const previous: Record<string, string> = {};
+  try {
+    for (const [name, value] of Object.entries(settings)) {
+      const { rows } = await pool.query<{ previous: string }>("select steward.set_setting($1, $2) as previous", [name, value]);
+      previous[name] = rows[0]!.previous;
+    }
+    return await work();
+  } finally {
+    for (const [name, value] of Object.entries(previous)) await pool.query("select steward.set_setting($1, $2)", [name, value]);
+  }
+}
+
 /** Polls `check` until it returns a truthy value (returned), or fails after `timeoutMs`. */
 export async function eventually<T>(
   check: () => Promise<T | undefined | false>,
@@ -153,4 +171,63 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/**
+ * A NOLOGIN role for the tests of one file, with a random name (roles are cluster-wide and test
+ * files run in parallel). `drop()` removes its privileges in `db` and the role.
+ */
+export async function createTestRole(db: TestDatabase, prefix: string): Promise<{ name: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${randomBytes(4).toString("hex")}`;
+  await db.pool.query(`create role ${name} nologin`);
+  return {
+    name,
+    async drop() {
+      await db.pool.query(`drop owned by ${name}`);
+      await db.pool.query(`drop role ${name}`);
+    },
+  };
+}
+
+/** Runs `work` on one connection in a transaction as `role` (SET LOCAL ROLE); commits only if asked. */
+export async function asRole<T>(
+  db: TestDatabase,
+  role: string,
+  work: (client: pg.PoolClient) => Promise<T>,
+  options: { commit?: boolean } = {},
+): Promise<T> {
+  const client = await db.pool.connect();
+  try {
+    await client.query("begin");
+    await client.query(`set local role ${role}`);
+    const result = await work(client);
+    await client.query(options.commit ? "commit" : "rollback");
+    return result;
+  } catch (error) {
+    await client.query("rollback").catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/** Who may run a function: steward_client, PUBLIC; and whether it runs as its owner. */
+export async function functionAccess(pool: pg.Pool, signature: string): Promise<{ client: boolean; public: boolean; definer: boolean }> {
+  const { rows } = await pool.query(
+    `select has_function_privilege('steward_client', p.oid, 'execute') as client,
+            exists (select from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a where a.grantee = 0) as public,
+            p.prosecdef as definer
+       from pg_proc p where p.oid = $1::regprocedure`,
+    [signature],
+  );
+  return rows[0];
+}
+
+/** A TCP port nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }

@@ -218,3 +218,28 @@ describe("the notify sink", () => {
     }
   });
 });
+
+describe("mv: tags", () => {
+  it("schedule a refresh of the registered view instead of going to the sinks", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create table public.orders (id int primary key, customer int, amount int);
+      create materialized view public.orders_by_customer as
+        select customer, sum(amount) as total from public.orders group by customer;
+      create unique index on public.orders_by_customer (customer);
+      select steward.register_materialized_view('public.orders_by_customer');
+      select steward.track_table('public.orders', array['mv:public.orders_by_customer', 'customer:{customer}']);
+    `);
+    await pool.query("delete from steward.invalidations");
+    await pool.query("insert into public.orders values (1, 7, 100)");
+    const sink = recordingSink();
+    const batch = await drainBatch({ pool, sinks: [sink], logger: testLogger(), batchSize: 100, visibilityMs: 60_000 });
+    expect(batch).toMatchObject({ delivered: 1, refreshes: 1 });
+    expect(sink.received).toEqual([["customer:7"]]);
+    const { rows } = await pool.query(
+      `select j.payload->>'view' as view from graphile_worker._private_jobs j
+         join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'refresh_materialized_view'`,
+    );
+    expect(rows).toEqual([{ view: "public.orders_by_customer" }]);
+  });
+});

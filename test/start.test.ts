@@ -8,15 +8,7 @@ import pg from "pg";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { startEmbedded } from "../src/embedded.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { eventually, testLogger } from "./helpers.ts";
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { eventually, freePort, testLogger } from "./helpers.ts";
 
 function start(dataDir: string, env: Record<string, string>) {
   const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "start"], {
@@ -56,7 +48,8 @@ describe.skipIf(!inject("embedded"))("steward start without DATABASE_URL", () =>
     await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
     const takenPort = (blocker.address() as net.AddressInfo).port;
     const healthPort = await freePort();
-    const env = { STEWARD_EMBEDDED_PORT: String(takenPort), STEWARD_HEALTH_PORT: String(healthPort) };
+    // The example is on by default here (embedded database); a small one keeps the test quick.
+    const env = { STEWARD_EMBEDDED_PORT: String(takenPort), STEWARD_HEALTH_PORT: String(healthPort), STEWARD_EXAMPLE_USERS: "200" };
     try {
       const began = Date.now();
       const first = start(dataDir, env);
@@ -69,6 +62,7 @@ describe.skipIf(!inject("embedded"))("steward start without DATABASE_URL", () =>
       expect(body.checks).toMatchObject({ database: { status: "ok" }, migrations: { status: "ok" }, worker: { status: "ok" } });
       expect(first.output()).toContain("initialised the embedded PostgreSQL cluster");
       expect(first.output()).toContain("preferred port is taken");
+      expect(first.output()).toContain("health-metrics example installed");
 
       // A second process (a person running `steward run`) attaches to the running server.
       const attached = await startEmbedded({ dir: dataDir, preferredPort: takenPort, logger: testLogger() });

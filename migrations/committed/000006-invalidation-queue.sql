@@ -1,5 +1,5 @@
---! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:2f2717157524247c1dd8243472c9990c88d76c1f
+--! Previous: sha1:b14df63ea3da695628a47c69d64eee7a557192b0
+--! Hash: sha1:1c60e5f66138514cf48273d03e3e32be7bc20a64
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

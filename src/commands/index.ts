@@ -3,7 +3,16 @@ import { benchCommand } from "./bench.ts";
 import type { Command } from "./command.ts";
 import { loadCommand } from "./load.ts";
 import { migrateCommand } from "./migrate.ts";
+import { recalcCommand } from "./recalc.ts";
 import { runCommand } from "./run.ts";
 import { startCommand, workerCommand } from "./worker.ts";
 
-export const COMMANDS: Command[] = [startCommand, migrateCommand, workerCommand, runCommand, benchCommand, loadCommand];
+export const COMMANDS: Command[] = [
+  startCommand,
+  migrateCommand,
+  workerCommand,
+  runCommand,
+  recalcCommand,
+  benchCommand,
+  loadCommand,
+];

@@ -2,6 +2,7 @@
 import fs from "node:fs/promises";
 import { openDatabase, createPool } from "../database.ts";
 import { parseDuration } from "../duration.ts";
+import { RateLimiter } from "../ratelimit.ts";
 import { UsageError } from "../errors.ts";
 import { breaches, runLoad, type LoadOperation, type LoadReport } from "../load.ts";
 import { scratchDatabase } from "../scratch.ts";
@@ -38,11 +39,13 @@ export function isLoopback(url: string): boolean {
 const VIEW = "public.load_profile_stats";
 
 /** What the simulated users do, with the share of calls each gets. */
-export const OPERATIONS: LoadOperation[] = [
+export function operations(limiter: RateLimiter): LoadOperation[] {
+  return [
   {
     name: "rate_limit_hit",
     weight: 50,
-    run: (pool, user) => pool.query("select allowed from steward.rate_limit_hit('load', $1)", [`user:${user}`]),
+    // Through the TypeScript client, as application code calls it (coalesced per tick).
+    run: (_pool, user) => limiter.hit("load", `user:${user}`),
   },
   {
     name: "lease",
@@ -80,7 +83,8 @@ export const OPERATIONS: LoadOperation[] = [
         ),
       ]),
   },
-];
+  ];
+}
 
 async function prepare(url: string, users: number): Promise<void> {
   const pool = createPool(url, { max: 1 });
@@ -167,7 +171,7 @@ export const loadCommand: Command = {
           process.stderr.write(`load: ${users} users, ${connections} connections, ${durationMs / 1000} s\n`);
           report = await runLoad(
             pool,
-            OPERATIONS,
+            operations(new RateLimiter(pool)),
             { users, connections, durationMs, maxOperations: MAX_OPERATIONS },
             context.isTerminal
               ? (elapsed, completed) =>

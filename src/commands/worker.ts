@@ -1,4 +1,5 @@
 // `steward start` (migrate, then work) and `steward worker` (work; the schema must be current).
+import { startExample } from "../../examples/health-metrics/index.ts";
 import { openDatabase } from "../database.ts";
 import { migrate, migrationStatus } from "../migrate.ts";
 import { createPool } from "../database.ts";
@@ -19,12 +20,18 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
         return 1;
       }
     }
-    const worker = await startWorker({ url: database.url, config: context.config, logger });
+    // `start` offers the example (by default on the embedded database only; see STEWARD_EXAMPLE).
+    const example = options.migrateFirst ? await startExample(database.url, context.config, logger) : undefined;
+    const worker = await startWorker({ url: database.url, config: context.config, logger }).catch(async (error: unknown) => {
+      await example?.stop();
+      throw error;
+    });
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {
       signals++;
       if (signals === 1) {
         logger.info({ signal }, "shutting down (send the signal again to force)");
+        void example?.stop();
         void worker.stop(signal);
       } else {
         logger.warn({ signal }, "forced exit");
@@ -34,6 +41,7 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     const failure = await worker.done;
+    await example?.stop();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     return failure ? 1 : 0;

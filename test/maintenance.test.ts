@@ -1,0 +1,315 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { PermanentError } from "../src/errors.ts";
+import { waitForJob } from "../src/jobs.ts";
+import { vacuumTables } from "../src/maintenance.ts";
+import { effectiveSchedules, schedulesOf } from "../src/schedules.ts";
+import type { RunningWorker } from "../src/worker.ts";
+import { TASKS } from "../tasks/index.ts";
+import { vacuumTablesTask } from "../tasks/vacuum_tables.ts";
+import { eventually, runCli, serverVersion, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
+
+const context = useTestDatabase();
+const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
+let worker: RunningWorker | undefined;
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+});
+
+/** Runs a job on the worker and waits for its end. */
+async function runJob(task: string, payload: object = {}) {
+  worker ??= await startTestWorker(context.db, { tasks: TASKS });
+  const { rows } = await query("select id::text from graphile_worker.add_job($1, $2::json, max_attempts => 1)", [
+    task,
+    JSON.stringify(payload),
+  ]);
+  return waitForJob(context.db.pool, rows[0].id, { timeoutMs: 60_000 });
+}
+
+/** A table (autovacuum off, so only we vacuum it) with `live` rows left after deleting `dead`. */
+async function tableWithDeadTuples(name: string, live: number, dead: number) {
+  await query(`create table ${name} (id int primary key, pad text) with (autovacuum_enabled = false)`);
+  const client = await context.db.pool.connect();
+  try {
+    await client.query(`insert into ${name} select g, 'x' from generate_series(1, ${live + dead}) g`);
+    if (dead > 0) await client.query(`delete from ${name} where id <= ${dead}`);
+    // From PostgreSQL 15 a backend sends its counts when idle, up to 10 s later, unless asked.
+    if (serverVersion() >= 150000) await client.query("select pg_stat_force_next_flush()");
+  } finally {
+    client.release();
+  }
+  await eventually(
+    async () =>
+      (await query("select n_dead_tup >= $2 and n_live_tup >= $3 as counted from pg_stat_all_tables where relid = $1::regclass", [
+        name,
+        dead,
+        live,
+      ])).rows[0]?.counted,
+    { timeoutMs: 30_000, what: `the statistics of ${name}` },
+  );
+}
+
+async function maintenanceLog(action: string, what: string) {
+  const { rows } = await query(
+    "select status, detail from steward.maintenance_log where action = $1 and what = $2 order by id",
+    [action, what],
+  );
+  return rows;
+}
+
+describe("vacuum_tables", () => {
+  it("picks tables past the dead-tuple thresholds, queue tables first, and vacuums them", async () => {
+    await tableWithDeadTuples("public.dead_rows", 5_000, 15_000);
+    await tableWithDeadTuples("public.clean_rows", 20_000, 0);
+    // 11,000 dead in 131,000 rows is under the 10 % ratio: a queue table needs the count only.
+    await tableWithDeadTuples("steward.test_queue", 120_000, 11_000);
+    await tableWithDeadTuples("public.few_dead", 120_000, 11_000);
+
+    const { rows: plan } = await query("select target, is_queue_table, reason from steward.vacuum_plan() where target ~ 'dead|clean|queue'");
+    expect(plan).toEqual([
+      { target: "steward.test_queue", is_queue_table: true, reason: "dead tuples" },
+      { target: "public.dead_rows", is_queue_table: false, reason: "dead tuples" },
+    ]);
+
+    expect(await runJob("vacuum_tables")).toEqual({ state: "completed" });
+    expect(await maintenanceLog("vacuum", "public.dead_rows")).toEqual([
+      {
+        status: "ok",
+        detail: expect.objectContaining({
+          reason: "dead tuples",
+          dead_tuples: 15_000,
+          statement: expect.stringMatching(/^VACUUM \(ANALYZE, SKIP_LOCKED.*\) public\.dead_rows$/),
+        }),
+      },
+    ]);
+    expect(await maintenanceLog("vacuum", "steward.test_queue")).toEqual([{ status: "ok", detail: expect.anything() }]);
+    expect(await maintenanceLog("vacuum", "public.clean_rows")).toEqual([]);
+    expect(await maintenanceLog("vacuum", "public.few_dead")).toEqual([]);
+    const { rows } = await query(`
+      select (select min(id) from steward.maintenance_log where what = 'steward.test_queue')
+           < (select min(id) from steward.maintenance_log where what = 'public.dead_rows') as queue_first`);
+    expect(rows[0].queue_first).toBe(true);
+    await eventually(
+      async () =>
+        (await query("select vacuum_count > 0 and analyze_count > 0 as done from pg_stat_user_tables where relname = 'dead_rows'"))
+          .rows[0].done,
+      { timeoutMs: 30_000, what: "the VACUUM to show in the statistics" },
+    );
+  });
+
+  it("skips a table another session holds locked instead of waiting for it, and vacuums the rest", async () => {
+    await query("create table locked_rows (id int)");
+    await query("create table free_rows (id int)");
+    const holder = await context.db.pool.connect();
+    try {
+      await holder.query("begin");
+      await holder.query("lock table locked_rows in access exclusive mode");
+      // With a 10-minute lock_timeout, a VACUUM that waited would outlast the job's deadline.
+      const outcome = await withSettings(context.db.pool, { "maintenance.lock_timeout": "10 minutes" }, () =>
+        runJob("vacuum_tables", { tables: ["public.locked_rows", "free_rows"] }),
+      );
+      expect(outcome).toEqual({ state: "completed" });
+    } finally {
+      await holder.query("rollback");
+      holder.release();
+    }
+    expect(await maintenanceLog("vacuum", "public.locked_rows")).toEqual([
+      { status: "skipped", detail: expect.objectContaining({ reason: "requested", warning: expect.stringContaining("lock not available") }) },
+    ]);
+    expect(await maintenanceLog("vacuum", "public.free_rows")).toEqual([{ status: "ok", detail: expect.anything() }]);
+  });
+
+  it("stops starting tables when the time budget is spent", async () => {
+    await query("create table budget_a (id int)");
+    await query("create table budget_b (id int)");
+    const summary = await withSettings(context.db.pool, { "maintenance.vacuum_time_budget": "0 seconds" }, () =>
+      vacuumTables(context.db.pool, ["budget_a", "budget_b"], { logger: testLogger() }),
+    );
+    expect(summary).toMatchObject({ planned: 2, vacuumed: [], deferred: ["public.budget_a", "public.budget_b"] });
+  });
+
+  it("refuses unknown tables, views and bad payloads as permanent errors, vacuuming nothing", async () => {
+    await query("create table real_table (id int)");
+    await query("create view a_view as select 1 as id");
+    const before = (await query("select count(*)::int as n from steward.maintenance_log")).rows[0].n;
+    for (const [tables, message] of [
+      [["real_table", "public.no_such_table"], 'relation "public.no_such_table" does not exist'],
+      [["a_view"], "public.a_view is not a table (it is a view)"],
+    ] as const) {
+      const error = await vacuumTables(context.db.pool, [...tables], { logger: testLogger() }).catch((caught) => caught);
+      expect(error).toBeInstanceOf(PermanentError);
+      expect(error.message).toContain(`vacuum_tables: ${message}`);
+    }
+    expect(() => vacuumTablesTask.parse({ tables: "real_table" })).toThrow(PermanentError);
+    expect(() => vacuumTablesTask.parse({ tables: [""] })).toThrow('"tables" must be an array of non-empty strings');
+    expect(await runJob("vacuum_tables", { tables: ["public.no_such_table"] })).toMatchObject({
+      state: "failed",
+      error: expect.stringContaining('relation "public.no_such_table" does not exist'),
+    });
+    expect((await query("select count(*)::int as n from steward.maintenance_log")).rows[0].n).toBe(before);
+  });
+
+  it("refuses a table the role may not vacuum", async () => {
+    const role = `steward_test_guest_${Date.now()}`;
+    await query(`create role ${role}`);
+    await query("create table guarded (id int)");
+    await query(`create table guest_owned (id int)`);
+    await query(`alter table guest_owned owner to ${role}`);
+    await query(`grant usage on schema steward to ${role}`);
+    await query(`grant execute on function steward.may_vacuum(regclass) to ${role}`);
+    const other = await context.db.pool.connect();
+    try {
+      await other.query(`set role ${role}`);
+      const { rows } = await other.query(
+        "select steward.may_vacuum('guarded') as guarded, steward.may_vacuum('guest_owned') as owned",
+      );
+      expect(rows[0]).toEqual({ guarded: false, owned: true });
+      // Another session's temporary table is off limits to anyone.
+      await other.query("reset role");
+      await other.query("create temporary table scratch (id int)");
+      const { rows: scratch } = await other.query("select 'scratch'::regclass::oid::int as oid");
+      await expect(query("select * from steward.vacuum_plan(array[$1::int::oid::regclass])", [scratch[0].oid])).rejects.toMatchObject({
+        code: "22023",
+        message: expect.stringMatching(/^role \w+ may not vacuum pg_temp_\d+\.scratch$/),
+      });
+    } finally {
+      await other.query("reset role; discard temporary");
+      other.release();
+      await query(`drop table guest_owned`);
+      await query(`drop owned by ${role}`);
+      await query(`drop role ${role}`);
+    }
+  });
+});
+
+describe("cleanup", () => {
+  it("deletes rows past retention in batches, each its own transaction, and keeps the rest", async () => {
+    await query(`
+      insert into steward.refresh_log (view, started_at, finished_at, duration_ms, status)
+      select 'public.old', now() - interval '60 days', now() - interval '60 days', 1, 'ok' from generate_series(1, 2500)
+      union all
+      select 'public.recent', now() - interval '1 day', now() - interval '1 day', 1, 'ok' from generate_series(1, 10)`);
+    await query(`
+      insert into steward.audit_log (at, actor, action, target)
+      select now() - interval '400 days', 'test', 'ancient', null from generate_series(1, 1200)`);
+    // A step of another capability, which notes the transaction of every batch.
+    await query("create table expiring (at timestamptz not null)");
+    await query("create table cleanup_batches (transaction_id bigint not null, deleted bigint not null)");
+    await query("insert into expiring select now() - interval '2 days' from generate_series(1, 3500)");
+    await query("insert into expiring select now() from generate_series(1, 5)");
+    await query(`
+      create function public.cleanup_expiring(batch_size integer) returns bigint language plpgsql as $$
+      declare deleted bigint;
+      begin
+        deleted := steward.delete_older_than('public.expiring', 'at', now() - interval '1 day', batch_size);
+        insert into public.cleanup_batches values (txid_current(), deleted);
+        return deleted;
+      end $$`);
+    await query(
+      "insert into steward.cleanup_steps (name, function, description) values ('expiring', 'public.cleanup_expiring(integer)', 'test rows')",
+    );
+    try {
+      expect(await runJob("cleanup")).toEqual({ state: "completed" });
+    } finally {
+      await query("delete from steward.cleanup_steps where name = 'expiring'");
+    }
+
+    expect(await maintenanceLog("cleanup", "refresh_log")).toEqual([
+      { status: "ok", detail: { deleted: 2500, batches: 3, batch_size: 1000, complete: true } },
+    ]);
+    expect(await maintenanceLog("cleanup", "audit_log")).toEqual([
+      { status: "ok", detail: { deleted: 1200, batches: 2, batch_size: 1000, complete: true } },
+    ]);
+    expect(await maintenanceLog("cleanup", "expiring")).toEqual([
+      { status: "ok", detail: { deleted: 3500, batches: 4, batch_size: 1000, complete: true } },
+    ]);
+    const { rows: batches } = await query(
+      "select count(distinct transaction_id)::int as transactions, array_agg(deleted order by deleted desc) as deleted from cleanup_batches",
+    );
+    expect(batches[0]).toEqual({ transactions: 4, deleted: ["1000", "1000", "1000", "500"] });
+    const { rows } = await query(`
+      select (select count(*)::int from steward.refresh_log where view = 'public.old') as old_refreshes,
+             (select count(*)::int from steward.refresh_log where view = 'public.recent') as recent_refreshes,
+             (select count(*)::int from steward.audit_log where action = 'ancient') as ancient_audits,
+             (select count(*)::int from expiring) as expiring`);
+    expect(rows[0]).toEqual({ old_refreshes: 0, recent_refreshes: 10, ancient_audits: 0, expiring: 5 });
+  });
+
+  it("gives every step one batch when the time budget is spent, and marks it incomplete", async () => {
+    await query(`
+      insert into steward.refresh_log (view, started_at, finished_at, duration_ms, status)
+      select 'public.old', now() - interval '60 days', now() - interval '60 days', 1, 'ok' from generate_series(1, 250)`);
+    await withSettings(context.db.pool, { "maintenance.cleanup_time_budget": "0 seconds", "maintenance.cleanup_batch_size": "100" }, async () => {
+      expect(await runJob("cleanup")).toEqual({ state: "completed" });
+    });
+    const log = await maintenanceLog("cleanup", "refresh_log");
+    expect(log.at(-1)).toEqual({ status: "ok", detail: { deleted: 100, batches: 1, batch_size: 100, complete: false } });
+    expect((await query("select count(*)::int as n from steward.refresh_log where view = 'public.old'")).rows[0].n).toBe(150);
+  });
+
+  it("logs a failing step, runs the others, and fails the job naming the step", async () => {
+    await query(`
+      create function public.cleanup_broken(batch_size integer) returns bigint language plpgsql as $$
+      begin raise exception 'the broken step broke'; end $$`);
+    await query(
+      "insert into steward.cleanup_steps (name, function, description) values ('broken', 'public.cleanup_broken(integer)', 'fails')",
+    );
+    try {
+      expect(await runJob("cleanup")).toMatchObject({
+        state: "failed",
+        error: expect.stringMatching(/cleanup: 1 of \d+ steps failed \(broken: the broken step broke\)/),
+      });
+    } finally {
+      await query("delete from steward.cleanup_steps where name = 'broken'");
+    }
+    expect((await maintenanceLog("cleanup", "broken")).at(-1)).toMatchObject({ status: "failed", detail: { error: "the broken step broke" } });
+    expect((await maintenanceLog("cleanup", "refresh_log")).at(-1)).toMatchObject({ status: "ok" });
+  });
+
+  it("refuses a batch size below 1", async () => {
+    await expect(query("select steward.cleanup_refresh_log(0)")).rejects.toMatchObject({
+      code: "22023",
+      message: "batch_size must be a positive integer, got 0",
+    });
+    await expect(query("select steward.run_cleanup_step('nope', 10)")).rejects.toMatchObject({ code: "P0002" });
+  });
+});
+
+describe("steward run", () => {
+  it("starts each maintenance task by hand and waits for it", async () => {
+    await query("create table orders_by_hand (id int primary key)");
+    await query("create materialized view orders_by_hand_view as select id from orders_by_hand");
+    await query("create unique index on orders_by_hand_view (id)");
+    await query("select steward.register_materialized_view('orders_by_hand_view')");
+    worker ??= await startTestWorker(context.db, { tasks: TASKS });
+    const runs: Array<[string, string?]> = [
+      ["refresh_materialized_view", '{"view": "public.orders_by_hand_view"}'],
+      ["schedule_refreshes"],
+      ["vacuum_tables", '{"tables": ["public.orders_by_hand"]}'],
+      ["cleanup"],
+    ];
+    const results = await Promise.all(
+      runs.map(([task, payload]) =>
+        runCli(["run", task, ...(payload ? [payload] : []), "--wait", "--timeout", "60s"], { DATABASE_URL: context.db.url }),
+      ),
+    );
+    for (const [index, result] of results.entries()) {
+      expect({ task: runs[index]![0], code: result.code, stderr: result.stderr }).toEqual({ task: runs[index]![0], code: 0, stderr: "" });
+      expect(result.stdout).toMatch(/completed/);
+    }
+    const { rows } = await query("select target from steward.audit_log where action = 'run' order by id");
+    expect(rows.map((row) => row.target)).toEqual(expect.arrayContaining(runs.map(([task]) => task)));
+  });
+});
+
+describe("schedules", () => {
+  it("runs schedule_refreshes every minute, vacuum_tables weekly and cleanup hourly, each overridable", () => {
+    const schedules = effectiveSchedules(schedulesOf(TASKS), { STEWARD_CRON_CLEANUP: "*/15 * * * *", STEWARD_CRON_VACUUM_TABLES: "off" });
+    const maintenance = schedules.filter((s) => ["schedule_refreshes", "vacuum_tables", "cleanup"].includes(s.task));
+    expect(maintenance.map((s) => [s.task, s.pattern, s.enabled])).toEqual([
+      ["schedule_refreshes", "* * * * *", true],
+      ["vacuum_tables", "0 3 * * 0", false],
+      ["cleanup", "*/15 * * * *", true],
+    ]);
+  });
+});
