@@ -118,7 +118,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       logger: logger.child({ component: "drainer" }),
       batchSize: config.drainBatchSize,
       visibilityMs: config.drainVisibilityMs,
-      pollIntervalMs: 5000,
+      pollIntervalMs: 1000,
     });
     await drainer.start();
   }

@@ -1,6 +1,6 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { drainBatch, notifyPayloads, type Sink } from "../src/invalidations.ts";
+import { drainBatch, InvalidationDrainer, notifyPayloads, type Sink } from "../src/invalidations.ts";
 import { eventually, testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -241,5 +241,55 @@ describe("mv: tags", () => {
          join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'refresh_materialized_view'`,
     );
     expect(rows).toEqual([{ view: "public.orders_by_customer" }]);
+  });
+});
+
+describe("waking drainers", () => {
+  it("notifies for the first due entry only, not for each enqueue behind it", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    const listener = new pg.Client({ connectionString: context.db.url });
+    await listener.connect();
+    let notifications = 0;
+    listener.on("notification", () => notifications++);
+    await listener.query("listen steward_invalidations");
+    try {
+      await pool.query("select steward.enqueue_invalidation('wake:1')");
+      await pool.query("select steward.enqueue_invalidation('wake:2')");
+      await pool.query("select steward.enqueue_invalidations(array['wake:3', 'wake:4'])");
+      await pool.query("select steward.enqueue_invalidation('wake:later', '30 seconds')");
+      await eventually(async () => notifications > 0, { what: "a notification" });
+      await listener.query("select 1"); // lets any further notification arrive first
+      expect(notifications).toBe(1);
+      await pool.query("delete from steward.invalidations");
+      await pool.query("select steward.enqueue_invalidation('wake:5')");
+      await eventually(async () => notifications > 1, { what: "a notification on an empty queue" });
+    } finally {
+      await listener.end();
+    }
+  });
+
+  it("wakes the worker's drainer at once, without waiting for its poll", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    const received: string[] = [];
+    const drainer = new InvalidationDrainer({
+      url: context.db.url,
+      pool,
+      sinks: [{ name: "recording", deliver: async (tags) => void received.push(...tags) }],
+      logger: testLogger(),
+      batchSize: 100,
+      visibilityMs: 30_000,
+      pollIntervalMs: 600_000,
+    });
+    await drainer.start();
+    try {
+      // Let the drainer find the queue empty and go to sleep for its (long) poll interval.
+      await new Promise((resolve) => setImmediate(resolve));
+      await pool.query("select steward.enqueue_invalidation('instant')");
+      await eventually(async () => received.includes("instant"), { what: "delivery after NOTIFY", timeoutMs: 5000 });
+    } finally {
+      await drainer.stop();
+    }
   });
 });

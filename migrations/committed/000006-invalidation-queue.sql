@@ -1,5 +1,5 @@
 --! Previous: sha1:b14df63ea3da695628a47c69d64eee7a557192b0
---! Hash: sha1:1c60e5f66138514cf48273d03e3e32be7bc20a64
+--! Hash: sha1:9080d7954dc20cd89d975f2e9ae163448e0c0ba5
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -57,6 +57,28 @@ comment on table steward.tracked_tables is
 
 -- Enqueueing ------------------------------------------------------------------------------------
 
+create function steward.wake_drainers(fresh bigint[])
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- NOTIFY makes committing transactions queue on one global lock, so a NOTIFY per enqueue
+  -- caps enqueue throughput under concurrency. A drainer drains until nothing is due, so it
+  -- needs waking only when these entries are the only due ones: otherwise the enqueue of an
+  -- earlier one already woke it. (A missed wake costs at most the drainer's poll interval.)
+  if not exists (
+    select from steward.invalidations i
+     where i.deliver_at <= pg_catalog.now() and i.claimed_until is null and i.id <> all (fresh)
+  ) then
+    perform pg_catalog.pg_notify('steward_invalidations', '');
+  end if;
+end
+$$;
+comment on function steward.wake_drainers(bigint[]) is
+  'Sends NOTIFY steward_invalidations unless other due entries are already waiting for a drainer. Internal to the enqueue functions.';
+
 create function steward.enqueue_invalidations(tags text[], debounce interval default '0 seconds')
 returns integer
 language plpgsql
@@ -69,18 +91,25 @@ declare
   max_delay interval := steward.setting_interval('invalidations.max_delay');
   wait interval := least(coalesce(enqueue_invalidations.debounce, '0 seconds'), max_delay);
   affected integer;
+  fresh bigint[];
 begin
   -- Sorted, distinct tags: rows are locked in one order by every writer, so two statements
-  -- enqueueing overlapping tags wait for each other instead of deadlocking.
-  insert into steward.invalidations as i (tag, deliver_at)
-  select t.tag, pg_catalog.now() + wait
-    from (select distinct u.tag from pg_catalog.unnest(enqueue_invalidations.tags) as u(tag)
-           where u.tag is not null and u.tag <> '' order by u.tag) as t
-  on conflict (tag) where claimed_until is null
-  do update set deliver_at = least(greatest(i.deliver_at, excluded.deliver_at), i.enqueued_at + max_delay);
-  get diagnostics affected = row_count;
-  if affected > 0 then
-    perform pg_catalog.pg_notify('steward_invalidations', '');
+  -- enqueueing overlapping tags wait for each other instead of deadlocking. xmax = 0 marks a
+  -- row this statement inserted (not an existing pending entry it pushed back).
+  with upserted as (
+    insert into steward.invalidations as i (tag, deliver_at)
+    select t.tag, pg_catalog.now() + wait
+      from (select distinct u.tag from pg_catalog.unnest(enqueue_invalidations.tags) as u(tag)
+             where u.tag is not null and u.tag <> '' order by u.tag) as t
+    on conflict (tag) where claimed_until is null
+    do update set deliver_at = least(greatest(i.deliver_at, excluded.deliver_at), i.enqueued_at + max_delay)
+    returning i.id, i.xmax = 0 as inserted, i.deliver_at
+  )
+  select pg_catalog.count(*), pg_catalog.array_agg(u.id) filter (where u.inserted and u.deliver_at <= pg_catalog.now())
+    into affected, fresh
+    from upserted u;
+  if fresh is not null then
+    perform steward.wake_drainers(fresh);
   end if;
   return affected;
 end
@@ -99,6 +128,8 @@ as $$
 declare
   max_delay interval := steward.setting_interval('invalidations.max_delay');
   result bigint;
+  inserted boolean;
+  due boolean;
 begin
   if enqueue_invalidation.tag is null or enqueue_invalidation.tag = '' then
     raise exception 'tag must be a non-empty string' using errcode = '22023';
@@ -115,8 +146,10 @@ begin
   values (enqueue_invalidation.tag, pg_catalog.now() + least(enqueue_invalidation.debounce, max_delay))
   on conflict (tag) where claimed_until is null
   do update set deliver_at = least(greatest(i.deliver_at, excluded.deliver_at), i.enqueued_at + max_delay)
-  returning i.id into result;
-  perform pg_catalog.pg_notify('steward_invalidations', '');
+  returning i.id, i.xmax = 0, i.deliver_at <= pg_catalog.now() into result, inserted, due;
+  if inserted and due then
+    perform steward.wake_drainers(array[result]);
+  end if;
   return result;
 end
 $$;

@@ -1,5 +1,5 @@
---! Previous: sha1:1c60e5f66138514cf48273d03e3e32be7bc20a64
---! Hash: sha1:47f31e557c823b3d280e17a253899137c2001508
+--! Previous: sha1:9080d7954dc20cd89d975f2e9ae163448e0c0ba5
+--! Hash: sha1:c197f000dd14c963675403ede4af56f463840d80
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,
