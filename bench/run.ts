@@ -1,11 +1,7 @@
 // Runs scenarios: ours and baseline alternately in rounds against one scratch database,
 // medians, speedup.
-import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { createPool } from "../src/database.ts";
-import { withDatabase } from "../src/embedded.ts";
 import type { Logger } from "../src/logger.ts";
-import { migrate } from "../src/migrate.ts";
 import type { BenchContext, Measurement, Scenario } from "./scenario.ts";
 
 export interface ScenarioResult {
@@ -65,41 +61,6 @@ export async function runScenario(
     rounds,
     samples,
     detail: { ours: last.ours?.detail, baseline: last.baseline?.detail },
-  };
-}
-
-/** A scratch database next to `url`, migrated; dropped by the returned function. */
-export async function scratchDatabase(url: string, logger: Logger): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `steward_bench_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: url });
-  await admin.connect();
-  try {
-    await admin.query(`create database ${name}`);
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    throw Object.assign(
-      new Error(
-        `steward bench creates a scratch database and could not (${(error as Error).message}); ` +
-          `use a role with CREATEDB (the embedded server's default role has it)`,
-      ),
-      { code },
-    );
-  } finally {
-    await admin.end();
-  }
-  const scratchUrl = withDatabase(url, name);
-  await migrate(scratchUrl, logger);
-  return {
-    url: scratchUrl,
-    async drop() {
-      const client = new pg.Client({ connectionString: url });
-      await client.connect();
-      try {
-        await client.query(`drop database if exists ${name} with (force)`);
-      } finally {
-        await client.end();
-      }
-    },
   };
 }
 

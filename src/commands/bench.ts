@@ -2,7 +2,8 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import { SCENARIOS } from "../../bench/index.ts";
-import { benchContext, runScenario, scratchDatabase, type ScenarioResult } from "../../bench/run.ts";
+import { benchContext, runScenario, type ScenarioResult } from "../../bench/run.ts";
+import { scratchDatabase } from "../scratch.ts";
 import { UsageError } from "../errors.ts";
 import { openDatabase } from "../database.ts";
 import type { Command } from "./command.ts";
@@ -55,7 +56,7 @@ export const benchCommand: Command = {
     const began = Date.now();
     const results: ScenarioResult[] = [];
     try {
-      const scratch = await scratchDatabase(database.url, context.logger);
+      const scratch = await scratchDatabase(database.url, context.logger, "bench");
       const benchmark = benchContext(scratch.url, quick, context.logger);
       try {
         for (const scenario of scenarios) {

@@ -2,6 +2,7 @@
 import { benchCommand } from "./bench.ts";
 import type { Command } from "./command.ts";
 import { dlqCommand } from "./dlq.ts";
+import { loadCommand } from "./load.ts";
 import { migrateCommand } from "./migrate.ts";
 import { recalcCommand } from "./recalc.ts";
 import { runCommand } from "./run.ts";
@@ -19,4 +20,5 @@ export const COMMANDS: Command[] = [
   statusCommand,
   verifyCommand,
   benchCommand,
+  loadCommand,
 ];
