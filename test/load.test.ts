@@ -1,3 +1,6 @@
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { isLoopback } from "../src/commands/load.ts";
 import { breaches, quantile, runLoad } from "../src/load.ts";
@@ -48,5 +51,23 @@ describe("steward load", () => {
     const long = await runCli(["load", "--duration", "2h"], { DATABASE_URL: context.db.url });
     expect(long.code).toBe(2);
     expect(long.stderr).toContain("--duration must be from 1s to 10m");
+  });
+
+  it("runs every operation against a scratch database while a worker drains, writes the JSON, and exits 1 on a broken threshold", async () => {
+    const file = path.join(await fs.mkdtemp(path.join(os.tmpdir(), "steward-load-")), "load.json");
+    const result = await runCli(
+      ["load", "--users", "200", "--connections", "4", "--duration", "2s", "--max-p95-ms", "0.001", "--json", file],
+      { DATABASE_URL: context.db.url },
+      120_000,
+    );
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toMatch(/threshold broken: p95 .* is over --max-p95-ms 0.001/);
+    const report = JSON.parse(await fs.readFile(file, "utf8"));
+    expect(Object.keys(report)).toEqual(expect.arrayContaining(["ops_per_s", "p50_ms", "p95_ms", "p99_ms", "error_rate", "by_op"]));
+    expect(Object.keys(report.by_op).sort()).toEqual(["enqueue_invalidation", "lease", "rate_limit_hit", "record_requests"]);
+    expect(report.error_rate).toBe(0);
+    const { rows } = await context.db.pool.query("select count(*)::int as n from pg_database where datname like 'steward_load_%'");
+    expect(rows[0].n).toBe(0);
   });
 });
