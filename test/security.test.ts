@@ -96,14 +96,14 @@ describe("hostile strings in every text argument", () => {
   it("are data to rate_limit_hit, lease_acquire, circuit_allow/record and enqueue_invalidation", async () => {
     for (const text of HOSTILE) {
       for (const call of [
-        app.pool.query("select * from steward.rate_limit_hit('security', $1)", [text]),
-        app.pool.query("select * from steward.rate_limit_hit($1, 'k')", [text]),
-        app.pool.query("select steward.lease_acquire($1, 1, '1 second')", [text]),
-        app.pool.query("select steward.circuit_allow($1)", [text]),
-        app.pool.query("select steward.circuit_record($1, false, $1)", [text]),
-        app.pool.query("select steward.enqueue_invalidation($1)", [text]),
+        () => app.pool.query("select * from steward.rate_limit_hit('security', $1)", [text]),
+        () => app.pool.query("select * from steward.rate_limit_hit($1, 'k')", [text]),
+        () => app.pool.query("select steward.lease_acquire($1, 1, '1 second')", [text]),
+        () => app.pool.query("select steward.circuit_allow($1)", [text]),
+        () => app.pool.query("select steward.circuit_record($1, false, $1)", [text]),
+        () => app.pool.query("select steward.enqueue_invalidation($1)", [text]),
       ]) {
-        const outcome = await call.then(() => "ok", (error: { code: string }) => error.code);
+        const outcome = await call().then(() => "ok", (error: { code: string }) => error.code);
         // Either it worked on the string as data, or it refused it as a bad argument.
         expect(["ok", "22023", "22001", "P0002"]).toContain(outcome);
       }
@@ -114,13 +114,13 @@ describe("hostile strings in every text argument", () => {
   it("are refused by page and batch_insert as identifiers, never run as SQL", async () => {
     for (const text of HOSTILE) {
       for (const call of [
-        app.pool.query("select steward.page('public.shared_notes', array[$1])", [text]),
-        app.pool.query("select steward.page('public.shared_notes', array['id'], $1)", [text]),
-        app.pool.query("select steward.page('public.shared_notes', array['id'], null, 10, jsonb_build_object($1::text, 1))", [text]),
-        app.pool.query("select steward.batch_insert('public.shared_notes', jsonb_build_array(jsonb_build_object($1::text, 1)))", [text]),
-        app.pool.query("select steward.batch_insert('public.shared_notes', '[]', $1)", [text]),
+        () => app.pool.query("select steward.page('public.shared_notes', array[$1])", [text]),
+        () => app.pool.query("select steward.page('public.shared_notes', array['id'], $1)", [text]),
+        () => app.pool.query("select steward.page('public.shared_notes', array['id'], null, 10, jsonb_build_object($1::text, 1))", [text]),
+        () => app.pool.query("select steward.batch_insert('public.shared_notes', jsonb_build_array(jsonb_build_object($1::text, 1)))", [text]),
+        () => app.pool.query("select steward.batch_insert('public.shared_notes', '[]', $1)", [text]),
       ]) {
-        const code = await call.then(() => "ok", (error: { code: string }) => error.code);
+        const code = await call().then(() => "ok", (error: { code: string }) => error.code);
         expect(code.startsWith("22") || code === "42703", `${text.slice(0, 30)}: ${code}`).toBe(true);
       }
     }
