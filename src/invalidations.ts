@@ -251,16 +251,22 @@ export async function drainUntilEmpty(options: DrainOptions, budgetMs: number): 
   return total;
 }
 
-/** Milliseconds until something in the queue may be claimed (bounded by `maxMs`). */
+/**
+ * How long the drainer should sleep: until something in the queue may be claimed, within
+ * [MIN_SLEEP_MS, maxMs]. An entry that is due but was not claimed is locked by a transaction
+ * still running (a writer's enqueue, another drainer's claim): polling it at once would spin.
+ */
+const MIN_SLEEP_MS = 50;
 async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
   const { rows } = await pool.query<{ ms: number | null }>(
-    `select greatest(0, extract(epoch from least(
+    `select (extract(epoch from least(
               (select min(deliver_at) from steward.invalidations where claimed_until is null),
               (select min(claimed_until) from steward.invalidations where claimed_until is not null)
             ) - now()) * 1000)::float8 as ms`,
   );
   const ms = rows[0]?.ms;
-  return ms === null || ms === undefined ? maxMs : Math.min(maxMs, Math.ceil(ms));
+  if (ms === null || ms === undefined) return maxMs;
+  return Math.min(maxMs, Math.max(MIN_SLEEP_MS, Math.ceil(ms)));
 }
 
 export const INVALIDATION_CHANNEL = "steward_invalidations";

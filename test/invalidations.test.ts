@@ -334,3 +334,32 @@ describe("failures", () => {
     expect((await pool.query("select attempts from steward.invalidations where tag = 'doomed'")).rows).toEqual([{ attempts: 0 }]);
   });
 });
+
+describe("an idle drainer", () => {
+  it("sleeps instead of polling the empty queue in a loop", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    const drainer = new InvalidationDrainer({
+      url: context.db.url,
+      pool,
+      sinks: [{ name: "recording", deliver: async () => {} }],
+      logger: testLogger(),
+      batchSize: 100,
+      visibilityMs: 30_000,
+      pollIntervalMs: 60_000,
+    });
+    const commits = async () =>
+      Number((await pool.query("select xact_commit from pg_stat_database where datname = current_database()")).rows[0].xact_commit);
+    await drainer.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const before = await commits();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      // Statistics arrive late and other test files share nothing with this database: a
+      // spinning drainer commits thousands of transactions a second, a sleeping one none.
+      expect((await commits()) - before).toBeLessThan(20);
+    } finally {
+      await drainer.stop();
+    }
+  });
+});
