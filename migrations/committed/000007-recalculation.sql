@@ -1,5 +1,5 @@
---! Previous: sha1:afd1b20e285bd8b4e814aacda4093f622311a701
---! Hash: sha1:51bd29aef975d98aea54032c84b09cb46d630b90
+--! Previous: sha1:14f30de7b3ebdfd078ff50cd7f9f8f494aaed76b
+--! Hash: sha1:41501aebc800e8801c17b5260c1d18eac5236ebe
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

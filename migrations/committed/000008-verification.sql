@@ -1,5 +1,5 @@
---! Previous: sha1:51bd29aef975d98aea54032c84b09cb46d630b90
---! Hash: sha1:a3d99789ad47ab7394d5d6b49dac5d61d43cb7b9
+--! Previous: sha1:41501aebc800e8801c17b5260c1d18eac5236ebe
+--! Hash: sha1:33dbef0e8a87bcffbe85b98e8b5a371c01d6df59
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
