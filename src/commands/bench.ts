@@ -6,6 +6,7 @@ import { benchContext, runScenario, type ScenarioResult } from "../../bench/run.
 import { scratchDatabase } from "../scratch.ts";
 import { UsageError } from "../errors.ts";
 import { openDatabase } from "../database.ts";
+import { textTable } from "../text-table.ts";
 import type { Command } from "./command.ts";
 
 function format(value: number): string {
@@ -19,10 +20,7 @@ export function resultTable(results: ScenarioResult[]): string {
     ["scenario", "ours", "baseline", "unit", "speedup"],
     ...results.map((r) => [r.name, format(r.ours), format(r.baseline), r.unit, `${r.speedup.toFixed(2)}x`]),
   ];
-  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows
-    .map((row) => row.map((cell, column) => (column === 0 || column === 3 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join("  "))
-    .join("\n");
+  return textTable(rows, { numeric: [1, 2, 4] }).join("\n");
 }
 
 export const benchCommand: Command = {

@@ -6,6 +6,7 @@ import { RateLimiter } from "../ratelimit.ts";
 import { UsageError } from "../errors.ts";
 import { breaches, runLoad, type LoadOperation, type LoadReport } from "../load.ts";
 import { scratchDatabase } from "../scratch.ts";
+import { textTable } from "../text-table.ts";
 import { startWorker } from "../worker.ts";
 import type { Command } from "./command.ts";
 
@@ -116,8 +117,7 @@ export function reportTable(report: LoadReport): string {
       String(r.errors),
     ]),
   ];
-  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows.map((row) => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ")).join("\n");
+  return textTable(rows, { numeric: [1, 2, 3, 4, 5, 6] }).join("\n");
 }
 
 export const loadCommand: Command = {

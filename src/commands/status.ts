@@ -1,4 +1,5 @@
 // `steward status [--json]`: what the system is doing, from steward.status().
+import { textTable } from "../text-table.ts";
 import { withDatabasePool, type Command } from "./command.ts";
 
 interface Status {
@@ -27,21 +28,16 @@ function since(at: string | null, now: number): string {
   return at ? age((now - Date.parse(at)) / 1000) : "-";
 }
 
-function table(rows: string[][]): string[] {
-  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows.map((row) => "  " + row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
-}
-
 export function formatStatus(status: Status): string {
   const now = Date.parse(status.at);
   const lines: string[] = [];
   lines.push("Queues");
   lines.push(
     ...(status.queues.length
-      ? table([
+      ? textTable([
           ["queue", "task", "ready", "scheduled", "running", "retrying", "oldest ready"],
           ...status.queues.map((q) => [q.queue_name ?? "-", q.task, String(q.ready), String(q.scheduled), String(q.running), String(q.retrying), since(q.oldest_ready_since, now)]),
-        ])
+        ], { indent: "  ", numeric: [2, 3, 4, 5] })
       : ["  empty"]),
   );
   lines.push("Running jobs");
