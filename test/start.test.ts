@@ -10,8 +10,13 @@ import { startEmbedded } from "../src/embedded.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
 import { eventually, freePort, testLogger } from "./helpers.ts";
 
+/**
+ * `npm start` itself, as a person or a supervisor runs it: a SIGTERM sent to npm must reach the
+ * worker (the start script execs node, so no shell in between swallows it).
+ */
 function start(dataDir: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "start"], {
+  const child = spawn("npm", ["start", "--silent"], {
+    cwd: PACKAGE_ROOT,
     env: { ...process.env, DATABASE_URL: "", STEWARD_DATA_DIR: dataDir, LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
