@@ -1,5 +1,5 @@
 --! Previous: sha1:c0b02553361f84f2be8371e0f599579f28762146
---! Hash: sha1:14f30de7b3ebdfd078ff50cd7f9f8f494aaed76b
+--! Hash: sha1:cf748ce2ade94ee6056db851ca28706ade96c0dd
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -128,10 +128,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
-  max_delay interval := steward.setting_interval('invalidations.max_delay');
   result bigint;
-  inserted boolean;
-  due boolean;
 begin
   if enqueue_invalidation.tag is null or enqueue_invalidation.tag = '' then
     raise exception 'tag must be a non-empty string' using errcode = '22023';
@@ -144,14 +141,12 @@ begin
     raise exception 'debounce must be zero or positive, got %', coalesce(enqueue_invalidation.debounce::text, 'null')
       using errcode = '22023';
   end if;
-  insert into steward.invalidations as i (tag, deliver_at)
-  values (enqueue_invalidation.tag, pg_catalog.now() + least(enqueue_invalidation.debounce, max_delay))
-  on conflict (tag) where claimed_until is null
-  do update set deliver_at = least(greatest(i.deliver_at, excluded.deliver_at), i.enqueued_at + max_delay)
-  returning i.id, i.xmax = 0, i.deliver_at <= pg_catalog.now() into result, inserted, due;
-  if inserted and due then
-    perform steward.wake_drainers(array[result]);
-  end if;
+  -- The dedup and debounce rule lives in one statement, in enqueue_invalidations. Its upsert
+  -- holds the pending entry's row lock until commit, so the entry read back here is that one:
+  -- nobody can claim it in between.
+  perform steward.enqueue_invalidations(array[enqueue_invalidation.tag], enqueue_invalidation.debounce);
+  select i.id into result from steward.invalidations i
+   where i.tag = enqueue_invalidation.tag and i.claimed_until is null;
   return result;
 end
 $$;

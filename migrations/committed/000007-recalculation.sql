@@ -1,5 +1,5 @@
---! Previous: sha1:14f30de7b3ebdfd078ff50cd7f9f8f494aaed76b
---! Hash: sha1:41501aebc800e8801c17b5260c1d18eac5236ebe
+--! Previous: sha1:cf748ce2ade94ee6056db851ca28706ade96c0dd
+--! Hash: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:41501aebc800e8801c17b5260c1d18eac5236ebe
---! Hash: sha1:33dbef0e8a87bcffbe85b98e8b5a371c01d6df59
+--! Previous: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
+--! Hash: sha1:9a214af525ec9990ead985d5a35b0f95a6a1397e
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
