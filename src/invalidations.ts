@@ -86,8 +86,48 @@ export function signature(secret: string, timestamp: string, body: string): stri
   return "sha256=" + createHmac("sha256", secret).update(`${timestamp}.${body}`).digest("hex");
 }
 
-/** POSTs `{"tags": [...]}` with a timeout and an HMAC signature, behind a shared circuit breaker. */
+/**
+ * The URL as errors, logs and dead letters may show it: no query string (it often carries a
+ * token), no fragment, no credentials.
+ */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}${parsed.pathname}${parsed.search ? "?[redacted]" : ""}`;
+  } catch {
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/?#]*@/i, "$1").replace(/[?#][\s\S]*$/, "?[redacted]");
+  }
+}
+
+/** An error's message and its causes', with `url` redacted wherever it appears. */
+function describeFailure(error: unknown, url: string): string {
+  const messages: string[] = [];
+  for (let current = error; current instanceof Error && messages.length < 4; current = current.cause) {
+    messages.push(current.message);
+  }
+  const redacted = redactUrl(url);
+  const query = (() => {
+    try {
+      return new URL(url).search;
+    } catch {
+      return "";
+    }
+  })();
+  return messages
+    .map((message) => {
+      let text = message.split(url).join(redacted);
+      if (query) text = text.split(query).join("?[redacted]");
+      return text;
+    })
+    .join(": ");
+}
+
+/**
+ * POSTs `{"tags": [...]}` with a timeout and an HMAC signature, behind a shared circuit breaker.
+ * Redirects are refused, not followed: the signed body must not be re-sent to another address.
+ */
 export function webhookSink(options: WebhookOptions): Sink {
+  const shownUrl = redactUrl(options.url);
   const record = (success: boolean, error: string | null) =>
     options.pool.query("select steward.circuit_record($1, $2, $3)", [options.circuit, success, error]);
   return {
@@ -109,12 +149,14 @@ export function webhookSink(options: WebhookOptions): Sink {
           method: "POST",
           headers,
           body,
+          redirect: "manual",
           signal: AbortSignal.timeout(options.timeoutMs),
         });
       } catch (error) {
-        const message = `webhook ${options.url} did not answer: ${(error as Error).message}`;
+        // Not the error itself as the cause: its message (and its causes') may hold the URL.
+        const message = `webhook ${shownUrl} did not answer: ${describeFailure(error, options.url)}`;
         await record(false, message);
-        throw new SinkError(message, { cause: error });
+        throw new SinkError(message);
       }
       // The body is not needed; read it so the connection can be reused.
       await response.arrayBuffer().catch(() => undefined);
@@ -122,7 +164,15 @@ export function webhookSink(options: WebhookOptions): Sink {
         await record(true, null);
         return;
       }
-      const message = `webhook ${options.url} answered ${response.status}`;
+      if (response.status >= 300 && response.status < 400) {
+        const location = response.headers.get("location");
+        const message =
+          `webhook ${shownUrl} answered ${response.status}, a redirect${location ? ` to ${redactUrl(location)}` : ""}; ` +
+          "redirects are not followed (the signed body would go to another address): set STEWARD_WEBHOOK_URL to the final address";
+        await record(false, message);
+        throw new SinkError(message);
+      }
+      const message = `webhook ${shownUrl} answered ${response.status}`;
       await record(false, message);
       throw new SinkError(message, { retryAfterMs: parseRetryAfter(response.headers.get("retry-after")) });
     },
@@ -175,12 +225,12 @@ export async function drainBatch(options: DrainOptions): Promise<BatchResult> {
   const { pool, logger } = options;
   const only = options.sinks.length === 1 ? options.sinks[0] : undefined;
   if (only?.notifyChannel) {
-    const { rows } = await pool.query<{ delivered: number; refreshes: number }>(
-      "select delivered, refreshes from steward.drain_notify($1, $2)",
+    const { rows } = await pool.query<{ delivered: number; refreshes: number; failed: number }>(
+      "select delivered, refreshes, failed from steward.drain_notify($1, $2)",
       [options.batchSize, only.notifyChannel],
     );
-    const { delivered, refreshes } = rows[0]!;
-    return { claimed: delivered + refreshes, delivered, failed: 0, released: 0, refreshes };
+    const { delivered, refreshes, failed } = rows[0]!;
+    return { claimed: delivered + refreshes + failed, delivered, failed, released: 0, refreshes };
   }
   const { rows } = await pool.query<Claimed>(
     "select id::text, tag, attempts from steward.claim_invalidations($1, $2::interval)",
@@ -196,11 +246,21 @@ export async function drainBatch(options: DrainOptions): Promise<BatchResult> {
   };
 
   if (views.length) {
-    const { rows: refreshed } = await pool.query<{ scheduled: number }>(
-      "select steward.refresh_from_tags($1::bigint[]) as scheduled",
-      [views.map((row) => row.id)],
-    );
-    result.refreshes = refreshed[0]!.scheduled;
+    // refresh_from_tags fails a bad entry alone; should the call itself fail (a lost
+    // connection), the mv: entries are failed and the deliveries below still go out.
+    const viewIds = views.map((row) => row.id);
+    try {
+      const { rows: refreshed } = await pool.query<{ scheduled: number }>(
+        "select steward.refresh_from_tags($1::bigint[]) as scheduled",
+        [viewIds],
+      );
+      result.refreshes = refreshed[0]!.scheduled;
+    } catch (error) {
+      logger.warn({ err: error, views: views.length }, "scheduling refreshes failed; the entries will be retried");
+      await pool
+        .query("select steward.fail_invalidations($1::bigint[], $2)", [viewIds, (error as Error).message])
+        .catch((failure: unknown) => logger.warn({ err: failure }, "could not record the failure; the claims will expire"));
+    }
     result.failed += views.length - result.refreshes;
   }
 
@@ -253,16 +313,14 @@ export async function drainUntilEmpty(options: DrainOptions, budgetMs: number): 
 
 /**
  * How long the drainer should sleep: until something in the queue may be claimed, within
- * [MIN_SLEEP_MS, maxMs]. An entry that is due but was not claimed is locked by a transaction
- * still running (a writer's enqueue, another drainer's claim): polling it at once would spin.
+ * [MIN_SLEEP_MS, maxMs]. An entry that is due but was not claimed is held by a transaction
+ * still running (another drainer's claim, a delivery completing late): polling it at once
+ * would spin.
  */
 const MIN_SLEEP_MS = 50;
 async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
   const { rows } = await pool.query<{ ms: number | null }>(
-    `select (extract(epoch from least(
-              (select min(deliver_at) from steward.invalidations where claimed_until is null),
-              (select min(claimed_until) from steward.invalidations where claimed_until is not null)
-            ) - now()) * 1000)::float8 as ms`,
+    "select (extract(epoch from steward.next_invalidation_due() - now()) * 1000)::float8 as ms",
   );
   const ms = rows[0]?.ms;
   if (ms === null || ms === undefined) return maxMs;

@@ -1,5 +1,5 @@
---! Previous: sha1:cf748ce2ade94ee6056db851ca28706ade96c0dd
---! Hash: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
+--! Previous: sha1:7e6773d0d3cd45accf9cac666001637eac06fac3
+--! Hash: sha1:fcb1cb182eb683f370e4699d6b5b0e00d90a2845
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
---! Hash: sha1:9a214af525ec9990ead985d5a35b0f95a6a1397e
+--! Previous: sha1:fcb1cb182eb683f370e4699d6b5b0e00d90a2845
+--! Hash: sha1:58495dc476f8aaab7dabe0e02605a3eea4bc02d3
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -164,11 +164,15 @@ begin
   found_any := false;
   for item in
     select t.target, t.tags,
+           -- steward_invalidate_update_old exists when a tag has a placeholder (track_table).
+           3 + case when t.old_row_tags is null then 0 else 1 end as expected,
            pg_catalog.array_agg(tr.tgname::text order by tr.tgname) filter (where tr.tgenabled <> 'D') as enabled
       from steward.tracked_tables t
       left join pg_catalog.pg_trigger tr
-        on tr.tgrelid = t.target and tr.tgname in ('steward_invalidate_insert', 'steward_invalidate_update', 'steward_invalidate_delete')
-     group by t.target, t.tags
+        on tr.tgrelid = t.target
+       and tr.tgname in ('steward_invalidate_insert', 'steward_invalidate_update', 'steward_invalidate_delete',
+                         'steward_invalidate_update_old')
+     group by t.target, t.tags, t.old_row_tags
      order by t.target::text
   loop
     found_any := true;
@@ -176,10 +180,10 @@ begin
     if not exists (select from pg_catalog.pg_class c where c.oid = item.target) then
       status := 'fail';
       detail := pg_catalog.format('tracked table (oid %s) no longer exists; fix: delete from steward.tracked_tables where target = %s', item.target::oid, item.target::oid);
-    elsif coalesce(pg_catalog.cardinality(item.enabled), 0) < 3 then
+    elsif coalesce(pg_catalog.cardinality(item.enabled), 0) < item.expected then
       status := 'fail';
-      detail := pg_catalog.format('only %s of its 3 invalidation triggers are in place and enabled, so some writes enqueue nothing; fix: select steward.track_table(%L, %L)',
-                                  coalesce(pg_catalog.cardinality(item.enabled), 0), item.target::text, item.tags::text);
+      detail := pg_catalog.format('only %s of its %s invalidation triggers are in place and enabled, so some writes enqueue nothing; fix: select steward.track_table(%L, %L)',
+                                  coalesce(pg_catalog.cardinality(item.enabled), 0), item.expected, item.target::text, item.tags::text);
     else
       status := 'ok';
       detail := 'tags ' || pg_catalog.array_to_string(item.tags, ', ');
