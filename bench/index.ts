@@ -7,13 +7,16 @@ import { keysetVsOffset } from "./keyset_vs_offset.ts";
 import { rateLimitVsFlexible } from "./rate_limit_vs_flexible.ts";
 import { rateLimitVsSelect1 } from "./rate_limit_vs_select1.ts";
 import type { Scenario } from "./scenario.ts";
-import { trackedUpdate } from "./tracked_update.ts";
+import { trackedConcurrent } from "./tracked-concurrent.ts";
+import { trackedUpdate, trackedUpdateRowTag } from "./tracked_update.ts";
 
 export const SCENARIOS: Scenario<unknown>[] = [
   jobsScenario,
   rateLimitVsSelect1,
   rateLimitVsFlexible,
   trackedUpdate,
+  trackedUpdateRowTag,
+  trackedConcurrent,
   drain,
   keysetVsOffset,
   batchVsCopy,

@@ -1,5 +1,5 @@
 --! Previous: sha1:c0b02553361f84f2be8371e0f599579f28762146
---! Hash: sha1:7e6773d0d3cd45accf9cac666001637eac06fac3
+--! Hash: sha1:64129f23b5a1d41c0e2874639de6d86ef6ae09df
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -20,9 +20,13 @@
 --   A claimed row's deliver_at is its claimed_until, so "due" (deliver_at <= now()) means
 --   "claimable" for every row and claims scan one index.
 --
--- Plans: functions that look rows up in the queue run with plan_cache_mode = force_custom_plan.
--- The queue is often empty for hours and then holds a million rows; a generic plan cached while
--- it was empty scans it whole (a sequential scan per claimed batch, per enqueue) once it grows.
+-- Plans: the functions that look rows up in the queue run with enable_seqscan = off, so they
+-- always go through an index. The queue is often empty for hours and then holds a million
+-- rows: a plan cached while it was empty (plpgsql caches plans; generic ones after five calls)
+-- reads it whole for every batch or enqueue once it has grown, and even a fresh plan reads it
+-- whole rather than probe it a few hundred times, because the cost model prices each probe as
+-- a page read from disk where a busy queue's pages are in memory. With index scans,
+-- "x = any (array)" costs one probe per element, whether the plan is generic or not.
 
 insert into steward.settings (name, value, type, description) values
   ('invalidations.max_delay', '1 minute', 'interval',
@@ -37,7 +41,7 @@ on conflict (name) do nothing;
 
 create table steward.invalidations (
   id            bigint generated always as identity primary key,
-  tag           text not null check (tag <> '' and pg_catalog.length(tag) <= 1000),
+  tag           text collate "C" not null check (tag <> '' and pg_catalog.length(tag) <= 1000),
   enqueued_at   timestamptz not null default pg_catalog.now(),
   deliver_at    timestamptz not null,
   claimed_until timestamptz,
@@ -46,6 +50,7 @@ create table steward.invalidations (
 ) with (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000);
 comment on table steward.invalidations is
   'Cache-invalidation queue: undelivered rows only (completion deletes). Each enqueue appends a row; a claim folds the pending rows of a tag into one (see steward.pending_invalidations for one row per tag). Use the functions, not the table.';
+comment on column steward.invalidations.tag is 'Compared byte by byte (collation C): a tag is an opaque key, and claims look tags up by the hundred.';
 comment on column steward.invalidations.enqueued_at is 'When this row (or the oldest row folded into it) was enqueued: max_delay counts from the oldest pending one.';
 comment on column steward.invalidations.deliver_at is 'Not claimed before this (debounce, retry backoff; for a claimed row, its claimed_until). A tag is claimed when the latest deliver_at of its pending rows has passed.';
 comment on column steward.invalidations.claimed_until is 'Set by a claim; after it passes without completion the row may be claimed again.';
@@ -72,17 +77,18 @@ comment on view steward.pending_invalidations is
   'The pending (unclaimed) entry of each tag, as the next claim will see it: id is the id the claim reports and enqueue_invalidation returns, deliver_at when it becomes due, enqueues how many rows (enqueues not yet folded) it holds.';
 
 create table steward.tracked_tables (
-  target         regclass primary key,
-  tags           text[] not null,
-  static_tags    text[] not null,
-  tags_on_insert text,
-  tags_on_update text,
-  tags_on_delete text,
-  old_row_tags   jsonb,
-  tracked_at     timestamptz not null default pg_catalog.now()
+  target              regclass primary key,
+  tags                text[] not null,
+  static_tags         text[] not null,
+  templates           jsonb,
+  tags_on_insert      text,
+  tags_on_update      text,
+  tags_on_delete      text,
+  has_old_row_trigger boolean not null default false,
+  tracked_at          timestamptz not null default pg_catalog.now()
 );
 comment on table steward.tracked_tables is
-  'Tables whose writes enqueue invalidation tags (track_table). static_tags have no placeholder; tags_on_insert, tags_on_update and tags_on_delete are the queries (over the statement''s transition tables) yielding the distinct tags with {column} placeholders filled, null when no tag has a placeholder (the triggers then capture no rows). old_row_tags: the templates the row trigger steward_invalidate_update_old fills from the old row when an update changes a placeholder column, null when there is no such trigger.';
+  'Tables whose writes enqueue invalidation tags (track_table), and what their triggers were built from. static_tags have no placeholder; templates are the tags with {column} placeholders as steward.fill_templates reads them (null when there are none: the triggers then capture no rows); tags_on_insert, tags_on_update and tags_on_delete are the queries over a statement''s transition tables that fill them for statements of many rows; has_old_row_trigger: the row trigger steward_invalidate_update_old enqueues the old values of rows whose placeholder columns an update changed.';
 
 -- Enqueueing ------------------------------------------------------------------------------------
 
@@ -91,7 +97,7 @@ returns void
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
 begin
   -- NOTIFY makes committing transactions queue on one global lock, so a NOTIFY per enqueue
@@ -116,11 +122,10 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
-  max_delay interval := steward.setting_interval('invalidations.max_delay');
-  wait interval := least(coalesce(enqueue_invalidations.debounce, '0 seconds'), max_delay);
+  max_delay interval;
   appended integer;
 begin
-  if wait <= '0 seconds' then
+  if coalesce(enqueue_invalidations.debounce, '0 seconds') <= '0 seconds' then
     if pg_catalog.current_setting('steward.drainers_woken', true) is distinct from 'on' then
       perform steward.wake_drainers();
     end if;
@@ -133,7 +138,8 @@ begin
     -- A debounce pushes the tag's delivery back (a tag is due when its latest row is), but never
     -- past the first enqueue of its pending entry plus max_delay. Such rows are not due now, so
     -- no drainer needs waking: the drainer's poll finds them. EXECUTE: planned for the queue's
-    -- size of the moment (see the header).
+    -- size of the moment, never a plan cached while it was empty (see the header).
+    max_delay := steward.setting_interval('invalidations.max_delay');
     execute
       'insert into steward.invalidations (tag, enqueued_at, deliver_at)
        select t.tag, pg_catalog.now(),
@@ -143,7 +149,7 @@ begin
            select pg_catalog.min(p.enqueued_at) as first_enqueued_at
              from steward.invalidations p
             where p.tag = t.tag and p.claimed_until is null) as f on true'
-      using enqueue_invalidations.tags, wait, max_delay;
+      using enqueue_invalidations.tags, least(enqueue_invalidations.debounce, max_delay), max_delay;
   end if;
   get diagnostics appended = row_count;
   return appended;
@@ -188,7 +194,7 @@ language plpgsql
 volatile
 security definer
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
 #variable_conflict use_column
 declare
@@ -226,6 +232,26 @@ comment on function steward.enqueue_invalidation(text, interval) is
 
 -- Tracking tables ------------------------------------------------------------------------------
 
+-- Fills tag templates from one row's values: [{"format": "product:%s", "column_names": ["id"]}]
+-- and {"id": 7} give product:7. A row where a placeholder column is null gives no tag of that
+-- template. Values render as ->> renders them (as to_jsonb does). No SET clause: it would keep
+-- the function from being inlined into the triggers' queries.
+create function steward.fill_templates(templates jsonb, row_values jsonb)
+returns setof text
+language sql
+stable
+as $$
+  select pg_catalog.format(t.format, variadic v.tag_values)
+    from pg_catalog.jsonb_to_recordset(templates) as t(format text, column_names text[])
+   cross join lateral (
+     select pg_catalog.array_agg(row_values ->> c.name order by c.n) as tag_values,
+            pg_catalog.bool_and(row_values ->> c.name is not null) as is_complete
+       from pg_catalog.unnest(t.column_names) with ordinality as c(name, n)) as v
+   where v.is_complete
+$$;
+comment on function steward.fill_templates(jsonb, jsonb) is
+  'The tags of one row (its values as jsonb) for templates in the form track_table stores them (steward.tracked_tables.templates). Internal to the tracking triggers.';
+
 create function steward.invalidate_from_statement()
 returns trigger
 language plpgsql
@@ -233,35 +259,61 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  spec steward.tracked_tables;
+  static_tags text[] := tg_argv[0]::text[];
+  templates jsonb;
+  reads text;
   tag_query text;
-  any_rows boolean := false;
   row_tags text[];
+  any_rows boolean := false;
 begin
-  select * into spec from steward.tracked_tables t where t.target = tg_relid;
-  if not found then
-    return null;
-  end if;
-  -- The tag query was built by track_table for this event: no SQL is composed here.
-  tag_query := case tg_op when 'INSERT' then spec.tags_on_insert
-                          when 'UPDATE' then spec.tags_on_update
-                          else spec.tags_on_delete end;
-  if tag_query is null then
+  -- Written by track_table: tg_argv[0] the fixed tags; when a tag has placeholders, tg_argv[1]
+  -- the templates and tg_argv[2] the transition tables this trigger has ('new', 'old', or
+  -- 'old and new').
+  if tg_nargs = 1 then
     -- Fixed tags only: the trigger captures no rows (that would cost more than all the rest),
     -- so it cannot tell a statement that changed no row, and enqueues them anyway.
-    perform steward.enqueue_invalidations(spec.static_tags);
+    perform steward.enqueue_invalidations(static_tags);
     return null;
   end if;
-  execute tag_query into row_tags;
-  any_rows := row_tags is not null;
-  -- Fixed tags need only know whether the statement changed any row.
-  if not any_rows and pg_catalog.cardinality(spec.static_tags) > 0 then
-    execute case tg_op when 'DELETE' then 'select exists (select from old_rows)'
-                       else 'select exists (select from new_rows)' end
-      into any_rows;
+  templates := tg_argv[1]::jsonb;
+  reads := tg_argv[2];
+  -- A few rows (most statements): the templates are filled row by row by a statement planned
+  -- once per table. Many rows: the query track_table wrote for the event takes the distinct
+  -- column values first (a 100,000-row statement touching 10 providers builds 10 strings).
+  -- (Each statement names only the transition table this trigger has: a statement naming the
+  -- other could not even be planned.)
+  if reads = 'new' then
+    if not exists (select from new_rows offset 16) then
+      select pg_catalog.array_agg(distinct f.tag) filter (where f.tag is not null), pg_catalog.count(*) > 0
+        into row_tags, any_rows
+        from new_rows as r left join lateral steward.fill_templates(templates, pg_catalog.to_jsonb(r)) as f(tag) on true;
+      reads := null;
+    end if;
+  elsif reads = 'old' then
+    if not exists (select from old_rows offset 16) then
+      select pg_catalog.array_agg(distinct f.tag) filter (where f.tag is not null), pg_catalog.count(*) > 0
+        into row_tags, any_rows
+        from old_rows as r left join lateral steward.fill_templates(templates, pg_catalog.to_jsonb(r)) as f(tag) on true;
+      reads := null;
+    end if;
+  end if;
+  if reads is not null then
+    select case tg_op when 'INSERT' then t.tags_on_insert when 'UPDATE' then t.tags_on_update else t.tags_on_delete end
+      into tag_query
+      from steward.tracked_tables t where t.target = tg_relid;
+    if tag_query is null then
+      return null;
+    end if;
+    execute tag_query into row_tags;
+    any_rows := row_tags is not null;
+    -- Fixed tags need only know whether the statement changed any row.
+    if not any_rows and pg_catalog.cardinality(static_tags) > 0 then
+      execute case reads when 'old' then 'select exists (select from old_rows)' else 'select exists (select from new_rows)' end
+        into any_rows;
+    end if;
   end if;
   if any_rows then
-    perform steward.enqueue_invalidations(spec.static_tags || coalesce(row_tags, '{}'));
+    perform steward.enqueue_invalidations(static_tags || coalesce(row_tags, '{}'));
   end if;
   return null;
 end
@@ -276,19 +328,11 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  old_values jsonb := pg_catalog.to_jsonb(old);
   row_tags text[];
 begin
-  -- tg_argv[0], written by track_table: [{"format": "product:%s", "column_names": ["id"]}, ...].
-  -- Values render as in to_jsonb, as the statement trigger renders them.
-  select pg_catalog.array_agg(pg_catalog.format(t.format, variadic v.tag_values))
-    into row_tags
-    from pg_catalog.jsonb_to_recordset(tg_argv[0]::jsonb) as t(format text, column_names text[])
-   cross join lateral (
-     select pg_catalog.array_agg(old_values ->> c.name order by c.n) as tag_values,
-            pg_catalog.bool_and(old_values ->> c.name is not null) as is_complete
-       from pg_catalog.unnest(t.column_names) with ordinality as c(name, n)) as v
-   where v.is_complete;
+  -- tg_argv[0]: the templates, written by track_table.
+  select pg_catalog.array_agg(f.tag) into row_tags
+    from steward.fill_templates(tg_argv[0]::jsonb, pg_catalog.to_jsonb(old)) as f(tag);
   if row_tags is not null then
     perform steward.enqueue_invalidations(row_tags);
   end if;
@@ -298,9 +342,9 @@ $$;
 comment on function steward.invalidate_from_old_row() is
   'Row-level trigger of tracked tables (steward_invalidate_update_old): fires only for rows whose placeholder columns an update changed, and enqueues the tags of the old values. Saves every other update from capturing its old rows.';
 
--- How a placeholder value becomes text in a tag: as to_jsonb renders it (booleans true/false,
--- timestamps in ISO 8601), because the row trigger reads old values through to_jsonb(old).
--- For the types whose text is the same either way, the cast is cheaper.
+-- How a placeholder value becomes text in a tag, in the queries for statements of many rows:
+-- as to_jsonb renders it (booleans true/false, timestamps in ISO 8601), as fill_templates does
+-- for the others. For the types whose text is the same either way, the cast is cheaper.
 create function steward.placeholder_text(column_name text, column_type regtype)
 returns text
 language sql
@@ -335,12 +379,13 @@ declare
   template_columns text[];
   known_columns text[];
   placeholder_columns text[] := '{}';
-  old_row_tags jsonb := '[]';
+  templates jsonb := '[]';
   changed text;
   update_columns text;
   update_condition text;
   queries text[] := array[null, null, null];
   event integer;
+  event_name text;
   is_partitioned boolean;
 begin
   if target is null then
@@ -419,7 +464,7 @@ begin
         template_format := template_format || pg_catalog.replace(piece, '%', '%%');
       end if;
     end loop;
-    old_row_tags := old_row_tags || pg_catalog.jsonb_build_array(
+    templates := templates || pg_catalog.jsonb_build_array(
       pg_catalog.jsonb_build_object('format', template_format, 'column_names', template_columns));
     -- Distinct column values first, then the text: a 100,000-row statement touching 10
     -- providers builds 10 strings, not 100,000. An update reads its new rows only: the old
@@ -443,46 +488,49 @@ begin
       queries[event] := pg_catalog.format('select pg_catalog.array_agg(tag) from (%s) as tags', queries[event]);
     end if;
   end loop;
-  if pg_catalog.cardinality(placeholder_columns) = 0 or is_partitioned then
-    old_row_tags := null;
+  if pg_catalog.cardinality(placeholder_columns) = 0 then
+    templates := null;
   end if;
 
-  insert into steward.tracked_tables as t (target, tags, static_tags, tags_on_insert, tags_on_update, tags_on_delete, old_row_tags)
-  values (target, tags, static, queries[1], queries[2], queries[3], old_row_tags)
+  insert into steward.tracked_tables as t
+    (target, tags, static_tags, templates, tags_on_insert, tags_on_update, tags_on_delete, has_old_row_trigger)
+  values (target, tags, static, templates, queries[1], queries[2], queries[3], templates is not null and not is_partitioned)
   on conflict on constraint tracked_tables_pkey do update
-    set tags = excluded.tags, static_tags = excluded.static_tags, tags_on_insert = excluded.tags_on_insert,
-        tags_on_update = excluded.tags_on_update, tags_on_delete = excluded.tags_on_delete,
-        old_row_tags = excluded.old_row_tags, tracked_at = pg_catalog.now();
+    set tags = excluded.tags, static_tags = excluded.static_tags, templates = excluded.templates,
+        tags_on_insert = excluded.tags_on_insert, tags_on_update = excluded.tags_on_update,
+        tags_on_delete = excluded.tags_on_delete, has_old_row_trigger = excluded.has_old_row_trigger,
+        tracked_at = pg_catalog.now();
 
   execute pg_catalog.format('drop trigger if exists steward_invalidate_insert on %s', target);
   execute pg_catalog.format('drop trigger if exists steward_invalidate_update on %s', target);
   execute pg_catalog.format('drop trigger if exists steward_invalidate_update_old on %s', target);
   execute pg_catalog.format('drop trigger if exists steward_invalidate_delete on %s', target);
-  if queries[1] is null then
+  -- The triggers carry what they enqueue as arguments (invalidate_from_statement reads them):
+  -- a write reads no table to learn its tags.
+  if templates is null then
     -- Fixed tags only: nothing to read from the rows, so no transition tables to capture.
-    execute pg_catalog.format(
-      'create trigger steward_invalidate_insert after insert on %s '
-      'for each statement execute function steward.invalidate_from_statement()', target);
-    execute pg_catalog.format(
-      'create trigger steward_invalidate_update after update on %s '
-      'for each statement execute function steward.invalidate_from_statement()', target);
-    execute pg_catalog.format(
-      'create trigger steward_invalidate_delete after delete on %s '
-      'for each statement execute function steward.invalidate_from_statement()', target);
+    foreach event_name in array array['insert', 'update', 'delete'] loop
+      execute pg_catalog.format(
+        'create trigger %I after %s on %s for each statement execute function steward.invalidate_from_statement(%L)',
+        'steward_invalidate_' || event_name, event_name, target, static::text);
+    end loop;
   else
     -- One trigger per event: a trigger with transition tables may fire on one event only.
     execute pg_catalog.format(
       'create trigger steward_invalidate_insert after insert on %s referencing new table as new_rows '
-      'for each statement execute function steward.invalidate_from_statement()', target);
+      'for each statement execute function steward.invalidate_from_statement(%L, %L, ''new'')',
+      target, static::text, templates::text);
     execute pg_catalog.format(
       'create trigger steward_invalidate_update after update on %s referencing %s new table as new_rows '
-      'for each statement execute function steward.invalidate_from_statement()',
-      target, case when is_partitioned then 'old table as old_rows' else '' end);
+      'for each statement execute function steward.invalidate_from_statement(%L, %L, %L)',
+      target, case when is_partitioned then 'old table as old_rows' else '' end, static::text, templates::text,
+      case when is_partitioned then 'old and new' else 'new' end);
     execute pg_catalog.format(
       'create trigger steward_invalidate_delete after delete on %s referencing old table as old_rows '
-      'for each statement execute function steward.invalidate_from_statement()', target);
+      'for each statement execute function steward.invalidate_from_statement(%L, %L, ''old'')',
+      target, static::text, templates::text);
   end if;
-  if old_row_tags is not null then
+  if templates is not null and not is_partitioned then
     -- Transition tables cannot go with a column list, so the old values an update changed come
     -- from a row-level trigger that fires only for those rows (WHEN is evaluated in C per row).
     select pg_catalog.string_agg(pg_catalog.format('%I', c), ', '),
@@ -492,7 +540,7 @@ begin
     execute pg_catalog.format(
       'create trigger steward_invalidate_update_old after update of %s on %s '
       'for each row when (%s) execute function steward.invalidate_from_old_row(%L)',
-      update_columns, target, update_condition, old_row_tags::text);
+      update_columns, target, update_condition, templates::text);
   end if;
 
   perform steward.audit('track_table', target::text, pg_catalog.jsonb_build_object('tags', tags));
@@ -533,15 +581,14 @@ returns integer
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
 declare
   moved integer;
 begin
   with gone as (
     delete from steward.invalidations i
-     using pg_catalog.unnest(dead_letter_invalidations.ids) as d(id)
-     where i.id = d.id
+     where i.id = any (dead_letter_invalidations.ids)
     returning i.*
   )
   insert into steward.dead_letters
@@ -557,22 +604,17 @@ $$;
 comment on function steward.dead_letter_invalidations(bigint[], text) is
   'Moves entries to steward.dead_letters (source invalidation, payload {"tag"}) in one statement: for entries out of attempts, or whose tag can never be delivered.';
 
-create function steward.take_invalidations(max integer, visibility interval)
-returns table (id bigint, tag text, attempts integer)
+create function steward.due_tags(max integer, out picked text[], out moment timestamptz)
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
-#variable_conflict use_column
-declare
-  picked text[];
-  moment timestamptz;
 begin
-  -- Claims take turns: a claim folds all the claimable rows of its tags, and two claims at
-  -- once could split one tag's rows into two deliveries. The lock is held for the claim's
-  -- transaction (milliseconds); deliveries to the sinks run in parallel, outside it. (Per-tag
-  -- advisory locks would fill the shared lock table: a batch may hold 10,000 tags.)
+  -- Claims take turns: a claim takes all the claimable rows of its tags, and two claims at
+  -- once could split one tag's rows into two deliveries. The lock is held until the claim's
+  -- transaction ends (milliseconds); deliveries to the sinks run in parallel, outside it.
+  -- (Per-tag advisory locks would fill the shared lock table: a batch may hold 10,000 tags.)
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('steward:claim_invalidations', 0));
   -- The clock, not now(): the transaction may have waited for the lock, and rows committed
   -- meanwhile carry their writers' (later) now() as deliver_at; compared with our start they
@@ -584,21 +626,43 @@ begin
     from (select i.tag from steward.invalidations i
            where i.deliver_at <= moment
            order by i.deliver_at, i.id
-           limit take_invalidations.max) as h;
+           limit due_tags.max) as h;
+end
+$$;
+comment on function steward.due_tags(integer) is
+  'Internal to the claims: takes the claim lock (claims take turns, for the rest of the transaction) and returns the distinct tags of the max due rows at the head of the queue, and the time they were due at.';
+
+create function steward.take_invalidations(max integer, visibility interval)
+returns table (id bigint, tag text, attempts integer)
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+as $$
+#variable_conflict use_column
+declare
+  moment timestamptz;
+  picked text[];
+  drop_ids bigint[];
+  fold_ids bigint[];
+  fold_enqueued timestamptz[];
+  fold_deliver timestamptz[];
+  fold_attempts integer[];
+  fold_errors text[];
+  ready_ids bigint[];
+begin
+  select d.picked, d.moment into picked, moment from steward.due_tags(take_invalidations.max) as d;
   if picked is null then
     return;
   end if;
-
   -- Every claimable row of those tags, folded into the tag's oldest row: the others are
   -- deleted, the oldest carries the first enqueue (max_delay), the latest deliver_at
   -- (debounce, backoff) and the most attempts. A tag whose latest deliver_at is still ahead
-  -- is folded and left for later; the others are returned (and claimed, given a visibility).
-  return query
+  -- is folded and left for later; the others are claimed.
   with locked as (
     select i.id, i.tag, i.enqueued_at, i.deliver_at, i.attempts, i.last_error
-      from pg_catalog.unnest(picked) as p(tag)
-      join steward.invalidations i on i.tag = p.tag
-     where i.claimed_until is null or i.deliver_at <= moment
+      from steward.invalidations i
+     where i.tag = any (picked) and (i.claimed_until is null or i.deliver_at <= moment)
        for update of i skip locked
   ), groups as (
     select l.tag,
@@ -608,41 +672,97 @@ begin
            pg_catalog.max(l.deliver_at) as deliver_at,
            pg_catalog.max(l.attempts) as attempts,
            (pg_catalog.array_agg(l.last_error order by l.attempts desc, l.id desc)
-              filter (where l.last_error is not null))[1] as last_error,
-           pg_catalog.max(l.deliver_at) <= moment as is_ready
+              filter (where l.last_error is not null))[1] as last_error
       from locked l
      group by l.tag
-  ), dropped as (
-    delete from steward.invalidations i
-     using locked l join groups g on g.tag = l.tag
-     where i.id = l.id and l.id <> g.head
-  ), heads as (
-    update steward.invalidations i
-       set enqueued_at = g.enqueued_at,
-           deliver_at = case when g.is_ready and visibility is not null then moment + visibility
-                             else g.deliver_at end,
-           claimed_until = case when g.is_ready and visibility is not null then moment + visibility end,
-           attempts = g.attempts + case when g.is_ready and visibility is not null then 1 else 0 end,
-           last_error = g.last_error
-      from groups g
-     where i.id = g.head and (g.rows_folded > 1 or (g.is_ready and visibility is not null))
-    returning i.id, i.attempts
   )
-  select g.head, g.tag, coalesce(h.attempts, g.attempts)
-    from groups g left join heads h on h.id = g.head
-   where g.is_ready
-   order by g.deliver_at, g.head;
+  select (select pg_catalog.array_agg(l.id) from locked l join groups g on g.tag = l.tag where l.id <> g.head),
+         pg_catalog.array_agg(g.head) filter (where g.rows_folded > 1),
+         pg_catalog.array_agg(g.enqueued_at) filter (where g.rows_folded > 1),
+         pg_catalog.array_agg(g.deliver_at) filter (where g.rows_folded > 1),
+         pg_catalog.array_agg(g.attempts) filter (where g.rows_folded > 1),
+         pg_catalog.array_agg(g.last_error) filter (where g.rows_folded > 1),
+         pg_catalog.array_agg(g.head) filter (where g.deliver_at <= moment)
+    into drop_ids, fold_ids, fold_enqueued, fold_deliver, fold_attempts, fold_errors, ready_ids
+    from groups g;
+  if drop_ids is not null then
+    delete from steward.invalidations i where i.id = any (drop_ids);
+    update steward.invalidations i
+       set enqueued_at = f.enqueued_at, deliver_at = f.deliver_at, attempts = f.attempts,
+           last_error = f.last_error, claimed_until = null
+      from unnest(fold_ids, fold_enqueued, fold_deliver, fold_attempts, fold_errors)  -- multi-argument unnest: unqualified
+           as f(id, enqueued_at, deliver_at, attempts, last_error)
+     where i.id = any (fold_ids) and i.id = f.id;
+  end if;
+  if ready_ids is null then
+    return;
+  end if;
+  return query
+  update steward.invalidations i
+     set claimed_until = moment + visibility, deliver_at = moment + visibility, attempts = i.attempts + 1
+   where i.id = any (ready_ids)
+  returning i.id, i.tag, i.attempts;
 end
 $$;
 comment on function steward.take_invalidations(integer, interval) is
-  'Internal to claim_invalidations and drain_notify: takes the claim lock, folds the claimable rows of up to max tags at the head of the queue into each tag''s oldest and returns the tags that are due, one row each, locked until the transaction ends; with a visibility, claims them.';
+  'Internal to claim_invalidations: folds the claimable rows of up to max tags at the head of the queue into each tag''s oldest and claims the tags that are due, one row each.';
+
+create function steward.remove_due_invalidations(max integer)
+returns table (id bigint, tag text, attempts integer)
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+as $$
+#variable_conflict use_column
+declare
+  moment timestamptz;
+  picked text[];
+begin
+  select d.picked, d.moment into picked, moment from steward.due_tags(remove_due_invalidations.max) as d;
+  if picked is null then
+    return;
+  end if;
+  -- The notify path delivers in this transaction, so it deletes every claimable row of the
+  -- picked tags at once. A tag not due yet (debounce, backoff) goes back as one folded row, and
+  -- so does an mv: tag, for refresh_from_tags, its attempt counted (under the oldest row's id).
+  return query
+  with removed as (
+    delete from steward.invalidations i
+     where i.tag = any (picked) and (i.claimed_until is null or i.deliver_at <= moment)
+    returning i.id, i.tag, i.enqueued_at, i.deliver_at, i.attempts, i.last_error
+  ), groups as (
+    select r.tag,
+           pg_catalog.min(r.id) as head,
+           pg_catalog.min(r.enqueued_at) as enqueued_at,
+           pg_catalog.max(r.deliver_at) as deliver_at,
+           pg_catalog.max(r.attempts) as attempts,
+           (pg_catalog.array_agg(r.last_error order by r.attempts desc, r.id desc)
+              filter (where r.last_error is not null))[1] as last_error
+      from removed r
+     group by r.tag
+  ), kept as (
+    insert into steward.invalidations (id, tag, enqueued_at, deliver_at, attempts, last_error)
+    overriding system value
+    select g.head, g.tag, g.enqueued_at, g.deliver_at,
+           g.attempts + case when g.deliver_at <= moment then 1 else 0 end, g.last_error
+      from groups g
+     where g.deliver_at > moment or g.tag like 'mv:%'
+  )
+  select g.head, g.tag, g.attempts + case when g.tag like 'mv:%' then 1 else 0 end
+    from groups g
+   where g.deliver_at <= moment;
+end
+$$;
+comment on function steward.remove_due_invalidations(integer) is
+  'Internal to drain_notify: deletes every claimable row of up to max due tags at the head of the queue and returns the tags, one row each; a tag not due yet goes back as one row, and an mv: tag goes back (its attempt counted) for refresh_from_tags.';
 
 create function steward.claim_invalidations(max integer, visibility interval default '60 seconds')
 returns table (id bigint, tag text, attempts integer)
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
 #variable_conflict use_column
 declare
@@ -678,10 +798,10 @@ returns integer
 language sql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
   with done as (
-    delete from steward.invalidations i using pg_catalog.unnest(ids) as d(id) where i.id = d.id returning 1
+    delete from steward.invalidations i where i.id = any (ids) returning 1
   )
   select pg_catalog.count(*)::integer from done;
 $$;
@@ -693,7 +813,7 @@ returns integer
 language sql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
   -- Enqueues of the tag made since the claim stay rows of their own; the next claim folds them
   -- in, and waits for the latest deliver_at, so they wait for this retry too.
@@ -704,7 +824,7 @@ as $$
            attempts = case when count_attempt then i.attempts else greatest(i.attempts - 1, 0) end,
            last_error = coalesce(error, i.last_error)
       from unnest(ids, retry_at) as r(id, retry_at)  -- multi-argument unnest: FROM-clause syntax, unqualified
-     where i.id = r.id
+     where i.id = any (ids) and i.id = r.id
     returning 1
   )
   select pg_catalog.count(*)::integer from requeued;
@@ -717,7 +837,7 @@ returns integer
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
 declare
   max_attempts integer := steward.setting_integer('invalidations.max_attempts');
@@ -739,7 +859,7 @@ begin
            filter (where i.attempts < max_attempts)
     into out_of_attempts, retry_ids, retry_times
     from steward.invalidations i
-    join (select distinct d.id from pg_catalog.unnest(ids) as d(id)) as d on d.id = i.id;
+   where i.id = any (ids);
   return case when out_of_attempts is null then 0 else steward.dead_letter_invalidations(out_of_attempts, error) end
        + case when retry_ids is null then 0 else steward.requeue_invalidations(retry_ids, error, retry_times, true) end;
 end
@@ -764,7 +884,6 @@ returns integer
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
 as $$
 declare
   entry record;
@@ -773,8 +892,7 @@ declare
 begin
   for entry in
     select i.id, i.tag from steward.invalidations i
-      join (select distinct d.id from pg_catalog.unnest(ids) as d(id)) as d on d.id = i.id
-     where i.tag like 'mv:%'
+     where i.id = any (ids) and i.tag like 'mv:%'
      order by i.tag
        for update of i
   loop
@@ -807,11 +925,9 @@ returns table (delivered integer, refreshes integer, failed integer)
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
 as $$
 declare
   view_ids bigint[];
-  tag_ids bigint[];
   tags text[];
   tag text;
   piece text;
@@ -824,25 +940,20 @@ begin
     raise exception 'channel must be a non-empty string' using errcode = '22023';
   end if;
   select pg_catalog.array_agg(t.id) filter (where t.tag like 'mv:%'),
-         pg_catalog.array_agg(t.id) filter (where t.tag not like 'mv:%'),
          pg_catalog.array_agg(t.tag order by t.tag) filter (where t.tag not like 'mv:%')
-    into view_ids, tag_ids, tags
-    from steward.take_invalidations(drain_notify.max, null) as t;
-  delivered := coalesce(pg_catalog.cardinality(tag_ids), 0);
+    into view_ids, tags
+    from steward.remove_due_invalidations(drain_notify.max) as t;
+  delivered := coalesce(pg_catalog.cardinality(tags), 0);
   refreshes := 0;
   failed := 0;
   if view_ids is not null then
-    -- This pass is a delivery attempt for them, as a claim is.
-    update steward.invalidations i set attempts = i.attempts + 1
-      from pg_catalog.unnest(view_ids) as v(id) where i.id = v.id;
     refreshes := steward.refresh_from_tags(view_ids);
     failed := pg_catalog.cardinality(view_ids) - refreshes;
   end if;
-  if tag_ids is null then
+  if tags is null then
     return next;
     return;
   end if;
-  delete from steward.invalidations i using pg_catalog.unnest(tag_ids) as d(id) where i.id = d.id;
   -- JSON arrays of tags, each under pg_notify's 8000-byte payload limit.
   foreach tag in array tags loop
     piece := pg_catalog.to_json(tag)::text;
@@ -864,7 +975,7 @@ returns timestamptz
 language sql
 stable
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
+set enable_seqscan = off
 as $$
   select pg_catalog.min(i.deliver_at) from steward.invalidations i
 $$;

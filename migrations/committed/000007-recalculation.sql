@@ -1,5 +1,5 @@
---! Previous: sha1:7e6773d0d3cd45accf9cac666001637eac06fac3
---! Hash: sha1:fcb1cb182eb683f370e4699d6b5b0e00d90a2845
+--! Previous: sha1:64129f23b5a1d41c0e2874639de6d86ef6ae09df
+--! Hash: sha1:f404f0c0ec7a86c3e55f52fb112307b262325dae
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:fcb1cb182eb683f370e4699d6b5b0e00d90a2845
---! Hash: sha1:58495dc476f8aaab7dabe0e02605a3eea4bc02d3
+--! Previous: sha1:f404f0c0ec7a86c3e55f52fb112307b262325dae
+--! Hash: sha1:74625ced8b2b184aeff48d66cd24bff171829675
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -165,14 +165,14 @@ begin
   for item in
     select t.target, t.tags,
            -- steward_invalidate_update_old exists when a tag has a placeholder (track_table).
-           3 + case when t.old_row_tags is null then 0 else 1 end as expected,
+           3 + case when t.has_old_row_trigger then 1 else 0 end as expected,
            pg_catalog.array_agg(tr.tgname::text order by tr.tgname) filter (where tr.tgenabled <> 'D') as enabled
       from steward.tracked_tables t
       left join pg_catalog.pg_trigger tr
         on tr.tgrelid = t.target
        and tr.tgname in ('steward_invalidate_insert', 'steward_invalidate_update', 'steward_invalidate_delete',
                          'steward_invalidate_update_old')
-     group by t.target, t.tags, t.old_row_tags
+     group by t.target, t.tags, t.has_old_row_trigger
      order by t.target::text
   loop
     found_any := true;
