@@ -50,5 +50,6 @@ export const trackedConcurrent = defineScenario<State>({
     await pool.query("select steward.untrack_table('public.bench_concurrent_tracked')");
     await pool.query("drop table if exists public.bench_concurrent_tracked, public.bench_concurrent_untracked");
     await pool.query("delete from steward.invalidations");
+    await pool.query("vacuum steward.invalidations");
   },
 });

@@ -1,5 +1,5 @@
 --! Previous: sha1:c0b02553361f84f2be8371e0f599579f28762146
---! Hash: sha1:64129f23b5a1d41c0e2874639de6d86ef6ae09df
+--! Hash: sha1:fbd63944f7368c8d7c556cb3ab4ef7b174ffe992
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -604,11 +604,11 @@ $$;
 comment on function steward.dead_letter_invalidations(bigint[], text) is
   'Moves entries to steward.dead_letters (source invalidation, payload {"tag"}) in one statement: for entries out of attempts, or whose tag can never be delivered.';
 
-create function steward.due_tags(max integer, out picked text[], out moment timestamptz)
+create function steward.claim_turn()
+returns timestamptz
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
-set enable_seqscan = off
 as $$
 begin
   -- Claims take turns: a claim takes all the claimable rows of its tags, and two claims at
@@ -618,19 +618,13 @@ begin
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('steward:claim_invalidations', 0));
   -- The clock, not now(): the transaction may have waited for the lock, and rows committed
   -- meanwhile carry their writers' (later) now() as deliver_at; compared with our start they
-  -- would look debounced, and a tag written all the time would never be due.
-  moment := pg_catalog.clock_timestamp();
-  -- The tags at the head of the queue (a new statement, so it sees what the claim before this
-  -- one committed).
-  select pg_catalog.array_agg(distinct h.tag) into picked
-    from (select i.tag from steward.invalidations i
-           where i.deliver_at <= moment
-           order by i.deliver_at, i.id
-           limit due_tags.max) as h;
+  -- would look debounced, and a tag written all the time would never be due. The claim's next
+  -- statements take new snapshots: they see what the claim before this one committed.
+  return pg_catalog.clock_timestamp();
 end
 $$;
-comment on function steward.due_tags(integer) is
-  'Internal to the claims: takes the claim lock (claims take turns, for the rest of the transaction) and returns the distinct tags of the max due rows at the head of the queue, and the time they were due at.';
+comment on function steward.claim_turn() is
+  'Internal to the claims: waits for the claim lock (claims take turns; held until the transaction ends) and returns the time rows count as due at.';
 
 create function steward.take_invalidations(max integer, visibility interval)
 returns table (id bigint, tag text, attempts integer)
@@ -651,7 +645,13 @@ declare
   fold_errors text[];
   ready_ids bigint[];
 begin
-  select d.picked, d.moment into picked, moment from steward.due_tags(take_invalidations.max) as d;
+  moment := steward.claim_turn();
+  -- The tags at the head of the queue.
+  select pg_catalog.array_agg(distinct h.tag) into picked
+    from (select i.tag from steward.invalidations i
+           where i.deliver_at <= moment
+           order by i.deliver_at, i.id
+           limit take_invalidations.max) as h;
   if picked is null then
     return;
   end if;
@@ -707,55 +707,57 @@ $$;
 comment on function steward.take_invalidations(integer, interval) is
   'Internal to claim_invalidations: folds the claimable rows of up to max tags at the head of the queue into each tag''s oldest and claims the tags that are due, one row each.';
 
-create function steward.remove_due_invalidations(max integer)
-returns table (id bigint, tag text, attempts integer)
+create function steward.remove_due_invalidations(max integer, out tags text[], out view_ids bigint[])
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
 as $$
-#variable_conflict use_column
 declare
-  moment timestamptz;
-  picked text[];
+  moment timestamptz := steward.claim_turn();
 begin
-  select d.picked, d.moment into picked, moment from steward.due_tags(remove_due_invalidations.max) as d;
-  if picked is null then
-    return;
-  end if;
   -- The notify path delivers in this transaction, so it deletes every claimable row of the
-  -- picked tags at once. A tag not due yet (debounce, backoff) goes back as one folded row, and
-  -- so does an mv: tag, for refresh_from_tags, its attempt counted (under the oldest row's id).
-  return query
+  -- tags at the head of the queue at once: tags, sorted, are the due ones to send. A tag not
+  -- due yet (debounce, backoff) goes back as one folded row, and so does an mv: tag, for
+  -- refresh_from_tags, its attempt counted (view_ids, under the oldest row's id, as a claim
+  -- would leave it). Looked up by "= any (array)": one pass over the tag index on
+  -- PostgreSQL 17 and later, where the array is sorted.
   with removed as (
     delete from steward.invalidations i
-     where i.tag = any (picked) and (i.claimed_until is null or i.deliver_at <= moment)
+     where i.tag = any (array(select d.tag from steward.invalidations d
+                               where d.deliver_at <= moment
+                               order by d.deliver_at, d.id
+                               limit remove_due_invalidations.max))
+       and (i.claimed_until is null or i.deliver_at <= moment)
     returning i.id, i.tag, i.enqueued_at, i.deliver_at, i.attempts, i.last_error
   ), groups as (
     select r.tag,
            pg_catalog.min(r.id) as head,
            pg_catalog.min(r.enqueued_at) as enqueued_at,
            pg_catalog.max(r.deliver_at) as deliver_at,
-           pg_catalog.max(r.attempts) as attempts,
-           (pg_catalog.array_agg(r.last_error order by r.attempts desc, r.id desc)
-              filter (where r.last_error is not null))[1] as last_error
+           pg_catalog.max(r.attempts) as attempts
       from removed r
      group by r.tag
   ), kept as (
     insert into steward.invalidations (id, tag, enqueued_at, deliver_at, attempts, last_error)
     overriding system value
     select g.head, g.tag, g.enqueued_at, g.deliver_at,
-           g.attempts + case when g.deliver_at <= moment then 1 else 0 end, g.last_error
+           g.attempts + case when g.deliver_at <= moment then 1 else 0 end,
+           (select r.last_error from removed r
+             where r.tag = g.tag and r.last_error is not null
+             order by r.attempts desc, r.id desc limit 1)
       from groups g
      where g.deliver_at > moment or g.tag like 'mv:%'
   )
-  select g.head, g.tag, g.attempts + case when g.tag like 'mv:%' then 1 else 0 end
+  select pg_catalog.array_agg(g.tag order by g.tag) filter (where g.tag not like 'mv:%'),
+         pg_catalog.array_agg(g.head) filter (where g.tag like 'mv:%')
+    into tags, view_ids
     from groups g
    where g.deliver_at <= moment;
 end
 $$;
 comment on function steward.remove_due_invalidations(integer) is
-  'Internal to drain_notify: deletes every claimable row of up to max due tags at the head of the queue and returns the tags, one row each; a tag not due yet goes back as one row, and an mv: tag goes back (its attempt counted) for refresh_from_tags.';
+  'Internal to drain_notify: deletes every claimable row of up to max due tags at the head of the queue and returns the due tags (sorted); a tag not due yet goes back as one row, and an mv: tag goes back (its attempt counted) for refresh_from_tags (view_ids).';
 
 create function steward.claim_invalidations(max integer, visibility interval default '60 seconds')
 returns table (id bigint, tag text, attempts integer)
@@ -931,7 +933,8 @@ declare
   tags text[];
   tag text;
   piece text;
-  payload text := '';
+  pieces text[] := '{}';
+  payload_bytes integer := 0;
 begin
   if drain_notify.max is null or drain_notify.max < 1 or drain_notify.max > 10000 then
     raise exception 'max must be from 1 to 10000, got %', coalesce(drain_notify.max::text, 'null') using errcode = '22023';
@@ -939,10 +942,7 @@ begin
   if channel is null or channel = '' then
     raise exception 'channel must be a non-empty string' using errcode = '22023';
   end if;
-  select pg_catalog.array_agg(t.id) filter (where t.tag like 'mv:%'),
-         pg_catalog.array_agg(t.tag order by t.tag) filter (where t.tag not like 'mv:%')
-    into view_ids, tags
-    from steward.remove_due_invalidations(drain_notify.max) as t;
+  select r.tags, r.view_ids into tags, view_ids from steward.remove_due_invalidations(drain_notify.max) as r;
   delivered := coalesce(pg_catalog.cardinality(tags), 0);
   refreshes := 0;
   failed := 0;
@@ -954,16 +954,19 @@ begin
     return next;
     return;
   end if;
-  -- JSON arrays of tags, each under pg_notify's 8000-byte payload limit.
+  -- JSON arrays of tags, each under pg_notify's 8000-byte payload limit. The pieces are
+  -- gathered in an array and joined once per payload (appending to a string copies it).
   foreach tag in array tags loop
     piece := pg_catalog.to_json(tag)::text;
-    if payload <> '' and pg_catalog.octet_length(payload) + pg_catalog.octet_length(piece) + 3 > 7999 then
-      perform pg_catalog.pg_notify(channel, '[' || payload || ']');
-      payload := '';
+    if payload_bytes > 0 and payload_bytes + pg_catalog.octet_length(piece) + 1 > 7999 then
+      perform pg_catalog.pg_notify(channel, '[' || pg_catalog.array_to_string(pieces, ',') || ']');
+      pieces := '{}';
+      payload_bytes := 0;
     end if;
-    payload := case when payload = '' then piece else payload || ',' || piece end;
+    pieces := pieces || piece;
+    payload_bytes := payload_bytes + pg_catalog.octet_length(piece) + 1;
   end loop;
-  perform pg_catalog.pg_notify(channel, '[' || payload || ']');
+  perform pg_catalog.pg_notify(channel, '[' || pg_catalog.array_to_string(pieces, ',') || ']');
   return next;
 end
 $$;

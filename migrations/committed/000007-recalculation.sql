@@ -1,5 +1,5 @@
---! Previous: sha1:64129f23b5a1d41c0e2874639de6d86ef6ae09df
---! Hash: sha1:f404f0c0ec7a86c3e55f52fb112307b262325dae
+--! Previous: sha1:fbd63944f7368c8d7c556cb3ab4ef7b174ffe992
+--! Hash: sha1:9d9c6a0af30b253d7391c781bfd8ac94e42602af
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

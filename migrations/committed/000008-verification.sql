@@ -1,5 +1,5 @@
---! Previous: sha1:f404f0c0ec7a86c3e55f52fb112307b262325dae
---! Hash: sha1:74625ced8b2b184aeff48d66cd24bff171829675
+--! Previous: sha1:9d9c6a0af30b253d7391c781bfd8ac94e42602af
+--! Hash: sha1:95410b05ec41de04c60912680e1d2b291e61257c
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
