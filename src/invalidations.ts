@@ -1,7 +1,7 @@
 // Draining the invalidation queue: claim due entries, deliver their tags to the sinks, complete
 // or fail them. The SQL (steward.claim_invalidations & co.) keeps the guarantees; this file
 // moves tags. `mv:<schema>.<view>` tags schedule a refresh of that view instead of a delivery.
-import { createHmac } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import pg from "pg";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
@@ -312,15 +312,18 @@ export async function drainUntilEmpty(options: DrainOptions, budgetMs: number): 
 }
 
 /**
- * How long the drainer should sleep: until something in the queue may be claimed, within
- * [MIN_SLEEP_MS, maxMs]. An entry that is due but was not claimed is held by a transaction
- * still running (another drainer's claim, a delivery completing late): polling it at once
- * would spin.
+ * Records that the drainer sleeps (enqueues NOTIFY it while it does) and returns how long to
+ * sleep: until something in the queue may be claimed, within [MIN_SLEEP_MS, maxMs]. An entry
+ * that is due but was not claimed is held by a transaction still running (another drainer's
+ * claim, a delivery completing late): polling it at once would spin. Registering first, then
+ * looking: an entry committed in between is either seen here or notified.
  */
 const MIN_SLEEP_MS = 50;
-async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
+async function fallAsleep(pool: pg.Pool, drainer: string, maxMs: number): Promise<number> {
   const { rows } = await pool.query<{ ms: number | null }>(
-    "select (extract(epoch from steward.next_invalidation_due() - now()) * 1000)::float8 as ms",
+    `select (extract(epoch from steward.next_invalidation_due() - now()) * 1000)::float8 as ms
+       from steward.drainer_sleeps($1, $2::interval)`,
+    [drainer, `${maxMs + 1000} milliseconds`],
   );
   const ms = rows[0]?.ms;
   if (ms === null || ms === undefined) return maxMs;
@@ -331,9 +334,12 @@ export const INVALIDATION_CHANNEL = "steward_invalidations";
 
 /**
  * The worker's continuous drainer: drains while there is work, then sleeps until a NOTIFY on
- * `steward_invalidations` (sent by every enqueue), the next due entry, or the poll interval.
+ * `steward_invalidations` (sent by enqueues while a drainer sleeps), the next due entry, or the
+ * poll interval.
  */
 export class InvalidationDrainer {
+  /** Its row in steward.sleeping_drainers. */
+  private readonly id = `drainer:${randomUUID()}`;
   private running = false;
   private wake: (() => void) | undefined;
   /** A NOTIFY that came while no sleep was waiting: the next sleep returns at once. */
@@ -396,7 +402,8 @@ export class InvalidationDrainer {
           if (batch.backoffMs) await this.sleep(batch.backoffMs);
           continue;
         }
-        await this.sleep(await nextDueMs(this.options.pool, this.options.pollIntervalMs));
+        await this.sleep(await fallAsleep(this.options.pool, this.id, this.options.pollIntervalMs));
+        await this.options.pool.query("select steward.drainer_wakes($1)", [this.id]);
       } catch (error) {
         failures++;
         const delay = Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
@@ -410,6 +417,7 @@ export class InvalidationDrainer {
     this.running = false;
     this.wake?.();
     await this.loop;
+    await this.options.pool.query("select steward.drainer_wakes($1)", [this.id]).catch(() => undefined);
     await this.listener?.end().catch(() => undefined);
   }
 }

@@ -317,7 +317,7 @@ describe("mv: tags", () => {
 });
 
 describe("waking drainers", () => {
-  it("notifies for the first due entry only, not for each enqueue behind it", async () => {
+  it("notifies only while a drainer sleeps, once per transaction, and only for due entries", async () => {
     const { pool } = context.db;
     await pool.query("delete from steward.invalidations");
     const listener = new pg.Client({ connectionString: context.db.url });
@@ -325,18 +325,35 @@ describe("waking drainers", () => {
     let notifications = 0;
     listener.on("notification", () => notifications++);
     await listener.query("listen steward_invalidations");
+    // A notification sent before this round trip has arrived once it returns.
+    const settled = async () => (await listener.query("select 1"), notifications);
     try {
       await pool.query("select steward.enqueue_invalidation('wake:1')");
-      await pool.query("select steward.enqueue_invalidation('wake:2')");
-      await pool.query("select steward.enqueue_invalidations(array['wake:3', 'wake:4'])");
+      expect(await settled()).toBe(0);
+
+      await pool.query("select steward.drainer_sleeps('test drainer', '1 minute')");
+      const client = await pool.connect();
+      try {
+        await client.query("begin");
+        await client.query("select steward.enqueue_invalidation('wake:2')");
+        await client.query("select steward.enqueue_invalidations(array['wake:3', 'wake:4'])");
+        await client.query("commit");
+      } finally {
+        client.release();
+      }
+      await eventually(async () => notifications === 1, { what: "one notification for the transaction" });
       await pool.query("select steward.enqueue_invalidation('wake:later', '30 seconds')");
-      await eventually(async () => notifications > 0, { what: "a notification" });
-      await listener.query("select 1"); // lets any further notification arrive first
-      expect(notifications).toBe(1);
-      await pool.query("delete from steward.invalidations");
+      expect(await settled()).toBe(1);
+
+      await pool.query("select steward.drainer_wakes('test drainer')");
       await pool.query("select steward.enqueue_invalidation('wake:5')");
-      await eventually(async () => notifications > 1, { what: "a notification on an empty queue" });
+      expect(await settled()).toBe(1);
+      // A drainer that died asleep stops counting when its sleep was due to end.
+      await pool.query("select steward.drainer_sleeps('dead drainer', '-1 second')");
+      await pool.query("select steward.enqueue_invalidation('wake:6')");
+      expect(await settled()).toBe(1);
     } finally {
+      await pool.query("delete from steward.sleeping_drainers");
       await listener.end();
     }
   });

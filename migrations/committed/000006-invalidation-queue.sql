@@ -1,5 +1,5 @@
 --! Previous: sha1:c0b02553361f84f2be8371e0f599579f28762146
---! Hash: sha1:fbd63944f7368c8d7c556cb3ab4ef7b174ffe992
+--! Hash: sha1:3d2c944ba63d02c26b3a4dcc55aa06e1c669392b
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -92,26 +92,38 @@ comment on table steward.tracked_tables is
 
 -- Enqueueing ------------------------------------------------------------------------------------
 
-create function steward.wake_drainers()
+-- Drainers that sleep, so that an enqueue knows whether to wake one. Written by the drainers
+-- only (each its own row); an enqueue reads it. Unlogged: after a crash no drainer sleeps.
+create unlogged table steward.sleeping_drainers (
+  drainer     text primary key check (drainer <> '' and pg_catalog.length(drainer) <= 200),
+  sleep_until timestamptz not null
+);
+comment on table steward.sleeping_drainers is
+  'Drainers asleep (steward.drainer_sleeps) until sleep_until at the latest: an enqueue sends NOTIFY steward_invalidations only while one is. A drainer that died stops counting at sleep_until.';
+
+create function steward.drainer_sleeps(drainer text, sleep_for interval)
 returns void
-language plpgsql
+language sql
 volatile
 set search_path = pg_catalog, pg_temp
-set enable_seqscan = off
 as $$
-begin
-  -- NOTIFY makes committing transactions queue on one global lock, so a NOTIFY per enqueue
-  -- caps enqueue throughput. A drainer drains until nothing is due, so it needs waking only
-  -- when nothing was due before this transaction's entries. (A missed wake costs at most the
-  -- drainer's poll interval.) Called once per transaction, before its first due entry.
-  perform pg_catalog.set_config('steward.drainers_woken', 'on', true);
-  if not exists (select from steward.invalidations i where i.deliver_at <= pg_catalog.now()) then
-    perform pg_catalog.pg_notify('steward_invalidations', '');
-  end if;
-end
+  insert into steward.sleeping_drainers as s (drainer, sleep_until)
+  values (drainer, pg_catalog.now() + sleep_for)
+  on conflict (drainer) do update set sleep_until = excluded.sleep_until;
 $$;
-comment on function steward.wake_drainers() is
-  'Sends NOTIFY steward_invalidations unless entries are already due (a drainer is then at work). Internal to the enqueue functions, once per transaction.';
+comment on function steward.drainer_sleeps(text, interval) is
+  'A drainer found nothing to claim and sleeps for at most sleep_for: enqueues NOTIFY steward_invalidations until it wakes.';
+
+create function steward.drainer_wakes(drainer text)
+returns void
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  delete from steward.sleeping_drainers s where s.drainer = drainer_wakes.drainer;
+$$;
+comment on function steward.drainer_wakes(text) is
+  'A drainer is awake (it drains until nothing is due): enqueues stop sending NOTIFY for it.';
 
 create function steward.enqueue_invalidations(tags text[], debounce interval default '0 seconds')
 returns integer
@@ -126,8 +138,15 @@ declare
   appended integer;
 begin
   if coalesce(enqueue_invalidations.debounce, '0 seconds') <= '0 seconds' then
+    -- NOTIFY makes committing transactions queue on one global lock, so one per enqueue would
+    -- cap enqueue throughput: it is sent only while a drainer sleeps (a drainer awake drains
+    -- until nothing is due), once per transaction. A drainer that falls asleep just before this
+    -- commits finds the entry at its next poll.
     if pg_catalog.current_setting('steward.drainers_woken', true) is distinct from 'on' then
-      perform steward.wake_drainers();
+      perform pg_catalog.set_config('steward.drainers_woken', 'on', true);
+      if exists (select from steward.sleeping_drainers s where s.sleep_until > pg_catalog.now()) then
+        perform pg_catalog.pg_notify('steward_invalidations', '');
+      end if;
     end if;
     -- One row per distinct tag, appended: nothing here waits for another transaction.
     insert into steward.invalidations (tag, deliver_at)
@@ -137,7 +156,7 @@ begin
   else
     -- A debounce pushes the tag's delivery back (a tag is due when its latest row is), but never
     -- past the first enqueue of its pending entry plus max_delay. Such rows are not due now, so
-    -- no drainer needs waking: the drainer's poll finds them. EXECUTE: planned for the queue's
+    -- no drainer needs waking: a sleeping drainer's poll finds them. EXECUTE: planned for the queue's
     -- size of the moment, never a plan cached while it was empty (see the header).
     max_delay := steward.setting_interval('invalidations.max_delay');
     execute

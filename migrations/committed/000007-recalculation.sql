@@ -1,5 +1,5 @@
---! Previous: sha1:fbd63944f7368c8d7c556cb3ab4ef7b174ffe992
---! Hash: sha1:9d9c6a0af30b253d7391c781bfd8ac94e42602af
+--! Previous: sha1:3d2c944ba63d02c26b3a4dcc55aa06e1c669392b
+--! Hash: sha1:d671f7b707e719f3fd759d068e763074a36b4601
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:9d9c6a0af30b253d7391c781bfd8ac94e42602af
---! Hash: sha1:95410b05ec41de04c60912680e1d2b291e61257c
+--! Previous: sha1:d671f7b707e719f3fd759d068e763074a36b4601
+--! Hash: sha1:7583199c7ce531bde9ceb366c24b4a9229d253fc
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
