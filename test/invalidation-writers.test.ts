@@ -280,7 +280,7 @@ describe("what track_table captures", () => {
     await pool.query("delete from steward.invalidations");
   });
 
-  it("new rows for an update, and the old values only of rows whose placeholder columns changed", async () => {
+  it("new rows for inserts, old rows for deletes, both for updates when a tag has a placeholder", async () => {
     const { pool } = context.db;
     await pool.query(`
       create table public.samples (id int primary key, provider int, value int);
@@ -293,13 +293,16 @@ describe("what track_table captures", () => {
     expect(triggers).toEqual([
       { tgname: "steward_invalidate_delete", tgoldtable: "old_rows", tgnewtable: null },
       { tgname: "steward_invalidate_insert", tgoldtable: null, tgnewtable: "new_rows" },
-      { tgname: "steward_invalidate_update", tgoldtable: null, tgnewtable: "new_rows" },
-      { tgname: "steward_invalidate_update_old", tgoldtable: null, tgnewtable: null },
+      { tgname: "steward_invalidate_update", tgoldtable: "old_rows", tgnewtable: "new_rows" },
     ]);
     await pool.query("update public.samples set value = value + 1 where provider = 1");
     expect(await queuedTags(pool)).toEqual(["provider:1", "samples"]);
     await pool.query("delete from steward.invalidations");
-    // Moving rows from provider 2 to 0: both the old and the new provider change.
+    // Moving rows from provider 2 to 0, few (one statement per row) and many at once: both the
+    // old and the new provider change.
+    await pool.query("update public.samples set provider = 0 where id = 2");
+    expect(await queuedTags(pool)).toEqual(["provider:0", "provider:2", "samples"]);
+    await pool.query("delete from steward.invalidations");
     await pool.query("update public.samples set provider = 0 where provider = 2");
     expect(await queuedTags(pool)).toEqual(["provider:0", "provider:2", "samples"]);
     await pool.query("delete from steward.invalidations");
@@ -319,18 +322,20 @@ describe("what track_table captures", () => {
     await pool.query("delete from steward.invalidations");
   });
 
-  it("renders placeholder values the same from new rows and from old ones", async () => {
+  it("renders placeholder values the same way for a statement of one row and of many", async () => {
     const { pool } = context.db;
     await pool.query(`
-      create table public.flags (id int primary key, active boolean, since date);
-      insert into public.flags values (1, true, '2026-01-02');
-      select steward.track_table('public.flags', array['flag:{active}:{since}']);
+      create table public.flags (id int primary key, active boolean, since date, score numeric, ref uuid);
+      select steward.track_table('public.flags', array['flag:{active}:{since}:{score}:{ref}']);
       delete from steward.invalidations;`);
-    await pool.query("update public.flags set active = false, since = '2026-03-04' where id = 1");
-    expect(await queuedTags(pool)).toEqual(["flag:false:2026-03-04", "flag:true:2026-01-02"]);
+    const values = "true, '2026-01-02', 1.50, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'";
+    // One row: filled row by row. Forty rows: the distinct-first query.
+    await pool.query(`insert into public.flags values (1, ${values})`);
+    const one = await queuedTags(pool);
     await pool.query("delete from steward.invalidations");
-    await pool.query("delete from public.flags");
-    expect(await queuedTags(pool)).toEqual(["flag:false:2026-03-04"]);
+    await pool.query(`insert into public.flags select g, ${values} from generate_series(2, 41) g`);
+    expect(await queuedTags(pool)).toEqual(one);
+    expect(one).toEqual(["flag:true:2026-01-02:1.50:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]);
     await pool.query("delete from steward.invalidations");
   });
 });

@@ -1,5 +1,5 @@
---! Previous: sha1:3d2c944ba63d02c26b3a4dcc55aa06e1c669392b
---! Hash: sha1:d671f7b707e719f3fd759d068e763074a36b4601
+--! Previous: sha1:a90b6d7f5d021cf5bad759d485c207c304c9c7d3
+--! Hash: sha1:65c86a37609348c6c0412aecab4e42cbae4e774c
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

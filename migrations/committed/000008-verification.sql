@@ -1,5 +1,5 @@
---! Previous: sha1:d671f7b707e719f3fd759d068e763074a36b4601
---! Hash: sha1:7583199c7ce531bde9ceb366c24b4a9229d253fc
+--! Previous: sha1:65c86a37609348c6c0412aecab4e42cbae4e774c
+--! Hash: sha1:d791b3a424b3c2714b53d15084793ca3f546d13b
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -164,15 +164,11 @@ begin
   found_any := false;
   for item in
     select t.target, t.tags,
-           -- steward_invalidate_update_old exists when a tag has a placeholder (track_table).
-           3 + case when t.has_old_row_trigger then 1 else 0 end as expected,
            pg_catalog.array_agg(tr.tgname::text order by tr.tgname) filter (where tr.tgenabled <> 'D') as enabled
       from steward.tracked_tables t
       left join pg_catalog.pg_trigger tr
-        on tr.tgrelid = t.target
-       and tr.tgname in ('steward_invalidate_insert', 'steward_invalidate_update', 'steward_invalidate_delete',
-                         'steward_invalidate_update_old')
-     group by t.target, t.tags, t.has_old_row_trigger
+        on tr.tgrelid = t.target and tr.tgname in ('steward_invalidate_insert', 'steward_invalidate_update', 'steward_invalidate_delete')
+     group by t.target, t.tags
      order by t.target::text
   loop
     found_any := true;
@@ -180,10 +176,10 @@ begin
     if not exists (select from pg_catalog.pg_class c where c.oid = item.target) then
       status := 'fail';
       detail := pg_catalog.format('tracked table (oid %s) no longer exists; fix: delete from steward.tracked_tables where target = %s', item.target::oid, item.target::oid);
-    elsif coalesce(pg_catalog.cardinality(item.enabled), 0) < item.expected then
+    elsif coalesce(pg_catalog.cardinality(item.enabled), 0) < 3 then
       status := 'fail';
-      detail := pg_catalog.format('only %s of its %s invalidation triggers are in place and enabled, so some writes enqueue nothing; fix: select steward.track_table(%L, %L)',
-                                  coalesce(pg_catalog.cardinality(item.enabled), 0), item.expected, item.target::text, item.tags::text);
+      detail := pg_catalog.format('only %s of its 3 invalidation triggers are in place and enabled, so some writes enqueue nothing; fix: select steward.track_table(%L, %L)',
+                                  coalesce(pg_catalog.cardinality(item.enabled), 0), item.target::text, item.tags::text);
     else
       status := 'ok';
       detail := 'tags ' || pg_catalog.array_to_string(item.tags, ', ');
