@@ -312,18 +312,14 @@ export async function drainUntilEmpty(options: DrainOptions, budgetMs: number): 
 }
 
 /**
- * Records that the drainer sleeps (enqueues NOTIFY it while it does) and returns how long to
- * sleep: until something in the queue may be claimed, within [MIN_SLEEP_MS, maxMs]. An entry
- * that is due but was not claimed is held by a transaction still running (another drainer's
- * claim, a delivery completing late): polling it at once would spin. Registering first, then
- * looking: an entry committed in between is either seen here or notified.
+ * How long the drainer should sleep: until something in the queue may be claimed, within
+ * [MIN_SLEEP_MS, maxMs]. An entry that is due but was not claimed is held by a transaction still
+ * running (another drainer's claim, a delivery completing late): polling it at once would spin.
  */
 const MIN_SLEEP_MS = 50;
-async function fallAsleep(pool: pg.Pool, drainer: string, maxMs: number): Promise<number> {
+async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
   const { rows } = await pool.query<{ ms: number | null }>(
-    `select (extract(epoch from steward.next_invalidation_due() - now()) * 1000)::float8 as ms
-       from steward.drainer_sleeps($1, $2::interval)`,
-    [drainer, `${maxMs + 1000} milliseconds`],
+    "select (extract(epoch from steward.next_invalidation_due() - now()) * 1000)::float8 as ms",
   );
   const ms = rows[0]?.ms;
   if (ms === null || ms === undefined) return maxMs;
@@ -338,8 +334,9 @@ export const INVALIDATION_CHANNEL = "steward_invalidations";
  * poll interval.
  */
 export class InvalidationDrainer {
-  /** Its row in steward.sleeping_drainers. */
+  /** Its row in steward.sleeping_drainers, written while it finds nothing to claim. */
   private readonly id = `drainer:${randomUUID()}`;
+  private asleep = false;
   private running = false;
   private wake: (() => void) | undefined;
   /** A NOTIFY that came while no sleep was waiting: the next sleep returns at once. */
@@ -391,19 +388,29 @@ export class InvalidationDrainer {
   }
 
   private async run(): Promise<void> {
-    const { logger } = this.options;
+    const { logger, pool, pollIntervalMs } = this.options;
     let failures = 0;
     while (this.running) {
       try {
         const batch = await drainBatch(this.options);
         failures = 0;
         if (batch.claimed) {
+          if (this.asleep) {
+            this.asleep = false;
+            await pool.query("select steward.drainer_wakes($1)", [this.id]);
+          }
           logger.debug(batch, "drained a batch");
           if (batch.backoffMs) await this.sleep(batch.backoffMs);
           continue;
         }
-        await this.sleep(await fallAsleep(this.options.pool, this.id, this.options.pollIntervalMs));
-        await this.options.pool.query("select steward.drainer_wakes($1)", [this.id]);
+        // Nothing to claim: say so (enqueues then send NOTIFY) before looking once more, so that
+        // an entry committed before the enqueue could see it is found by that look. It stays
+        // said while the drainer finds nothing, renewed each time.
+        const wasAsleep = this.asleep;
+        await pool.query("select steward.drainer_sleeps($1, $2::interval)", [this.id, `${pollIntervalMs + 1000} milliseconds`]);
+        this.asleep = true;
+        if (!wasAsleep) continue;
+        await this.sleep(await nextDueMs(pool, pollIntervalMs));
       } catch (error) {
         failures++;
         const delay = Math.min(30_000, 500 * 2 ** Math.min(failures, 6));

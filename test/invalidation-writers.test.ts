@@ -224,7 +224,7 @@ describe("bulk tracking on a pooled session", () => {
     return performance.now() - began;
   }
 
-  it("stays linear after the session's plans went generic: within 1.5 times a fresh session's time", async () => {
+  it("stays linear after the session's plans went generic: within 1.5 times a fresh session's time", { timeout: 120_000 }, async () => {
     const { pool } = context.db;
     await pool.query(`
       create table public.bulk_rows (id int primary key, v int not null);
@@ -249,9 +249,10 @@ describe("bulk tracking on a pooled session", () => {
         }
       }
     }
-    const median = (values: number[]) => [...values].sort((a, b) => a - b)[1]!;
-    expect(median(warm), `fresh ${fresh.map(Math.round)} ms, warm ${warm.map(Math.round)} ms`).toBeLessThan(
-      median(fresh) * 1.5,
+    // The fastest of each: another process on the machine can only add time. (A plan gone
+    // quadratic took 9 times as long in a warm session.)
+    expect(Math.min(...warm), `fresh ${fresh.map(Math.round)} ms, warm ${warm.map(Math.round)} ms`).toBeLessThan(
+      Math.min(...fresh) * 1.5,
     );
     expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(50_001);
     await pool.query("delete from steward.invalidations");

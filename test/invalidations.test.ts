@@ -374,7 +374,9 @@ describe("waking drainers", () => {
     await drainer.start();
     try {
       // Let the drainer find the queue empty and go to sleep for its (long) poll interval.
-      await new Promise((resolve) => setImmediate(resolve));
+      await eventually(async () => (await pool.query("select count(*)::int as n from steward.sleeping_drainers")).rows[0].n === 1, {
+        what: "the drainer to fall asleep",
+      });
       await pool.query("select steward.enqueue_invalidation('instant')");
       await eventually(async () => received.includes("instant"), { what: "delivery after NOTIFY", timeoutMs: 5000 });
     } finally {
