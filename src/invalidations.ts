@@ -390,26 +390,39 @@ export class InvalidationDrainer {
   private async run(): Promise<void> {
     const { logger, pool, pollIntervalMs } = this.options;
     let failures = 0;
+    let napped = false;
+    let registeredUntil = 0;
     while (this.running) {
       try {
         const batch = await drainBatch(this.options);
         failures = 0;
         if (batch.claimed) {
+          napped = false;
           if (this.asleep) {
             this.asleep = false;
+            registeredUntil = 0;
             await pool.query("select steward.drainer_wakes($1)", [this.id]);
           }
           logger.debug(batch, "drained a batch");
           if (batch.backoffMs) await this.sleep(batch.backoffMs);
           continue;
         }
-        // Nothing to claim: say so (enqueues then send NOTIFY) before looking once more, so that
-        // an entry committed before the enqueue could see it is found by that look. It stays
-        // said while the drainer finds nothing, renewed each time.
-        const wasAsleep = this.asleep;
-        await pool.query("select steward.drainer_sleeps($1, $2::interval)", [this.id, `${pollIntervalMs + 1000} milliseconds`]);
-        this.asleep = true;
-        if (!wasAsleep) continue;
+        if (!this.asleep) {
+          // Under steady traffic the queue empties after every batch: a short nap gathers the
+          // next entries instead of going to sleep and being woken (a NOTIFY per enqueue).
+          if (!napped) {
+            napped = true;
+            await this.sleep(MIN_SLEEP_MS);
+            continue;
+          }
+          // Going to sleep: say so (enqueues then send NOTIFY), then look once more, so that an
+          // entry committed before an enqueue could see the drainer asleep is found by the look.
+          registeredUntil = await this.register(pollIntervalMs);
+          this.asleep = true;
+          continue;
+        }
+        // Renewed when it would lapse during the next sleep.
+        if (Date.now() + pollIntervalMs > registeredUntil) registeredUntil = await this.register(pollIntervalMs);
         await this.sleep(await nextDueMs(pool, pollIntervalMs));
       } catch (error) {
         failures++;
@@ -418,6 +431,16 @@ export class InvalidationDrainer {
         await this.sleep(delay);
       }
     }
+  }
+
+  /**
+   * Writes its row in steward.sleeping_drainers, valid for two sleeps and a second (a drainer
+   * that died stops counting then); returns when it must be renewed by.
+   */
+  private async register(sleepMs: number): Promise<number> {
+    const renewBy = Date.now() + 2 * sleepMs;
+    await this.options.pool.query("select steward.drainer_sleeps($1, $2::interval)", [this.id, `${2 * sleepMs + 1000} milliseconds`]);
+    return renewBy;
   }
 
   async stop(): Promise<void> {
