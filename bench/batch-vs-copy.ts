@@ -3,7 +3,7 @@
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { from as copyFrom } from "pg-copy-streams";
-import { BATCH_COLUMNS, BATCH_ROWS, batchInsertSide, type BatchRow } from "./batch_data.ts";
+import { BATCH_COLUMNS, BATCH_ROWS, batchInsertSide, type BatchRow } from "./batch-data.ts";
 import { defineScenario, timed } from "./scenario.ts";
 
 const TABLE = "public.bench_batch_copy";

@@ -4,7 +4,7 @@
 // does. The unit is rows per second, so the slow side inserts fewer rows (2,000; --quick: 400).
 // The detail also reports the best case for row-at-a-time, a prepared INSERT per row inside one
 // transaction, which only pays a round trip per row.
-import { BATCH_COLUMNS, BATCH_ROWS, batchInsertSide, type BatchRow } from "./batch_data.ts";
+import { BATCH_COLUMNS, BATCH_ROWS, batchInsertSide, type BatchRow } from "./batch-data.ts";
 import { defineScenario, timed } from "./scenario.ts";
 
 const TABLE = "public.bench_batch_rows";

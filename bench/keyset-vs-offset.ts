@@ -1,6 +1,6 @@
 // A page deep into a big table: steward.page from a cursor against LIMIT … OFFSET, both through
 // node-postgres, newest first with ties broken by id.
-import { page } from "../src/page.ts";
+import { page } from "../src/client/pagination.ts";
 import { median } from "./run.ts";
 import { defineScenario, timed } from "./scenario.ts";
 

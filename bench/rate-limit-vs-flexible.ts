@@ -3,7 +3,7 @@
 // keys, callers and pool size.
 import type pg from "pg";
 import { RateLimiterPostgres, RateLimiterRes } from "rate-limiter-flexible";
-import { CALLERS, POLICY, measureMs, measureOurs, openPool, randomKey, setupOurs, type OursState } from "./rate_limit.ts";
+import { CALLERS, POLICY, measureMs, measureOurs, openPool, randomKey, setupOurs, type OursState } from "./rate-limits.ts";
 import { defineScenario, throughput } from "./scenario.ts";
 
 interface State {

@@ -1,8 +1,8 @@
 // Rate-limit decisions per second through our client vs `select 1` through a plain pool of the
 // same size, both for 32 concurrent callers: how close a decision comes to a bare round trip.
 import type pg from "pg";
-import { measureMs, measureOurs, openPool, setupOurs, type OursState } from "./rate_limit.ts";
-import { CALLERS } from "./rate_limit.ts";
+import { measureMs, measureOurs, openPool, setupOurs, type OursState } from "./rate-limits.ts";
+import { CALLERS } from "./rate-limits.ts";
 import { defineScenario, throughput } from "./scenario.ts";
 
 interface State {

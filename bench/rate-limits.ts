@@ -2,7 +2,7 @@
 // TypeScript client (coalescing hits per tick) on a pool of 32 connections.
 import type pg from "pg";
 import { createPool } from "../src/database.ts";
-import { RateLimiter } from "../src/ratelimit.ts";
+import { RateLimiter } from "../src/client/rate-limits.ts";
 import { throughput, type BenchContext, type Measurement } from "./scenario.ts";
 
 export const CALLERS = 32;

@@ -2,9 +2,9 @@
 // data and policies that have no place in a real database.
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { withDatabase } from "./embedded.ts";
-import type { Logger } from "./logger.ts";
-import { migrate } from "./migrate.ts";
+import { withDatabase } from "../src/embedded.ts";
+import type { Logger } from "../src/logger.ts";
+import { migrate } from "../src/migrate.ts";
 
 /** A scratch database next to `url`, migrated; dropped by the returned function. */
 export async function scratchDatabase(url: string, logger: Logger, purpose: "bench" | "load"): Promise<{ url: string; drop(): Promise<void> }> {

@@ -1,7 +1,7 @@
 -- Which tasks are failing for good? Dead letters (jobs and invalidations that ran out of
 -- attempts) by source and task: how many, how many not yet replayed, the first and the last
 -- failure, and the last error. Replay one with `steward dlq replay <id>`.
--- psql "$DATABASE_URL" -f sql/dead_letters.sql
+-- psql "$DATABASE_URL" -f sql/dead-letters.sql
 select pg_catalog.to_regclass('steward.dead_letters') is not null as has_dead_letters \gset
 \if :has_dead_letters
 select d.source,

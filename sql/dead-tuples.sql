@@ -4,7 +4,7 @@
 -- and autovacuum has not got to it yet; a table due for long points at a blocker (a long
 -- transaction, an idle-in-transaction session, or too few autovacuum workers). Queue tables
 -- (graphile_worker's and ours) churn the most.
--- psql "$DATABASE_URL" -f sql/dead_tuples.sql
+-- psql "$DATABASE_URL" -f sql/dead-tuples.sql
 \echo 'Tables by dead rows'
 select s.schemaname                                                    as schema,
        s.relname                                                       as table,

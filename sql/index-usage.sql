@@ -2,7 +2,7 @@
 -- since the statistics were last reset (shown first); run it after a representative period.
 -- Unused indexes cost every write and take space: drop them (after checking replicas, which keep
 -- their own counts). Large tables read by sequential scans usually lack an index.
--- psql "$DATABASE_URL" -f sql/index_usage.sql
+-- psql "$DATABASE_URL" -f sql/index-usage.sql
 select stats_reset as statistics_since from pg_catalog.pg_stat_database where datname = current_database();
 
 \echo 'Indexes never scanned (unique and primary key indexes excluded: they enforce constraints)'

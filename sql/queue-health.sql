@@ -2,7 +2,7 @@
 -- job has been waiting (ready jobs that wait mean too few workers or a stuck one), and jobs
 -- locked for longer than their task should ever run (a crashed worker keeps its jobs locked
 -- until graphile-worker's 4-hour sweep, or graphile_worker.force_unlock_workers()).
--- psql "$DATABASE_URL" -f sql/queue_health.sql
+-- psql "$DATABASE_URL" -f sql/queue-health.sql
 \echo 'Jobs by task and state'
 select j.task_identifier                                              as task,
        case when j.locked_at is not null then 'running'

@@ -1,7 +1,7 @@
 -- Which endpoints were slowest, or failed most, over the last 24 hours, and is the request
 -- rollup keeping up? From steward.request_stats_hourly (filled by the rollup_requests task).
 -- Percentiles cannot be added across hours, so the table shows the worst hour's p95 and p99.
--- psql "$DATABASE_URL" -f sql/request_stats.sql
+-- psql "$DATABASE_URL" -f sql/request-stats.sql
 \echo 'Endpoints over the last 24 hours, slowest worst-hour p95 first'
 select s.endpoint,
        s.method,

@@ -1,7 +1,7 @@
 -- Which statements cost the database the most time? The top 20 by total execution time, and the
 -- top 20 by mean time among those called at least 50 times, from pg_stat_statements (since its
 -- last reset). Without the extension it says how to get it and stops.
--- psql "$DATABASE_URL" -f sql/slow_statements.sql
+-- psql "$DATABASE_URL" -f sql/slow-statements.sql
 select exists (select from pg_catalog.pg_extension where extname = 'pg_stat_statements') as has_pg_stat_statements,
        coalesce((select extnamespace::regnamespace::text from pg_catalog.pg_extension where extname = 'pg_stat_statements'), 'public')
          as pg_stat_statements_schema \gset
@@ -32,5 +32,5 @@ select round(s.mean_exec_time::numeric, 2)                              as mean_
 \else
 \echo 'pg_stat_statements is not installed in this database, so per-statement timings are not available.'
 \echo 'To enable it: add pg_stat_statements to shared_preload_libraries (restart needed; hosted Postgres usually has it),'
-\echo 'then run: create extension pg_stat_statements;   Meanwhile sql/index_usage.sql shows tables read by sequential scans.'
+\echo 'then run: create extension pg_stat_statements;   Meanwhile sql/index-usage.sql shows tables read by sequential scans.'
 \endif

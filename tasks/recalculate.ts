@@ -1,7 +1,7 @@
 import { PermanentError } from "../src/errors.ts";
-import { optionalArray, payloadObject, requiredString } from "../src/payload.ts";
-import { isPermanentDatabaseError, startRecalculation } from "../src/recalculation.ts";
-import { defineTask } from "../src/task.ts";
+import { optionalArray, payloadObject, requiredString } from "../src/worker/payload.ts";
+import { isPermanentDatabaseError, startRecalculation } from "../src/worker/recalculation.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "recalculate";
 

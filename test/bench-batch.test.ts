@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { batchVsCopy } from "../bench/batch_vs_copy.ts";
-import { batchVsRows } from "../bench/batch_vs_rows.ts";
+import { batchVsCopy } from "../bench/batch-vs-copy.ts";
+import { batchVsRows } from "../bench/batch-vs-rows.ts";
 import { runScenario } from "../bench/run.ts";
 import type { BenchContext } from "../bench/scenario.ts";
 import { testLogger, useTestDatabase } from "./helpers.ts";

@@ -7,11 +7,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { withDatabase } from "../src/embedded.ts";
 import { graphileLogger } from "../src/logger.ts";
 import { MIGRATIONS_FOLDER } from "../src/migrate.ts";
-import { payloadObject, requiredString } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { payloadObject, requiredString } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { TASK_NAMES } from "../tasks/index.ts";
-import { runCommand } from "../src/commands/run.ts";
+import { runCommand } from "../src/cli/commands/run.ts";
 import { adminUrl, eventually, runCli, startTestWorker, testConfig, testLogger, useTestDatabase, withAdmin } from "./helpers.ts";
 
 const context = useTestDatabase();

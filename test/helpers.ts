@@ -11,8 +11,8 @@ import { createPool } from "../src/database.ts";
 import { withDatabase } from "../src/embedded.ts";
 import { createLogger, type Logger } from "../src/logger.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import type { TaskDefinition } from "../src/task.ts";
-import { startWorker, type RunningWorker } from "../src/worker.ts";
+import type { TaskDefinition } from "../src/worker/task.ts";
+import { startWorker, type RunningWorker } from "../src/worker/runner.ts";
 
 export interface TestDatabase {
   name: string;

@@ -4,7 +4,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { drainBatch, InvalidationDrainer, signature, webhookSink } from "../src/invalidations.ts";
+import { drainBatch, InvalidationDrainer, signature, webhookSink } from "../src/worker/invalidations.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
 import { eventually, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 

@@ -1,6 +1,6 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { drainBatch, InvalidationDrainer, notifyPayloads, type Sink } from "../src/invalidations.ts";
+import { drainBatch, InvalidationDrainer, notifyPayloads, type Sink } from "../src/worker/invalidations.ts";
 import { eventually, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();

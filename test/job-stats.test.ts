@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { durationBucket } from "../src/job-stats.ts";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { durationBucket } from "../src/worker/job-stats.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { eventually, startTestWorker, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

@@ -1,10 +1,10 @@
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
-import { waitForJob } from "../src/jobs.ts";
-import { refreshMaterializedView } from "../src/maintenance.ts";
-import { createMetrics, DATABASE_GAUGES } from "../src/metrics.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { waitForJob } from "../src/client/jobs.ts";
+import { refreshMaterializedView } from "../src/worker/vacuum.ts";
+import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";
 import { TASKS } from "../tasks/index.ts";
 import { eventually, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";

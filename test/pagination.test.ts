@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { page, pages, type PageOptions } from "../src/page.ts";
+import { page, pages, type PageOptions } from "../src/client/pagination.ts";
 import { asRole, createTestRole, functionAccess, useTestDatabase, type TestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

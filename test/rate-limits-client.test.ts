@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RateLimitArgumentError, RateLimiter } from "../src/ratelimit.ts";
-import { rateLimitHeaders } from "../src/ratelimitHeaders.ts";
-import { createClientRole, type ClientRole } from "./clientRole.ts";
+import { RateLimitArgumentError, RateLimiter } from "../src/client/rate-limits.ts";
+import { rateLimitHeaders } from "../src/client/rate-limit-headers.ts";
+import { createClientRole, type ClientRole } from "./client-role.ts";
 import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

@@ -1,6 +1,6 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClientRole, sqlError, type ClientRole } from "./clientRole.ts";
+import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
 import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

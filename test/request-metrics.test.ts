@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
-import { createMetrics, DATABASE_GAUGES } from "../src/metrics.ts";
+import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
 import { rollupRequests } from "../tasks/rollup_requests.ts";
 import {
   asRole,

@@ -43,17 +43,17 @@ describe.skipIf(!psql)("the DBA queries in sql/", () => {
   });
 
   it("queue_health shows jobs by task and state", () => {
-    expect(run("queue_health.sql").stdout).toMatch(/monitoring_test\s*\|\s*ready\s*\|\s*1/);
+    expect(run("queue-health.sql").stdout).toMatch(/monitoring_test\s*\|\s*ready\s*\|\s*1/);
   });
 
   it("slow_statements explains what to do when pg_stat_statements is missing", async () => {
     const { rows } = await context.db.pool.query("select count(*)::int as n from pg_extension where extname = 'pg_stat_statements'");
-    expect(run("slow_statements.sql").stdout).toContain(
+    expect(run("slow-statements.sql").stdout).toContain(
       rows[0].n ? "Top 20 statements by total execution time" : "pg_stat_statements is not installed",
     );
   });
 
   it("request_stats shows the rolled-up endpoints", () => {
-    expect(run("request_stats.sql").stdout).toMatch(/\/a\s*\|\s*GET\s*\|\s*1\s*\|\s*0/);
+    expect(run("request-stats.sql").stdout).toMatch(/\/a\s*\|\s*GET\s*\|\s*1\s*\|\s*0/);
   });
 });

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
-import { waitForJob } from "../src/jobs.ts";
-import { vacuumTables } from "../src/maintenance.ts";
-import { effectiveSchedules, schedulesOf } from "../src/schedules.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { waitForJob } from "../src/client/jobs.ts";
+import { vacuumTables } from "../src/worker/vacuum.ts";
+import { effectiveSchedules, schedulesOf } from "../src/worker/schedules.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { TASKS } from "../tasks/index.ts";
 import { vacuumTablesTask } from "../tasks/vacuum_tables.ts";
 import { eventually, runCli, serverVersion, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";

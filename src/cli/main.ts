@@ -1,10 +1,10 @@
 // `steward <command>`: exit 0 on success, 1 on failure, 2 on bad arguments (with usage).
 import { parseArgs } from "node:util";
 import { COMMANDS } from "./commands/index.ts";
-import type { Command, CommandContext } from "./commands/command.ts";
-import { loadConfig } from "./config.ts";
-import { ConfigError, UsageError } from "./errors.ts";
-import { createLogger } from "./logger.ts";
+import type { Command, CommandContext } from "./command.ts";
+import { loadConfig } from "../config.ts";
+import { ConfigError, UsageError } from "../errors.ts";
+import { createLogger } from "../logger.ts";
 
 /** Commands that run for long and log as their main output (to stdout, for journald). */
 const DAEMONS = new Set(["start", "worker"]);

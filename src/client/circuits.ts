@@ -2,8 +2,8 @@
 // the call may go ahead (closed, or a half-open probe slot), runs it, and reports the outcome.
 // An open circuit rejects at once with CircuitOpenError, without running the work.
 import type pg from "pg";
-import { StewardError } from "./errors.ts";
-import type { Logger } from "./logger.ts";
+import { StewardError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
 
 export type CircuitState = "closed" | "open" | "half_open";
 

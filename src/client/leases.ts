@@ -2,8 +2,8 @@
 // process. `withLease` always releases (try/finally); a holder that dies frees its slot when
 // the lease's ttl ends, with no cleanup needed.
 import type pg from "pg";
-import { StewardError } from "./errors.ts";
-import type { Logger } from "./logger.ts";
+import { StewardError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
 
 /** Every slot of the key is held: try again later. */
 export class LeaseUnavailableError extends StewardError {

@@ -3,8 +3,8 @@
 // database together, as one call of steward.rate_limit_hits (one round trip, one transaction);
 // each caller still gets the exact answer its hit would have got alone.
 import type pg from "pg";
-import { StewardError } from "./errors.ts";
-import { rateLimitHeaders, type RateLimitHeaders } from "./ratelimitHeaders.ts";
+import { StewardError } from "../errors.ts";
+import { rateLimitHeaders, type RateLimitHeaders } from "./rate-limit-headers.ts";
 
 /** One window of the policy, as it stands after (or, when denied, without) the hit. */
 export interface RateLimitWindow {

@@ -2,9 +2,9 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type pg from "pg";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 import type { Metrics } from "./metrics.ts";
-import { migrationStatus } from "./migrate.ts";
+import { migrationStatus } from "../migrate.ts";
 
 export interface HealthServer {
   port: number;

@@ -4,7 +4,7 @@
 // this, graphile-worker leaves them locked for 4 hours.
 import os from "node:os";
 import type pg from "pg";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 
 interface ReleasedWorker {
   pool_id: string;

@@ -3,9 +3,9 @@
 // moves tags. `mv:<schema>.<view>` tags schedule a refresh of that view instead of a delivery.
 import { createHmac } from "node:crypto";
 import pg from "pg";
-import type { Config } from "./config.ts";
-import type { Logger } from "./logger.ts";
-import { StewardError } from "./errors.ts";
+import type { Config } from "../config.ts";
+import type { Logger } from "../logger.ts";
+import { StewardError } from "../errors.ts";
 
 /** A sink could not deliver. `attempted: false` means it did not try (open circuit). */
 export class SinkError extends StewardError {

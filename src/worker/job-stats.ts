@@ -3,7 +3,7 @@
 // rather than one per job. Durations go into a log-scale histogram, which adds up exactly across
 // workers and flushes (percentiles would not); the job_stats view reads p95 from it.
 import type pg from "pg";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 import type { AttemptOutcome } from "./task.ts";
 
 const MIN_BUCKET = -24;

@@ -3,7 +3,7 @@
 // when /metrics is scraped, each from one SQL query listed in DATABASE_GAUGES.
 import client from "prom-client";
 import type pg from "pg";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 import type { AttemptOutcome } from "./task.ts";
 
 /**

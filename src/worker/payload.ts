@@ -1,7 +1,7 @@
 // Argument checking for task payloads, in one place (pg-boss's attorney.ts is the model).
 // Every failure is a PermanentError naming the task and the field: retrying a bad payload
 // cannot help, so the job goes to the dead letters after one attempt.
-import { PermanentError } from "./errors.ts";
+import { PermanentError } from "../errors.ts";
 
 type Payload = Record<string, unknown>;
 

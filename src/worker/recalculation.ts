@@ -2,7 +2,7 @@
 // The SQL (steward.start_recalculation, steward.compute_recalc_batch) keeps the guarantees; this
 // file calls it and shows progress.
 import type pg from "pg";
-import { PermanentError, StewardError } from "./errors.ts";
+import { PermanentError, StewardError } from "../errors.ts";
 
 export type RunStatus = "running" | "completed" | "failed" | "cancelled";
 

@@ -2,7 +2,7 @@
 // DBA changes one with STEWARD_CRON_<TASK> (a cron pattern, or `off`), e.g.
 // STEWARD_CRON_VACUUM_TABLES="0 4 * * 0".
 import { parseCronItems, type CronItem, type ParsedCronItem } from "graphile-worker";
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../errors.ts";
 import type { TaskDefinition } from "./task.ts";
 
 export interface Schedule {

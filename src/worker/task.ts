@@ -2,10 +2,10 @@
 // return a summary. The wrapper logs one line per attempt with the outcome and duration.
 import type { Job, JobHelpers, Task, TaskList } from "graphile-worker";
 import type pg from "pg";
-import type { Config } from "./config.ts";
+import type { Config } from "../config.ts";
 import { failJobPermanently } from "./dead-letters.ts";
-import { PermanentError } from "./errors.ts";
-import type { Logger } from "./logger.ts";
+import { PermanentError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
 
 export interface TaskContext {
   logger: Logger;

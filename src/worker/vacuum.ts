@@ -4,8 +4,8 @@
 // applies from the next statement on), VACUUM (never inside a transaction), and cleanup batches
 // that are each their own transaction.
 import type pg from "pg";
-import { PermanentError } from "./errors.ts";
-import type { Logger } from "./logger.ts";
+import { PermanentError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
 
 type Queryable = pg.Pool | pg.PoolClient;
 

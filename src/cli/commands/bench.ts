@@ -1,13 +1,13 @@
 // `steward bench [--quick] [--json FILE] [--only NAME[,NAME]] [--rounds N]`
 import fs from "node:fs/promises";
 import os from "node:os";
-import { SCENARIOS } from "../../bench/index.ts";
-import { benchContext, runScenario, type ScenarioResult } from "../../bench/run.ts";
-import { scratchDatabase } from "../scratch.ts";
-import { UsageError } from "../errors.ts";
-import { openDatabase } from "../database.ts";
+import { SCENARIOS } from "../../../bench/index.ts";
+import { benchContext, runScenario, type ScenarioResult } from "../../../bench/run.ts";
+import { scratchDatabase } from "../../../bench/scratch.ts";
+import { UsageError } from "../../errors.ts";
+import { openDatabase } from "../../database.ts";
 import { textTable } from "../text-table.ts";
-import type { Command } from "./command.ts";
+import type { Command } from "../command.ts";
 
 function format(value: number): string {
   if (!Number.isFinite(value)) return String(value);

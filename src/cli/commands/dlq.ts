@@ -1,7 +1,7 @@
 // `steward dlq list|show <id>|replay <id>|purge --older-than <interval>`: the dead-letter queue.
-import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../dead-letters.ts";
-import { StewardError, UsageError } from "../errors.ts";
-import { withDatabasePool, type Command, type CommandContext } from "./command.ts";
+import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../../worker/dead-letters.ts";
+import { StewardError, UsageError } from "../../errors.ts";
+import { withDatabasePool, type Command, type CommandContext } from "../command.ts";
 
 const ACTIONS = ["list", "show", "replay", "purge"];
 

@@ -1,6 +1,6 @@
 // Every `steward` subcommand, in the order `steward --help` lists them.
 import { benchCommand } from "./bench.ts";
-import type { Command } from "./command.ts";
+import type { Command } from "../command.ts";
 import { dlqCommand } from "./dlq.ts";
 import { loadCommand } from "./load.ts";
 import { migrateCommand } from "./migrate.ts";

@@ -1,14 +1,14 @@
 // `steward load`: the pre-launch load test, against a scratch database on a loopback server.
 import fs from "node:fs/promises";
-import { openDatabase, createPool } from "../database.ts";
-import { parseDuration } from "../duration.ts";
-import { RateLimiter } from "../ratelimit.ts";
-import { UsageError } from "../errors.ts";
-import { breaches, runLoad, type LoadOperation, type LoadReport } from "../load.ts";
-import { scratchDatabase } from "../scratch.ts";
+import { openDatabase, createPool } from "../../database.ts";
+import { parseDuration } from "../../duration.ts";
+import { RateLimiter } from "../../client/rate-limits.ts";
+import { UsageError } from "../../errors.ts";
+import { breaches, runLoad, type LoadOperation, type LoadReport } from "../../../bench/load.ts";
+import { scratchDatabase } from "../../../bench/scratch.ts";
 import { textTable } from "../text-table.ts";
-import { startWorker } from "../worker.ts";
-import type { Command } from "./command.ts";
+import { startWorker } from "../../worker/runner.ts";
+import type { Command } from "../command.ts";
 
 const MAX_DURATION_MS = 10 * 60_000;
 const MAX_OPERATIONS = 20_000_000;

@@ -1,5 +1,5 @@
-import { migrate } from "../migrate.ts";
-import { withDatabasePool, type Command } from "./command.ts";
+import { migrate } from "../../migrate.ts";
+import { withDatabasePool, type Command } from "../command.ts";
 
 export const migrateCommand: Command = {
   name: "migrate",

@@ -1,7 +1,7 @@
 // `steward recalc <name> [--all | --keys JSON] [--no-wait] [--timeout D]`: start (or join) a
 // recalculation run and follow it to its end, with a progress bar on a terminal.
-import { parseDuration } from "../duration.ts";
-import { UsageError } from "../errors.ts";
+import { parseDuration } from "../../duration.ts";
+import { UsageError } from "../../errors.ts";
 import {
   currentRun,
   failedBatches,
@@ -13,8 +13,8 @@ import {
   runSummary,
   startRecalculation,
   type RecalcRun,
-} from "../recalculation.ts";
-import { withDatabasePool, type Command, type CommandContext } from "./command.ts";
+} from "../../worker/recalculation.ts";
+import { withDatabasePool, type Command, type CommandContext } from "../command.ts";
 
 /** With no progress for this long and no batch running, say that no worker seems to be there. */
 const IDLE_HINT_MS = 30_000;

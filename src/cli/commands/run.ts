@@ -1,9 +1,9 @@
 // `steward run <task> [json-payload] [--wait]`: enqueue a job by hand.
-import { TASK_NAMES } from "../../tasks/index.ts";
-import { parseDuration } from "../duration.ts";
-import { UsageError } from "../errors.ts";
-import { enqueueJob, waitForJob } from "../jobs.ts";
-import { withDatabasePool, type Command } from "./command.ts";
+import { TASK_NAMES } from "../../../tasks/index.ts";
+import { parseDuration } from "../../duration.ts";
+import { UsageError } from "../../errors.ts";
+import { enqueueJob, waitForJob } from "../../client/jobs.ts";
+import { withDatabasePool, type Command } from "../command.ts";
 
 function parsePayload(text: string | undefined): unknown {
   if (text === undefined) return {};

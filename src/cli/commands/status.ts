@@ -1,6 +1,6 @@
 // `steward status [--json]`: what the system is doing, from steward.status().
 import { textTable } from "../text-table.ts";
-import { withDatabasePool, type Command } from "./command.ts";
+import { withDatabasePool, type Command } from "../command.ts";
 
 interface Status {
   at: string;

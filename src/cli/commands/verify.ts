@@ -1,5 +1,5 @@
 // `steward verify [--json]`: steward.verify_installation() as a checklist; exit 1 on any fail.
-import { withDatabasePool, type Command } from "./command.ts";
+import { withDatabasePool, type Command } from "../command.ts";
 
 interface Check {
   check: string;

@@ -1,10 +1,10 @@
 // `steward start` (migrate, then work) and `steward worker` (work; the schema must be current).
-import { startExample } from "../../examples/health-metrics/index.ts";
-import { openDatabase } from "../database.ts";
-import { migrate, migrationStatus } from "../migrate.ts";
-import { createPool } from "../database.ts";
-import { startWorker } from "../worker.ts";
-import type { Command, CommandContext } from "./command.ts";
+import { startExample } from "../../../examples/health-metrics/index.ts";
+import { openDatabase } from "../../database.ts";
+import { migrate, migrationStatus } from "../../migrate.ts";
+import { createPool } from "../../database.ts";
+import { startWorker } from "../../worker/runner.ts";
+import type { Command, CommandContext } from "../command.ts";
 
 async function work(context: CommandContext, options: { migrateFirst: boolean }): Promise<number> {
   const { logger } = context;
