@@ -1,6 +1,6 @@
---! Previous: sha1:c0b02553361f84f2be8371e0f599579f28762146
---! Hash: sha1:cf748ce2ade94ee6056db851ca28706ade96c0dd
---! Message: invalidation queue
+--! Previous: sha1:7f8c176e707bbdcac59d211cc87f553375599d89
+--! Hash: sha1:2ca5cd0e676de324ddacc3e868c26c5e2bf7ec86
+--! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
 -- Promise: after a write to a tracked table commits, each of its tags is delivered by a delivery

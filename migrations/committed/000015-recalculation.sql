@@ -1,5 +1,5 @@
---! Previous: sha1:cf748ce2ade94ee6056db851ca28706ade96c0dd
---! Hash: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
+--! Previous: sha1:2ca5cd0e676de324ddacc3e868c26c5e2bf7ec86
+--! Hash: sha1:d32f3a4857213aadb7534e3396d6f9dc7080a613
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

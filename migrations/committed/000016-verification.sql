@@ -1,6 +1,6 @@
---! Previous: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
---! Hash: sha1:9a214af525ec9990ead985d5a35b0f95a6a1397e
---! Message: verification and status
+--! Previous: sha1:d32f3a4857213aadb7534e3396d6f9dc7080a613
+--! Hash: sha1:46008afc33137c1ea3400945c085da8575171c66
+--! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
 -- one on call (status). Both read only; both are for the owner (the DBA), not steward_client.
