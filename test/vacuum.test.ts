@@ -267,7 +267,7 @@ describe("cleanup", () => {
   });
 
   it("refuses a batch size below 1", async () => {
-    await expect(query("select steward.cleanup_refresh_log(0)")).rejects.toMatchObject({
+    await expect(query("select steward.run_cleanup_step('refresh_log', 0)")).rejects.toMatchObject({
       code: "22023",
       message: "batch_size must be a positive integer, got 0",
     });

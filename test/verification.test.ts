@@ -152,6 +152,21 @@ describe("verify_installation catches a broken deploy", () => {
       await pool.query("delete from steward.cleanup_steps where name = 'gone'");
     }
   });
+
+  it("fails when the table of a plain cleanup step is gone", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create table public.expiring_rows (at timestamptz not null);
+      insert into steward.cleanup_steps (name, target, time_column, retention_setting, description)
+      values ('vanished', 'public.expiring_rows', 'at', 'maintenance.log_retention', 'test');`);
+    try {
+      expect(await checkNamed("cleanup steps")).toMatchObject({ status: "ok" });
+      await pool.query("drop table public.expiring_rows");
+      expect(await checkNamed("cleanup steps")).toMatchObject({ status: "fail", detail: expect.stringContaining("vanished") });
+    } finally {
+      await pool.query("delete from steward.cleanup_steps where name = 'vanished'; drop table if exists public.expiring_rows");
+    }
+  });
 });
 
 describe("steward migrate", () => {

@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:eef569c268d7989b0e6c7ab893fd77561f55f627
+--! Hash: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -153,12 +153,21 @@ comment on function steward.set_setting(text, text) is
 -- Cleanup ---------------------------------------------------------------------------------------
 
 create table steward.cleanup_steps (
-  name        text primary key,
-  function    regprocedure not null,
-  description text not null
+  name              text primary key,
+  function          regprocedure,
+  description       text not null,
+  target            regclass,
+  time_column       name,
+  retention_setting text references steward.settings (name),
+  check ((function is null) <> (target is null)),
+  check ((target is null) = (time_column is null) and (target is null) = (retention_setting is null))
 );
 comment on table steward.cleanup_steps is
-  'What the cleanup task removes: one row per capability. Each function takes (batch_size integer), deletes at most that many rows past their retention, and returns how many it deleted; cleanup calls it until it returns fewer.';
+  'What the cleanup task removes: one row per step, registered by each capability''s migration. A plain step names a table, its time column and the interval setting that is its retention: cleanup deletes rows older than that with steward.delete_older_than. Any other step names a function that takes (batch_size integer), deletes at most that many rows past their retention and returns how many it deleted. Cleanup runs a step until it deletes fewer than a batch.';
+comment on column steward.cleanup_steps.function is 'A step with logic of its own: its function (null for a plain step).';
+comment on column steward.cleanup_steps.target is 'A plain step: the table whose old rows it deletes.';
+comment on column steward.cleanup_steps.time_column is 'A plain step: the column that says how old a row is.';
+comment on column steward.cleanup_steps.retention_setting is 'A plain step: the interval setting (steward.settings) rows are kept for.';
 
 create function steward.delete_older_than(target regclass, time_column name, cutoff timestamptz, batch_size integer)
 returns bigint

@@ -1,5 +1,5 @@
---! Previous: sha1:eef569c268d7989b0e6c7ab893fd77561f55f627
---! Hash: sha1:147c4e03c081b5014dcef4d521b766c03ec63b8c
+--! Previous: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
+--! Hash: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its
@@ -346,24 +346,6 @@ $$;
 comment on function steward.list_dead_letters(text, integer) is
   'Dead letters, newest first, at most max (1 to 1000) per page. Pass the cursor of a page''s last row as after for the next page; keyset paging, so a page costs the same at any depth.';
 
-create function steward.cleanup_dead_letters(batch_size integer)
-returns bigint
-language sql
-volatile
-set search_path = pg_catalog, pg_temp
-as $$
-  with gone as (
-    delete from steward.dead_letters d
-     where d.id in (select r.id from steward.dead_letters r
-                     where r.replayed_at < pg_catalog.now() - steward.setting_interval('dead_letters.replayed_retention')
-                     limit batch_size)
-    returning 1
-  )
-  select pg_catalog.count(*) from gone;
-$$;
-comment on function steward.cleanup_dead_letters(integer) is
-  'Cleanup step: deletes at most batch_size dead letters replayed longer ago than dead_letters.replayed_retention. Never-replayed ones stay until purged.';
-
 create function steward.cleanup_job_marks(batch_size integer)
 returns bigint
 language sql
@@ -382,8 +364,14 @@ $$;
 comment on function steward.cleanup_job_marks(integer) is
   'Cleanup step: deletes at most batch_size job marks whose job is gone (a superseded job that then succeeded).';
 
+insert into steward.cleanup_steps (name, target, time_column, retention_setting, description) values
+  ('dead_letters', 'steward.dead_letters', 'replayed_at', 'dead_letters.replayed_retention',
+   'replayed dead letters past dead_letters.replayed_retention')
+on conflict (name) do update set function = excluded.function, target = excluded.target,
+  time_column = excluded.time_column, retention_setting = excluded.retention_setting,
+  description = excluded.description;
+
 insert into steward.cleanup_steps (name, function, description) values
-  ('dead_letters', 'steward.cleanup_dead_letters(integer)', 'replayed dead letters past dead_letters.replayed_retention'),
   ('job_marks', 'steward.cleanup_job_marks(integer)', 'marks of jobs that no longer exist')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 

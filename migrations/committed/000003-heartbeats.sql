@@ -1,5 +1,5 @@
---! Previous: sha1:147c4e03c081b5014dcef4d521b766c03ec63b8c
---! Hash: sha1:96222bb1eb00a7b9a36535593acd27cf61a62870
+--! Previous: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
+--! Hash: sha1:429a9315433be0b46a880402c8773a926d113bb5
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,

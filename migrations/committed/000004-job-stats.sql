@@ -1,5 +1,5 @@
---! Previous: sha1:96222bb1eb00a7b9a36535593acd27cf61a62870
---! Hash: sha1:a4d68bd09de3e28465efc4b5336cab6390c61512
+--! Previous: sha1:429a9315433be0b46a880402c8773a926d113bb5
+--! Hash: sha1:a648ab858cea529503a4e33a58a28d010f74911d
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their
@@ -85,20 +85,15 @@ language sql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
+  -- The cutoff is the start of the first UTC day still kept, as a timestamptz: delete_older_than
+  -- compares the day column with it in the session's time zone, as it converts the cutoff back,
+  -- so exactly the earlier days go.
   with cutoff as (
-    select (pg_catalog.now() at time zone 'UTC' - steward.setting_interval('job_stats.retention'))::date as day
-  ), counts as (
-    delete from steward.job_stat_counts c
-     where (c.task, c.day) in (select r.task, r.day from steward.job_stat_counts r, cutoff
-                                where r.day < cutoff.day limit batch_size)
-    returning 1
-  ), durations as (
-    delete from steward.job_stat_durations d
-     where (d.task, d.day, d.bucket) in (select r.task, r.day, r.bucket from steward.job_stat_durations r, cutoff
-                                          where r.day < cutoff.day limit batch_size)
-    returning 1
+    select ((pg_catalog.now() at time zone 'UTC' - steward.setting_interval('job_stats.retention'))::date)::timestamptz as at
   )
-  select greatest((select pg_catalog.count(*) from counts), (select pg_catalog.count(*) from durations));
+  select greatest(steward.delete_older_than('steward.job_stat_counts', 'day', cutoff.at, batch_size),
+                  steward.delete_older_than('steward.job_stat_durations', 'day', cutoff.at, batch_size))
+    from cutoff;
 $$;
 comment on function steward.cleanup_job_stats(integer) is
   'Cleanup step: deletes at most batch_size rows of each job statistics table older than job_stats.retention.';

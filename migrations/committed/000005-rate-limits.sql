@@ -1,5 +1,5 @@
---! Previous: sha1:a4d68bd09de3e28465efc4b5336cab6390c61512
---! Hash: sha1:e0ef9d304af31f02c90d4656500e889b12c283ff
+--! Previous: sha1:a648ab858cea529503a4e33a58a28d010f74911d
+--! Hash: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

@@ -1,5 +1,5 @@
---! Previous: sha1:e0ef9d304af31f02c90d4656500e889b12c283ff
---! Hash: sha1:dc734d1c123cda27ca45e42a0a2ada8ac152b02e
+--! Previous: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
+--! Hash: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:dc734d1c123cda27ca45e42a0a2ada8ac152b02e
---! Hash: sha1:7286f553b54065902de1dde1bff2a33c7c07a79e
+--! Previous: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
+--! Hash: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:7286f553b54065902de1dde1bff2a33c7c07a79e
---! Hash: sha1:83d5b085c3d2ae3dcfa94a4fae6c378e7977f540
+--! Previous: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
+--! Hash: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,
@@ -538,21 +538,12 @@ select m.view,
 comment on view steward.materialized_view_status is
   'One row per registered view: whether it exists and is populated, the index concurrent refreshes use, how stale it is (since its last successful refresh began, or since registration) and how its last refresh attempt ended.';
 
-create function steward.cleanup_refresh_log(batch_size integer)
-returns bigint
-language sql
-volatile
-set search_path = pg_catalog, pg_temp
-as $$
-  select steward.delete_older_than('steward.refresh_log', 'started_at',
-    pg_catalog.now() - steward.setting_interval('maintenance.refresh_log_retention'), batch_size)
-$$;
-comment on function steward.cleanup_refresh_log(integer) is
-  'Cleanup step: deletes at most batch_size rows of steward.refresh_log older than maintenance.refresh_log_retention.';
-
-insert into steward.cleanup_steps (name, function, description) values
-  ('refresh_log', 'steward.cleanup_refresh_log(integer)', 'refresh_log rows past maintenance.refresh_log_retention')
-on conflict (name) do update set function = excluded.function, description = excluded.description;
+insert into steward.cleanup_steps (name, target, time_column, retention_setting, description) values
+  ('refresh_log', 'steward.refresh_log', 'started_at', 'maintenance.refresh_log_retention',
+   'refresh_log rows past maintenance.refresh_log_retention')
+on conflict (name) do update set function = excluded.function, target = excluded.target,
+  time_column = excluded.time_column, retention_setting = excluded.retention_setting,
+  description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

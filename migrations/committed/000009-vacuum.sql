@@ -1,5 +1,5 @@
---! Previous: sha1:83d5b085c3d2ae3dcfa94a4fae6c378e7977f540
---! Hash: sha1:30775ca3ad9e6d14b4318d0df1b0ec8f512f9778
+--! Previous: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
+--! Hash: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and
@@ -159,21 +159,12 @@ $$;
 comment on function steward.vacuum_plan(regclass[]) is
   'The tables vacuum_tables vacuums, in order, with the VACUUM statement for each. With no list: tables of pg_stat_user_tables past both dead-tuple thresholds (settings maintenance.vacuum_min_dead_tuples and vacuum_min_dead_ratio; queue tables of schemas steward and graphile_worker need the count only), queue tables first, then by dead tuples. With a list: those tables, checked (22023 for anything the role cannot vacuum).';
 
-create function steward.cleanup_maintenance_log(batch_size integer)
-returns bigint
-language sql
-volatile
-set search_path = pg_catalog, pg_temp
-as $$
-  select steward.delete_older_than('steward.maintenance_log', 'started_at',
-    pg_catalog.now() - steward.setting_interval('maintenance.log_retention'), batch_size)
-$$;
-comment on function steward.cleanup_maintenance_log(integer) is
-  'Cleanup step: deletes at most batch_size rows of steward.maintenance_log older than maintenance.log_retention.';
-
-insert into steward.cleanup_steps (name, function, description) values
-  ('maintenance_log', 'steward.cleanup_maintenance_log(integer)', 'maintenance_log rows past maintenance.log_retention')
-on conflict (name) do update set function = excluded.function, description = excluded.description;
+insert into steward.cleanup_steps (name, target, time_column, retention_setting, description) values
+  ('maintenance_log', 'steward.maintenance_log', 'started_at', 'maintenance.log_retention',
+   'maintenance_log rows past maintenance.log_retention')
+on conflict (name) do update set function = excluded.function, target = excluded.target,
+  time_column = excluded.time_column, retention_setting = excluded.retention_setting,
+  description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:30775ca3ad9e6d14b4318d0df1b0ec8f512f9778
---! Hash: sha1:1417558e9f25d8f65a45883171cbed685ccfecbe
+--! Previous: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
+--! Hash: sha1:da10e561466c599e62479ff8efab3edee1604eaa
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each
@@ -19,21 +19,12 @@ on conflict (name) do nothing;
 
 -- Cleanup --------------------------------------------------------------------------------------
 
-create function steward.cleanup_audit_log(batch_size integer)
-returns bigint
-language sql
-volatile
-set search_path = pg_catalog, pg_temp
-as $$
-  select steward.delete_older_than('steward.audit_log', 'at',
-    pg_catalog.now() - steward.setting_interval('maintenance.audit_log_retention'), batch_size)
-$$;
-comment on function steward.cleanup_audit_log(integer) is
-  'Cleanup step: deletes at most batch_size rows of steward.audit_log older than maintenance.audit_log_retention.';
-
-insert into steward.cleanup_steps (name, function, description) values
-  ('audit_log', 'steward.cleanup_audit_log(integer)', 'audit_log rows past maintenance.audit_log_retention')
-on conflict (name) do update set function = excluded.function, description = excluded.description;
+insert into steward.cleanup_steps (name, target, time_column, retention_setting, description) values
+  ('audit_log', 'steward.audit_log', 'at', 'maintenance.audit_log_retention',
+   'audit_log rows past maintenance.audit_log_retention')
+on conflict (name) do update set function = excluded.function, target = excluded.target,
+  time_column = excluded.time_column, retention_setting = excluded.retention_setting,
+  description = excluded.description;
 
 create function steward.run_cleanup_step(step text, batch_size integer)
 returns bigint
@@ -42,24 +33,33 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  entry steward.cleanup_steps;
   call text;
   deleted bigint;
 begin
-  select pg_catalog.format('select %I.%I($1)', n.nspname, p.proname) into call
-    from steward.cleanup_steps s
-    join pg_catalog.pg_proc p on p.oid = s.function
-    join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-   where s.name = step;
+  select * into entry from steward.cleanup_steps s where s.name = step;
   if not found then
     raise exception 'unknown cleanup step "%"', step
       using errcode = 'P0002', hint = 'select name, description from steward.cleanup_steps lists them.';
+  end if;
+  if entry.target is not null then
+    return steward.delete_older_than(entry.target, entry.time_column,
+      pg_catalog.now() - steward.setting_interval(entry.retention_setting), batch_size);
+  end if;
+  select pg_catalog.format('select %I.%I($1)', n.nspname, p.proname) into call
+    from pg_catalog.pg_proc p
+    join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+   where p.oid = entry.function;
+  if not found then
+    raise exception 'the function of cleanup step "%" no longer exists', step
+      using errcode = 'P0002', hint = 'steward verify lists such steps; re-create the function, or delete the step from steward.cleanup_steps.';
   end if;
   execute call using batch_size into deleted;
   return coalesce(deleted, 0);
 end
 $$;
 comment on function steward.run_cleanup_step(text, integer) is
-  'Runs one batch of a registered cleanup step and returns how many rows it deleted; the cleanup task calls it (each call its own transaction) until it returns fewer than batch_size.';
+  'Runs one batch of a registered cleanup step and returns how many rows it deleted: for a plain step, steward.delete_older_than on its table with its retention setting; else its function. The cleanup task calls it (each call its own transaction) until it returns fewer than batch_size.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:1417558e9f25d8f65a45883171cbed685ccfecbe
---! Hash: sha1:06fd19be63a054c4f77853334d77cd4c9a7a2a96
+--! Previous: sha1:da10e561466c599e62479ff8efab3edee1604eaa
+--! Hash: sha1:f25b05b524587808e148578bee6cc1225803dbd7
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

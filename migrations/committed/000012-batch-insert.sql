@@ -1,5 +1,5 @@
---! Previous: sha1:06fd19be63a054c4f77853334d77cd4c9a7a2a96
---! Hash: sha1:25ea4e5d36d47d582bdac2ceb40565815e976d1a
+--! Previous: sha1:f25b05b524587808e148578bee6cc1225803dbd7
+--! Hash: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:25ea4e5d36d47d582bdac2ceb40565815e976d1a
---! Hash: sha1:7f8c176e707bbdcac59d211cc87f553375599d89
+--! Previous: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
+--! Hash: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily
@@ -422,24 +422,14 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   deleted bigint;
-  deleted_hourly bigint := 0;
 begin
-  if batch_size is null or batch_size < 1 then
-    raise exception 'cleanup_request_stats: batch_size must be 1 or more, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
-  end if;
-  delete from steward.request_stats_5m s
-   where s.ctid = any (array(select x.ctid from steward.request_stats_5m x
-                               where x.bucket < pg_catalog.now() - steward.setting_interval('request_metrics.retention_5m')
-                               limit batch_size));
-  get diagnostics deleted = row_count;
+  deleted := steward.delete_older_than('steward.request_stats_5m', 'bucket',
+    pg_catalog.now() - steward.setting_interval('request_metrics.retention_5m'), batch_size);
   if deleted < batch_size then
-    delete from steward.request_stats_hourly s
-     where s.ctid = any (array(select x.ctid from steward.request_stats_hourly x
-                                 where x.bucket < pg_catalog.now() - steward.setting_interval('request_metrics.retention_hourly')
-                                 limit batch_size - deleted));
-    get diagnostics deleted_hourly = row_count;
+    deleted := deleted + steward.delete_older_than('steward.request_stats_hourly', 'bucket',
+      pg_catalog.now() - steward.setting_interval('request_metrics.retention_hourly'), (batch_size - deleted)::integer);
   end if;
-  return deleted + deleted_hourly;
+  return deleted;
 end
 $$;
 comment on function steward.cleanup_request_stats(integer) is

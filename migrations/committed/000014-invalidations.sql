@@ -1,5 +1,5 @@
---! Previous: sha1:7f8c176e707bbdcac59d211cc87f553375599d89
---! Hash: sha1:2ca5cd0e676de324ddacc3e868c26c5e2bf7ec86
+--! Previous: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
+--! Hash: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:2ca5cd0e676de324ddacc3e868c26c5e2bf7ec86
---! Hash: sha1:d32f3a4857213aadb7534e3396d6f9dc7080a613
+--! Previous: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
+--! Hash: sha1:8dca296b7b029e6aa9e8ab3658c04f0091061d0b
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,
@@ -475,28 +475,12 @@ comment on function steward.cancel_recalculation(bigint) is
 
 -- Cleanup ---------------------------------------------------------------------------------------
 
-create function steward.cleanup_recalc_runs(batch_size integer)
-returns bigint
-language sql
-volatile
-set search_path = pg_catalog, pg_temp
-as $$
-  with gone as (
-    delete from steward.recalc_runs r
-     where r.id in (select o.id from steward.recalc_runs o
-                     where o.finished_at < pg_catalog.now() - steward.setting_interval('recalculation.retention')
-                     order by o.finished_at limit cleanup_recalc_runs.batch_size)
-    returning 1
-  )
-  select pg_catalog.count(*) from gone;
-$$;
-comment on function steward.cleanup_recalc_runs(integer) is
-  'Deletes at most batch_size runs (with their batches) that finished more than recalculation.retention ago; returns how many.';
-
-insert into steward.cleanup_steps (name, function, description)
-values ('recalc_runs', 'steward.cleanup_recalc_runs(integer)'::regprocedure,
+insert into steward.cleanup_steps (name, target, time_column, retention_setting, description)
+values ('recalc_runs', 'steward.recalc_runs', 'finished_at', 'recalculation.retention',
         'finished recalculation runs past recalculation.retention')
-on conflict (name) do update set function = excluded.function, description = excluded.description;
+on conflict (name) do update set function = excluded.function, target = excluded.target,
+  time_column = excluded.time_column, retention_setting = excluded.retention_setting,
+  description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:d32f3a4857213aadb7534e3396d6f9dc7080a613
---! Hash: sha1:46008afc33137c1ea3400945c085da8575171c66
+--! Previous: sha1:8dca296b7b029e6aa9e8ab3658c04f0091061d0b
+--! Hash: sha1:ded8e26490cd88667ff7cd536fb76b54cfaa613c
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -284,14 +284,17 @@ begin
   "check" := 'cleanup steps';
   select pg_catalog.array_agg(s.name order by s.name) into problems
     from steward.cleanup_steps s
-   where not exists (select from pg_catalog.pg_proc p where p.oid = s.function);
+   where case when s.function is not null
+              then not exists (select from pg_catalog.pg_proc p where p.oid = s.function)
+              else not exists (select from pg_catalog.pg_attribute a
+                                where a.attrelid = s.target and a.attname = s.time_column and not a.attisdropped) end;
   if problems is null then
     status := 'ok';
-    detail := pg_catalog.format('%s steps, every function present', (select pg_catalog.count(*) from steward.cleanup_steps));
+    detail := pg_catalog.format('%s steps, every function and table present', (select pg_catalog.count(*) from steward.cleanup_steps));
   else
     status := 'fail';
-    detail := 'steps whose function is gone: ' || pg_catalog.array_to_string(problems, ', ')
-              || '; fix: delete from steward.cleanup_steps where name = <step>, or re-create the function';
+    detail := 'steps whose function, table or time column is gone: ' || pg_catalog.array_to_string(problems, ', ')
+              || '; fix: delete from steward.cleanup_steps where name = <step>, or re-create what it names';
   end if;
   return next;
 
@@ -328,10 +331,10 @@ begin
   "check" := 'pg_stat_statements';
   if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_stat_statements') then
     status := 'ok';
-    detail := 'installed: sql/slow_statements.sql works';
+    detail := 'installed: sql/slow-statements.sql works';
   else
     status := 'warn';
-    detail := 'not installed: sql/slow_statements.sql has nothing to read; fix: add it to shared_preload_libraries and create extension pg_stat_statements (optional)';
+    detail := 'not installed: sql/slow-statements.sql has nothing to read; fix: add it to shared_preload_libraries and create extension pg_stat_statements (optional)';
   end if;
   return next;
 end
