@@ -4,6 +4,7 @@
 // does. The unit is rows per second, so the slow side inserts fewer rows (2,000; --quick: 400).
 // The detail also reports the best case for row-at-a-time, a prepared INSERT per row inside one
 // transaction, which only pays a round trip per row.
+import { withTransaction } from "../src/database.ts";
 import { BATCH_COLUMNS, BATCH_ROWS, batchInsertSide, type BatchRow } from "./batch-data.ts";
 import { defineScenario, timed } from "./scenario.ts";
 
@@ -23,26 +24,21 @@ export const batchVsRows = defineScenario<{ rows: BatchRow[] }>({
       for (const row of perStatement) await pool.query(INSERT, BATCH_COLUMNS.map((column) => row[column]));
     });
     const inTransaction = rows.slice(0, quick ? 2_000 : BATCH_ROWS);
-    const client = await pool.connect();
-    try {
-      const transactionMs = await timed(async () => {
-        await client.query("begin");
+    const transactionMs = await timed(() =>
+      withTransaction(pool, async (client) => {
         for (const row of inTransaction) {
           await client.query({ name: "bench_insert_row", text: INSERT, values: BATCH_COLUMNS.map((column) => row[column]) });
         }
-        await client.query("commit");
-      });
-      return {
-        value: perStatement.length / (ms / 1000),
-        detail: {
-          rows: perStatement.length,
-          ms,
-          oneTransactionRows: inTransaction.length,
-          oneTransactionRowsPerSecond: Math.round(inTransaction.length / (transactionMs / 1000)),
-        },
-      };
-    } finally {
-      client.release();
-    }
+      }),
+    );
+    return {
+      value: perStatement.length / (ms / 1000),
+      detail: {
+        rows: perStatement.length,
+        ms,
+        oneTransactionRows: inTransaction.length,
+        oneTransactionRowsPerSecond: Math.round(inTransaction.length / (transactionMs / 1000)),
+      },
+    };
   },
 });

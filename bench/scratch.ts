@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { withDatabase } from "../src/embedded.ts";
+import { sqlstate } from "../src/errors.ts";
 import type { Logger } from "../src/logger.ts";
 import { migrate } from "../src/migrate.ts";
 
@@ -14,13 +15,12 @@ export async function scratchDatabase(url: string, logger: Logger, purpose: "ben
   try {
     await admin.query(`create database ${name}`);
   } catch (error) {
-    const code = (error as { code?: string }).code;
     throw Object.assign(
       new Error(
         `steward ${purpose} creates a scratch database and could not (${(error as Error).message}); ` +
           `use a role with CREATEDB (the embedded server's default role has it)`,
       ),
-      { code },
+      { code: sqlstate(error) },
     );
   } finally {
     await admin.end();

@@ -10,6 +10,7 @@ import graphileMigrate from "graphile-migrate";
 import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
 import pg from "pg";
+import { isUndefinedRelation } from "./errors.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -45,7 +46,7 @@ async function scalar<T>(pool: pg.Pool, sql: string): Promise<T | null> {
     const { rows } = await pool.query(sql);
     return (rows[0]?.value as T | undefined) ?? null;
   } catch (error) {
-    if ((error as { code?: string }).code === "42P01" || (error as { code?: string }).code === "3F000") return null;
+    if (isUndefinedRelation(error)) return null;
     throw error;
   }
 }

@@ -1,6 +1,6 @@
 // Hourly: every registered cleanup step (steward.cleanup_steps) deletes its expired rows in
 // bounded batches, each its own short transaction.
-import { runCleanup } from "../src/worker/vacuum.ts";
+import { runCleanup } from "../src/worker/cleanup.ts";
 import { payloadObject } from "../src/worker/payload.ts";
 import { defineTask } from "../src/worker/task.ts";
 

@@ -2,7 +2,7 @@ import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
 import { waitForJob } from "../src/client/jobs.ts";
-import { refreshMaterializedView } from "../src/worker/vacuum.ts";
+import { refreshMaterializedView } from "../src/worker/materialized-views.ts";
 import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";

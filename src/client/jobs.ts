@@ -1,5 +1,6 @@
 // Enqueueing jobs by hand (`steward run`) and waiting for their outcome.
 import type pg from "pg";
+import { withTransaction } from "../database.ts";
 
 export interface EnqueueOptions {
   queueName?: string;
@@ -16,9 +17,7 @@ export async function enqueueJob(
   payload: unknown,
   options: EnqueueOptions = {},
 ): Promise<string> {
-  const client = await pool.connect();
-  try {
-    await client.query("begin");
+  return withTransaction(pool, async (client) => {
     const { rows } = await client.query<{ id: string }>(
       `select id::text from graphile_worker.add_job(
          identifier => $1, payload => $2::json, queue_name => $3, run_at => $4,
@@ -38,14 +37,8 @@ export async function enqueueJob(
       task,
       JSON.stringify({ job_id: id, payload: payload ?? {} }),
     ]);
-    await client.query("commit");
     return id;
-  } catch (error) {
-    await client.query("rollback").catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export type JobOutcome =

@@ -1,11 +1,6 @@
 // Keyset pagination from Node: one page through steward.page, or every page in turn. The SQL
 // function does the work (and the checking); this only binds its arguments and follows cursors.
-import type pg from "pg";
-
-/** A pool, a pooled client or a client: anything that runs one statement. */
-export interface Queryable {
-  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
-}
+import type { Queryable } from "../database.ts";
 
 export interface PageOptions {
   /** Column names, each optionally followed by " asc" or " desc"; they must include a unique index's columns. */

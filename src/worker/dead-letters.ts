@@ -1,5 +1,5 @@
 // The dead-letter queue from TypeScript: the statements `steward dlq` and the task wrapper send.
-// The logic (the move, replay, purge, audit) is in SQL: migrations/committed/000002-job-reliability.sql.
+// The logic (the move, replay, purge, audit) is in SQL: migrations/committed/000002-dead-letters.sql.
 import type { Job } from "graphile-worker";
 import type pg from "pg";
 

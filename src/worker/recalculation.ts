@@ -2,7 +2,8 @@
 // The SQL (steward.start_recalculation, steward.compute_recalc_batch) keeps the guarantees; this
 // file calls it and shows progress.
 import type pg from "pg";
-import { PermanentError, StewardError } from "../errors.ts";
+import { withTransaction } from "../database.ts";
+import { isPermanentDatabaseError, PermanentError, permanentIfHopeless, StewardError } from "../errors.ts";
 
 export type RunStatus = "running" | "completed" | "failed" | "cancelled";
 
@@ -85,12 +86,6 @@ export async function recalculationNames(pool: pg.Pool): Promise<string[]> {
   return rows.map((row) => row.name);
 }
 
-/** SQLSTATEs that retrying cannot fix: an unknown name or run (P0002), a bad argument (class 22). */
-export function isPermanentDatabaseError(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === "string" && (code === "P0002" || code.startsWith("22"));
-}
-
 export interface Started {
   run: RecalcRun;
   /** True when a run in progress for the same keys was joined instead of a new one started. */
@@ -128,31 +123,25 @@ export interface BatchOutcome {
  * fails (timeout, lost connection), the failed attempt is recorded separately and the error thrown.
  */
 export async function computeBatch(pool: pg.Pool, run: number, batch: number, finalAttempt: boolean): Promise<BatchOutcome> {
-  const client = await pool.connect();
   try {
-    await client.query("begin");
-    await client.query(
-      `select set_config('statement_timeout',
-         (extract(epoch from steward.setting_interval('recalculation.batch_timeout')) * 1000)::bigint::text, true)`,
-    );
-    const { rows } = await client.query<{ outcome: BatchOutcome["outcome"]; keys: number; run_status: RunStatus | null; error: string | null }>(
-      "select outcome, keys, run_status, error from steward.compute_recalc_batch($1, $2, $3)",
-      [run, batch, finalAttempt],
-    );
-    await client.query("commit");
-    const row = rows[0]!;
-    return { outcome: row.outcome, keys: row.keys, runStatus: row.run_status, error: row.error };
+    return await withTransaction(pool, async (client) => {
+      await client.query(
+        `select set_config('statement_timeout',
+           (extract(epoch from steward.setting_interval('recalculation.batch_timeout')) * 1000)::bigint::text, true)`,
+      );
+      const { rows } = await client.query<{ outcome: BatchOutcome["outcome"]; keys: number; run_status: RunStatus | null; error: string | null }>(
+        "select outcome, keys, run_status, error from steward.compute_recalc_batch($1, $2, $3)",
+        [run, batch, finalAttempt],
+      );
+      const row = rows[0]!;
+      return { outcome: row.outcome, keys: row.keys, runStatus: row.run_status, error: row.error };
+    });
   } catch (error) {
-    await client.query("rollback").catch(() => undefined);
-    if (isPermanentDatabaseError(error)) {
-      throw new PermanentError(`recalculate_batch: ${(error as Error).message}`, { cause: error });
-    }
+    if (isPermanentDatabaseError(error)) throw permanentIfHopeless("recalculate_batch", error);
     await pool
       .query("select steward.fail_recalc_batch($1, $2, $3, $4)", [run, batch, (error as Error).message, finalAttempt])
       .catch(() => undefined);
     throw error;
-  } finally {
-    client.release();
   }
 }
 

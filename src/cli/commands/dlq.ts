@@ -1,6 +1,6 @@
 // `steward dlq list|show <id>|replay <id>|purge --older-than <interval>`: the dead-letter queue.
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../../worker/dead-letters.ts";
-import { StewardError, UsageError } from "../../errors.ts";
+import { isBadArgument, StewardError, UsageError } from "../../errors.ts";
 import { withDatabasePool, type Command, type CommandContext } from "../command.ts";
 
 const ACTIONS = ["list", "show", "replay", "purge"];
@@ -111,8 +111,8 @@ export const dlqCommand: Command = {
           try {
             purged = await purgeDeadLetters(pool, olderThan);
           } catch (error) {
-            // Class 22: the interval itself is wrong (not an interval, negative).
-            if (String((error as { code?: string }).code).startsWith("22")) {
+            // The interval itself is wrong (not an interval, negative).
+            if (isBadArgument(error)) {
               throw new UsageError(`--older-than: ${(error as Error).message}`);
             }
             throw error;
