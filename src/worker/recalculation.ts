@@ -3,6 +3,7 @@
 // file calls it and shows progress.
 import type pg from "pg";
 import { withTransaction } from "../database.ts";
+import { formatDuration } from "../duration.ts";
 import { isPermanentDatabaseError, PermanentError, permanentIfHopeless, StewardError } from "../errors.ts";
 
 export type RunStatus = "running" | "completed" | "failed" | "cancelled";
@@ -173,11 +174,7 @@ export async function hasRunningBatch(pool: pg.Pool, run: number): Promise<boole
 
 const number = (value: number) => Math.round(value).toLocaleString("en-US");
 
-function duration(seconds: number): string {
-  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)}s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.round(seconds % 60)).padStart(2, "0")}s`;
-  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, "0")}m`;
-}
+const duration = (seconds: number) => formatDuration(seconds * 1000);
 
 /** Keys computed per second so far (0 before the first batch). */
 export function keysPerSecond(run: RecalcRun): number {

@@ -4,10 +4,12 @@ import os from "node:os";
 import { SCENARIOS } from "../../../bench/index.ts";
 import { benchContext, runScenario, type ScenarioResult } from "../../../bench/run.ts";
 import { scratchDatabase } from "../../../bench/scratch.ts";
+import { formatDuration } from "../../duration.ts";
 import { UsageError } from "../../errors.ts";
 import { openDatabase } from "../../database.ts";
 import { textTable } from "../text-table.ts";
 import type { Command } from "../command.ts";
+import { integerOption } from "../options.ts";
 
 function format(value: number): string {
   if (!Number.isFinite(value)) return String(value);
@@ -45,10 +47,7 @@ export const benchCommand: Command = {
     const known = SCENARIOS.map((s) => s.name);
     const unknown = only?.filter((name) => !known.includes(name)) ?? [];
     if (unknown.length) throw new UsageError(`unknown scenario ${unknown.join(", ")}; scenarios: ${known.join(", ")}`);
-    const rounds = values.rounds === undefined ? (quick ? 3 : 5) : Number(values.rounds);
-    if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) {
-      throw new UsageError(`--rounds must be an integer from 1 to 100, got "${values.rounds}"`);
-    }
+    const rounds = integerOption(values.rounds, "--rounds", { min: 1, max: 100 }, quick ? 3 : 5);
     const scenarios = SCENARIOS.filter((s) => !only || only.includes(s.name));
     const database = await openDatabase(context.config, context.logger);
     const began = Date.now();
@@ -75,7 +74,7 @@ export const benchCommand: Command = {
     }
     context.print(resultTable(results));
     context.print(
-      `\n${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}; ${rounds} rounds, medians; ${Math.round((Date.now() - began) / 1000)} s`,
+      `\n${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}; ${rounds} rounds, medians; ${formatDuration(Date.now() - began)}`,
     );
     if (values.json) {
       const scenariosJson = results.map(({ name, ours, baseline, unit, speedup }) => ({ name, ours, baseline, unit, speedup }));

@@ -2,6 +2,8 @@
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../../worker/dead-letters.ts";
 import { isBadArgument, StewardError, UsageError } from "../../errors.ts";
 import { withDatabasePool, type Command, type CommandContext } from "../command.ts";
+import { integerOption } from "../options.ts";
+import { textTable } from "../text-table.ts";
 
 const ACTIONS = ["list", "show", "replay", "purge"];
 
@@ -29,16 +31,11 @@ function listTable(rows: DeadLetter[]): string {
       oneLine(row.last_error, 80),
     ]),
   ];
-  const widths = table[0]!.map((_, column) => Math.max(...table.map((row) => row[column]!.length)));
-  return table.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd()).join("\n");
+  return textTable(table).join("\n");
 }
 
 async function list(values: Record<string, unknown>, context: CommandContext): Promise<number> {
-  const maxText = (values.max as string | undefined) ?? "50";
-  const max = Number(maxText);
-  if (!Number.isInteger(max) || max < 1 || max > 1000) {
-    throw new UsageError(`--max must be an integer from 1 to 1000, got "${maxText}"`);
-  }
+  const max = integerOption(values.max, "--max", { min: 1, max: 1000 }, 50);
   const after = values.after as string | undefined;
   return withDatabasePool(context, async (pool) => {
     const page = await listDeadLetters(pool, { after, max });

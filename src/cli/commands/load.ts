@@ -1,7 +1,7 @@
 // `steward load`: the pre-launch load test, against a scratch database on a loopback server.
 import fs from "node:fs/promises";
 import { openDatabase, createPool } from "../../database.ts";
-import { parseDuration } from "../../duration.ts";
+import { formatDuration } from "../../duration.ts";
 import { RateLimiter } from "../../client/rate-limits.ts";
 import { UsageError } from "../../errors.ts";
 import { breaches, runLoad, type LoadOperation, type LoadReport } from "../../../bench/load.ts";
@@ -9,27 +9,10 @@ import { scratchDatabase } from "../../../bench/scratch.ts";
 import { textTable } from "../text-table.ts";
 import { startWorker } from "../../worker/runner.ts";
 import type { Command } from "../command.ts";
+import { durationOption, integerOption, numberOption } from "../options.ts";
 
 const MAX_DURATION_MS = 10 * 60_000;
 const MAX_OPERATIONS = 20_000_000;
-
-function integerOption(value: unknown, name: string, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < min || number > max) {
-    throw new UsageError(`${name} must be an integer from ${min} to ${max}, got "${String(value)}"`);
-  }
-  return number;
-}
-
-function numberOption(value: unknown, name: string, min: number, max: number): number | undefined {
-  if (value === undefined) return undefined;
-  const number = Number(value);
-  if (!Number.isFinite(number) || number < min || number > max) {
-    throw new UsageError(`${name} must be a number from ${min} to ${max}, got "${String(value)}"`);
-  }
-  return number;
-}
 
 /** The load test talks only to a server on this machine: never a shared or production one. */
 export function isLoopback(url: string): boolean {
@@ -142,14 +125,14 @@ export const loadCommand: Command = {
   },
   positionals: [0, 0],
   async run(_positionals, values, context) {
-    const users = integerOption(values.users, "--users", 10_000, 1, 1_000_000);
-    const connections = integerOption(values.connections, "--connections", 32, 1, 256);
-    const durationMs = parseDuration((values.duration as string | undefined) ?? "30s", "--duration");
+    const users = integerOption(values.users, "--users", { min: 1, max: 1_000_000 }, 10_000);
+    const connections = integerOption(values.connections, "--connections", { min: 1, max: 256 }, 32);
+    const durationMs = durationOption(values.duration, "--duration", "30s");
     if (durationMs < 1000 || durationMs > MAX_DURATION_MS) {
       throw new UsageError(`--duration must be from 1s to 10m, got "${String(values.duration)}"`);
     }
-    const maxP95Ms = numberOption(values["max-p95-ms"], "--max-p95-ms", 0, 3_600_000);
-    const maxErrorRate = numberOption(values["max-error-rate"], "--max-error-rate", 0, 1);
+    const maxP95Ms = numberOption(values["max-p95-ms"], "--max-p95-ms", { min: 0, max: 3_600_000 });
+    const maxErrorRate = numberOption(values["max-error-rate"], "--max-error-rate", { min: 0, max: 1 });
     if (context.config.databaseUrl && !isLoopback(context.config.databaseUrl)) {
       throw new UsageError("steward load runs only against a server on this machine (DATABASE_URL host must be loopback)");
     }
@@ -168,14 +151,14 @@ export const loadCommand: Command = {
         });
         const pool = createPool(scratch.url, { max: connections, applicationName: "steward load" });
         try {
-          process.stderr.write(`load: ${users} users, ${connections} connections, ${durationMs / 1000} s\n`);
+          process.stderr.write(`load: ${users} users, ${connections} connections, ${formatDuration(durationMs)}\n`);
           report = await runLoad(
             pool,
             operations(new RateLimiter(pool)),
             { users, connections, durationMs, maxOperations: MAX_OPERATIONS },
             context.isTerminal
               ? (elapsed, completed) =>
-                  process.stderr.write(`\r  ${Math.round(elapsed / 1000)} s, ${completed} calls`)
+                  process.stderr.write(`\r  ${formatDuration(elapsed)}, ${completed} calls`)
               : undefined,
           );
           if (context.isTerminal) process.stderr.write("\n");

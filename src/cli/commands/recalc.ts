@@ -1,6 +1,5 @@
 // `steward recalc <name> [--all | --keys JSON] [--no-wait] [--timeout D]`: start (or join) a
 // recalculation run and follow it to its end, with a progress bar on a terminal.
-import { parseDuration } from "../../duration.ts";
 import { UsageError } from "../../errors.ts";
 import {
   currentRun,
@@ -15,17 +14,13 @@ import {
   type RecalcRun,
 } from "../../worker/recalculation.ts";
 import { withDatabasePool, type Command, type CommandContext } from "../command.ts";
+import { durationOption, jsonOption } from "../options.ts";
 
 /** With no progress for this long and no batch running, say that no worker seems to be there. */
 const IDLE_HINT_MS = 30_000;
 
 function parseKeys(text: string): unknown[] {
-  let keys: unknown;
-  try {
-    keys = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`--keys is not JSON: ${(error as Error).message}`);
-  }
+  const keys = jsonOption(text, "--keys");
   if (!Array.isArray(keys) || keys.some((key) => key === null)) {
     throw new UsageError(`--keys must be a JSON array of keys, e.g. --keys '[{"user_id": 1, "metric": "steps"}]'`);
   }
@@ -74,7 +69,7 @@ export const recalcCommand: Command = {
   async run([name], values, context) {
     if (values.all && values.keys !== undefined) throw new UsageError("give --all or --keys, not both");
     const keys = values.keys === undefined ? undefined : parseKeys(values.keys as string);
-    const timeoutMs = values.timeout === undefined ? undefined : parseDuration(values.timeout as string, "--timeout");
+    const timeoutMs = durationOption(values.timeout, "--timeout");
     const starting = Boolean(values.all) || keys !== undefined;
     return withDatabasePool(context, async (pool) => {
       const names = await recalculationNames(pool);

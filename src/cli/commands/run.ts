@@ -1,18 +1,14 @@
 // `steward run <task> [json-payload] [--wait]`: enqueue a job by hand.
 import { TASK_NAMES } from "../../../tasks/index.ts";
-import { parseDuration } from "../../duration.ts";
+import { formatDuration } from "../../duration.ts";
 import { UsageError } from "../../errors.ts";
 import { enqueueJob, waitForJob } from "../../client/jobs.ts";
 import { withDatabasePool, type Command } from "../command.ts";
+import { durationOption, integerOption, jsonOption } from "../options.ts";
 
 function parsePayload(text: string | undefined): unknown {
   if (text === undefined) return {};
-  let payload: unknown;
-  try {
-    payload = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`the payload is not JSON: ${(error as Error).message}`);
-  }
+  const payload = jsonOption(text, "the payload");
   if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
     throw new UsageError("the payload must be a JSON object, e.g. '{\"tables\": [\"public.orders\"]}'");
   }
@@ -40,12 +36,8 @@ export const runCommand: Command = {
         `unknown task "${task}"; tasks: ${TASK_NAMES.length ? TASK_NAMES.join(", ") : "(none registered)"}`,
       );
     }
-    const timeoutMs = parseDuration((values.timeout as string | undefined) ?? "10m", "--timeout");
-    const maxAttemptsText = values["max-attempts"] as string | undefined;
-    const maxAttempts = maxAttemptsText === undefined ? undefined : Number(maxAttemptsText);
-    if (maxAttempts !== undefined && (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 32767)) {
-      throw new UsageError(`--max-attempts must be an integer from 1 to 32767, got "${maxAttemptsText}"`);
-    }
+    const timeoutMs = durationOption(values.timeout, "--timeout", "10m");
+    const maxAttempts = integerOption(values["max-attempts"], "--max-attempts", { min: 1, max: 32767 });
     return withDatabasePool(context, async (pool) => {
       const id = await enqueueJob(pool, task!, payload, { maxAttempts });
       context.print(`enqueued ${task} as job ${id}`);
@@ -69,7 +61,7 @@ export const runCommand: Command = {
           );
           return 1;
         default:
-          context.print(`job ${id} still ${outcome.running ? "running" : "queued"} after ${timeoutMs} ms`);
+          context.print(`job ${id} still ${outcome.running ? "running" : "queued"} after ${formatDuration(timeoutMs)}`);
           return 3;
       }
     });

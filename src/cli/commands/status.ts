@@ -1,4 +1,5 @@
 // `steward status [--json]`: what the system is doing, from steward.status().
+import { formatDuration } from "../../duration.ts";
 import { textTable } from "../text-table.ts";
 import { withDatabasePool, type Command } from "../command.ts";
 
@@ -15,13 +16,9 @@ interface Status {
   recalculations: Array<{ name: string; run: number; status: string; keys_total: number; keys_done: number; batches_failed: number }>;
 }
 
-/** "42 s", "7 min", "3 h", "2 d": an age a person reads at a glance. */
-export function age(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined) return "-";
-  if (seconds < 120) return `${Math.round(seconds)} s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
-  if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
-  return `${Math.round(seconds / 86400)} d`;
+/** An age in seconds as a person reads it at a glance; "-" when there is none. */
+function age(seconds: number | null | undefined): string {
+  return seconds === null || seconds === undefined ? "-" : formatDuration(seconds * 1000);
 }
 
 function since(at: string | null, now: number): string {
