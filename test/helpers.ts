@@ -6,6 +6,7 @@ import net from "node:net";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, inject } from "vitest";
+import { waitForJob, type JobOutcome } from "../src/client/jobs.ts";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { withDatabase } from "../src/embedded.ts";
@@ -121,6 +122,24 @@ export async function withSettings<T>(pool: pg.Pool, settings: Record<string, st
   } finally {
     for (const [name, value] of Object.entries(previous)) await pool.query("select steward.set_setting($1, $2)", [name, value]);
   }
+}
+
+/** Adds a job with a single attempt and waits for its end (a worker must run its task). */
+export async function runJobOnce(db: TestDatabase, task: string, payload: object = {}): Promise<JobOutcome> {
+  const { rows } = await db.pool.query<{ id: string }>(
+    "select id::text from graphile_worker.add_job($1, $2::json, max_attempts => 1)",
+    [task, JSON.stringify(payload)],
+  );
+  return waitForJob(db.pool, rows[0]!.id, { timeoutMs: 60_000 });
+}
+
+/** The steward.maintenance_log rows of one action on one table or step, oldest first. */
+export async function maintenanceLog(db: TestDatabase, action: string, what: string) {
+  const { rows } = await db.pool.query(
+    "select status, detail from steward.maintenance_log where action = $1 and what = $2 order by id",
+    [action, what],
+  );
+  return rows;
 }
 
 /** Polls `check` until it returns a truthy value (returned), or fails after `timeoutMs`. */

@@ -1,13 +1,12 @@
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
-import { waitForJob } from "../src/client/jobs.ts";
 import { refreshMaterializedView } from "../src/worker/materialized-views.ts";
 import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";
 import { TASKS } from "../tasks/index.ts";
-import { eventually, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
+import { eventually, runJobOnce, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -255,10 +254,7 @@ describe("refreshing", () => {
     expect(after[0].last_refreshed_at).toEqual(before[0].last_refreshed_at);
 
     worker = await startTestWorker(context.db, { tasks: TASKS });
-    const { rows } = await query(
-      `select id::text from graphile_worker.add_job('refresh_materialized_view', '{"view": "public.fragile"}', max_attempts => 1)`,
-    );
-    expect(await waitForJob(context.db.pool, rows[0].id, { timeoutMs: 30_000 })).toMatchObject({
+    expect(await runJobOnce(context.db, "refresh_materialized_view", { view: "public.fragile" })).toMatchObject({
       state: "failed",
       error: "refresh of public.fragile failed: division by zero",
     });
@@ -316,10 +312,7 @@ describe("refreshing", () => {
     expect(() => refreshMaterializedViewTask.parse({ view: "public.x", force: true })).toThrow('unknown payload field "force"');
 
     worker = await startTestWorker(context.db, { tasks: TASKS });
-    const { rows } = await query(
-      `select id::text from graphile_worker.add_job('refresh_materialized_view', '{"view": "public.just_a_table"}', max_attempts => 1)`,
-    );
-    const outcome = await waitForJob(context.db.pool, rows[0].id, { timeoutMs: 30_000 });
+    const outcome = await runJobOnce(context.db, "refresh_materialized_view", { view: "public.just_a_table" });
     expect(outcome).toMatchObject({ state: "failed", error: expect.stringContaining("is not a materialized view (it is a table)") });
   });
 });

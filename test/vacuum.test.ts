@@ -1,12 +1,21 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
-import { waitForJob } from "../src/client/jobs.ts";
 import { vacuumTables } from "../src/worker/vacuum.ts";
 import { effectiveSchedules, schedulesOf } from "../src/worker/schedules.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { TASKS } from "../tasks/index.ts";
 import { vacuumTablesTask } from "../tasks/vacuum_tables.ts";
-import { eventually, runCli, serverVersion, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
+import {
+  eventually,
+  maintenanceLog,
+  runCli,
+  runJobOnce,
+  serverVersion,
+  startTestWorker,
+  testLogger,
+  useTestDatabase,
+  withSettings,
+} from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -16,14 +25,10 @@ afterEach(async () => {
   worker = undefined;
 });
 
-/** Runs a job on the worker and waits for its end. */
+/** Runs a job on the worker (started on first use) and waits for its end. */
 async function runJob(task: string, payload: object = {}) {
   worker ??= await startTestWorker(context.db, { tasks: TASKS });
-  const { rows } = await query("select id::text from graphile_worker.add_job($1, $2::json, max_attempts => 1)", [
-    task,
-    JSON.stringify(payload),
-  ]);
-  return waitForJob(context.db.pool, rows[0].id, { timeoutMs: 60_000 });
+  return runJobOnce(context.db, task, payload);
 }
 
 /** A table (autovacuum off, so only we vacuum it) with `live` rows left after deleting `dead`. */
@@ -49,14 +54,6 @@ async function tableWithDeadTuples(name: string, live: number, dead: number) {
   );
 }
 
-async function maintenanceLog(action: string, what: string) {
-  const { rows } = await query(
-    "select status, detail from steward.maintenance_log where action = $1 and what = $2 order by id",
-    [action, what],
-  );
-  return rows;
-}
-
 describe("vacuum_tables", () => {
   it("picks tables past the dead-tuple thresholds, queue tables first, and vacuums them", async () => {
     await tableWithDeadTuples("public.dead_rows", 5_000, 15_000);
@@ -72,7 +69,7 @@ describe("vacuum_tables", () => {
     ]);
 
     expect(await runJob("vacuum_tables")).toEqual({ state: "completed" });
-    expect(await maintenanceLog("vacuum", "public.dead_rows")).toEqual([
+    expect(await maintenanceLog(context.db, "vacuum", "public.dead_rows")).toEqual([
       {
         status: "ok",
         detail: expect.objectContaining({
@@ -82,9 +79,9 @@ describe("vacuum_tables", () => {
         }),
       },
     ]);
-    expect(await maintenanceLog("vacuum", "steward.test_queue")).toEqual([{ status: "ok", detail: expect.anything() }]);
-    expect(await maintenanceLog("vacuum", "public.clean_rows")).toEqual([]);
-    expect(await maintenanceLog("vacuum", "public.few_dead")).toEqual([]);
+    expect(await maintenanceLog(context.db, "vacuum", "steward.test_queue")).toEqual([{ status: "ok", detail: expect.anything() }]);
+    expect(await maintenanceLog(context.db, "vacuum", "public.clean_rows")).toEqual([]);
+    expect(await maintenanceLog(context.db, "vacuum", "public.few_dead")).toEqual([]);
     const { rows } = await query(`
       select (select min(id) from steward.maintenance_log where what = 'steward.test_queue')
            < (select min(id) from steward.maintenance_log where what = 'public.dead_rows') as queue_first`);
@@ -113,10 +110,10 @@ describe("vacuum_tables", () => {
       await holder.query("rollback");
       holder.release();
     }
-    expect(await maintenanceLog("vacuum", "public.locked_rows")).toEqual([
+    expect(await maintenanceLog(context.db, "vacuum", "public.locked_rows")).toEqual([
       { status: "skipped", detail: expect.objectContaining({ reason: "requested", warning: expect.stringContaining("lock not available") }) },
     ]);
-    expect(await maintenanceLog("vacuum", "public.free_rows")).toEqual([{ status: "ok", detail: expect.anything() }]);
+    expect(await maintenanceLog(context.db, "vacuum", "public.free_rows")).toEqual([{ status: "ok", detail: expect.anything() }]);
   });
 
   it("stops starting tables when the time budget is spent", async () => {
@@ -179,99 +176,6 @@ describe("vacuum_tables", () => {
       await query(`drop owned by ${role}`);
       await query(`drop role ${role}`);
     }
-  });
-});
-
-describe("cleanup", () => {
-  it("deletes rows past retention in batches, each its own transaction, and keeps the rest", async () => {
-    await query(`
-      insert into steward.refresh_log (view, started_at, finished_at, duration_ms, status)
-      select 'public.old', now() - interval '60 days', now() - interval '60 days', 1, 'ok' from generate_series(1, 2500)
-      union all
-      select 'public.recent', now() - interval '1 day', now() - interval '1 day', 1, 'ok' from generate_series(1, 10)`);
-    await query(`
-      insert into steward.audit_log (at, actor, action, target)
-      select now() - interval '400 days', 'test', 'ancient', null from generate_series(1, 1200)`);
-    // A step of another capability, which notes the transaction of every batch.
-    await query("create table expiring (at timestamptz not null)");
-    await query("create table cleanup_batches (transaction_id bigint not null, deleted bigint not null)");
-    await query("insert into expiring select now() - interval '2 days' from generate_series(1, 3500)");
-    await query("insert into expiring select now() from generate_series(1, 5)");
-    await query(`
-      create function public.cleanup_expiring(batch_size integer) returns bigint language plpgsql as $$
-      declare deleted bigint;
-      begin
-        deleted := steward.delete_older_than('public.expiring', 'at', now() - interval '1 day', batch_size);
-        insert into public.cleanup_batches values (txid_current(), deleted);
-        return deleted;
-      end $$`);
-    await query(
-      "insert into steward.cleanup_steps (name, function, description) values ('expiring', 'public.cleanup_expiring(integer)', 'test rows')",
-    );
-    try {
-      expect(await runJob("cleanup")).toEqual({ state: "completed" });
-    } finally {
-      await query("delete from steward.cleanup_steps where name = 'expiring'");
-    }
-
-    expect(await maintenanceLog("cleanup", "refresh_log")).toEqual([
-      { status: "ok", detail: { deleted: 2500, batches: 3, batch_size: 1000, complete: true } },
-    ]);
-    expect(await maintenanceLog("cleanup", "audit_log")).toEqual([
-      { status: "ok", detail: { deleted: 1200, batches: 2, batch_size: 1000, complete: true } },
-    ]);
-    expect(await maintenanceLog("cleanup", "expiring")).toEqual([
-      { status: "ok", detail: { deleted: 3500, batches: 4, batch_size: 1000, complete: true } },
-    ]);
-    const { rows: batches } = await query(
-      "select count(distinct transaction_id)::int as transactions, array_agg(deleted order by deleted desc) as deleted from cleanup_batches",
-    );
-    expect(batches[0]).toEqual({ transactions: 4, deleted: ["1000", "1000", "1000", "500"] });
-    const { rows } = await query(`
-      select (select count(*)::int from steward.refresh_log where view = 'public.old') as old_refreshes,
-             (select count(*)::int from steward.refresh_log where view = 'public.recent') as recent_refreshes,
-             (select count(*)::int from steward.audit_log where action = 'ancient') as ancient_audits,
-             (select count(*)::int from expiring) as expiring`);
-    expect(rows[0]).toEqual({ old_refreshes: 0, recent_refreshes: 10, ancient_audits: 0, expiring: 5 });
-  });
-
-  it("gives every step one batch when the time budget is spent, and marks it incomplete", async () => {
-    await query(`
-      insert into steward.refresh_log (view, started_at, finished_at, duration_ms, status)
-      select 'public.old', now() - interval '60 days', now() - interval '60 days', 1, 'ok' from generate_series(1, 250)`);
-    await withSettings(context.db.pool, { "maintenance.cleanup_time_budget": "0 seconds", "maintenance.cleanup_batch_size": "100" }, async () => {
-      expect(await runJob("cleanup")).toEqual({ state: "completed" });
-    });
-    const log = await maintenanceLog("cleanup", "refresh_log");
-    expect(log.at(-1)).toEqual({ status: "ok", detail: { deleted: 100, batches: 1, batch_size: 100, complete: false } });
-    expect((await query("select count(*)::int as n from steward.refresh_log where view = 'public.old'")).rows[0].n).toBe(150);
-  });
-
-  it("logs a failing step, runs the others, and fails the job naming the step", async () => {
-    await query(`
-      create function public.cleanup_broken(batch_size integer) returns bigint language plpgsql as $$
-      begin raise exception 'the broken step broke'; end $$`);
-    await query(
-      "insert into steward.cleanup_steps (name, function, description) values ('broken', 'public.cleanup_broken(integer)', 'fails')",
-    );
-    try {
-      expect(await runJob("cleanup")).toMatchObject({
-        state: "failed",
-        error: expect.stringMatching(/cleanup: 1 of \d+ steps failed \(broken: the broken step broke\)/),
-      });
-    } finally {
-      await query("delete from steward.cleanup_steps where name = 'broken'");
-    }
-    expect((await maintenanceLog("cleanup", "broken")).at(-1)).toMatchObject({ status: "failed", detail: { error: "the broken step broke" } });
-    expect((await maintenanceLog("cleanup", "refresh_log")).at(-1)).toMatchObject({ status: "ok" });
-  });
-
-  it("refuses a batch size below 1", async () => {
-    await expect(query("select steward.run_cleanup_step('refresh_log', 0)")).rejects.toMatchObject({
-      code: "22023",
-      message: "batch_size must be a positive integer, got 0",
-    });
-    await expect(query("select steward.run_cleanup_step('nope', 10)")).rejects.toMatchObject({ code: "P0002" });
   });
 });
 
