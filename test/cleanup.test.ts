@@ -1,21 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
-import type { RunningWorker } from "../src/worker/runner.ts";
-import { TASKS } from "../tasks/index.ts";
-import { maintenanceLog, runJobOnce, startTestWorker, useTestDatabase, withSettings } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { maintenanceLog, useTestDatabase, useTestWorker, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
+const { runJob } = useTestWorker(context);
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
-let worker: RunningWorker | undefined;
-afterEach(async () => {
-  await worker?.stop();
-  worker = undefined;
-});
-
-/** Runs a job on the worker (started on first use) and waits for its end. */
-async function runJob(task: string, payload: object = {}) {
-  worker ??= await startTestWorker(context.db, { tasks: TASKS });
-  return runJobOnce(context.db, task, payload);
-}
 
 describe("cleanup", () => {
   it("deletes rows past retention in batches, each its own transaction, and keeps the rest", async () => {

@@ -5,7 +5,7 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, inject } from "vitest";
+import { afterAll, afterEach, beforeAll, inject } from "vitest";
 import { waitForJob, type JobOutcome } from "../src/client/jobs.ts";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
@@ -121,6 +121,39 @@ export async function withSettings<T>(pool: pg.Pool, settings: Record<string, st
     return await work();
   } finally {
     for (const [name, value] of Object.entries(previous)) await pool.query("select steward.set_setting($1, $2)", [name, value]);
+  }
+}
+
+/**
+ * A worker for the tests of one file, with every task: `start()` starts it (once; later calls
+ * return it) and it stops after each test. `runJob` runs a one-attempt job on it to its end.
+ */
+export function useTestWorker(context: { readonly db: TestDatabase }) {
+  let worker: RunningWorker | undefined;
+  afterEach(async () => {
+    await worker?.stop();
+    worker = undefined;
+  });
+  const start = async () => (worker ??= await startTestWorker(context.db));
+  return {
+    start,
+    async runJob(task: string, payload: object = {}): Promise<JobOutcome> {
+      await start();
+      return runJobOnce(context.db, task, payload);
+    },
+  };
+}
+
+/** Runs `work` while another connection holds the lock `statement` takes, in a transaction it then rolls back. */
+export async function whileLocked<T>(db: TestDatabase, statement: string, work: () => Promise<T>): Promise<T> {
+  const holder = await db.pool.connect();
+  try {
+    await holder.query("begin");
+    await holder.query(statement);
+    return await work();
+  } finally {
+    await holder.query("rollback");
+    holder.release();
   }
 }
 

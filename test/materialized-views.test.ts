@@ -6,7 +6,7 @@ import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";
 import { TASKS } from "../tasks/index.ts";
-import { eventually, runJobOnce, startTestWorker, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
+import { eventually, runJobOnce, startTestWorker, testLogger, useTestDatabase, whileLocked, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -218,10 +218,7 @@ describe("refreshing", () => {
   it("records skipped when another refresh of the view holds it past refresh_lock_wait", async () => {
     await createView("held_view");
     await query("select steward.register_materialized_view('held_view')");
-    const holder = await context.db.pool.connect();
-    try {
-      await holder.query("begin");
-      await holder.query("select pg_advisory_xact_lock(steward.refresh_lock_key('public.held_view'))");
+    await whileLocked(context.db, "select pg_advisory_xact_lock(steward.refresh_lock_key('public.held_view'))", async () => {
       const waited = await withSettings(context.db.pool, { "maintenance.refresh_lock_wait": "300 milliseconds" }, () =>
         refreshMaterializedView(context.db.pool, "public.held_view"),
       );
@@ -231,10 +228,7 @@ describe("refreshing", () => {
         refreshMaterializedView(context.db.pool, "public.held_view"),
       );
       expect(immediate.status).toBe("skipped");
-    } finally {
-      await holder.query("rollback");
-      holder.release();
-    }
+    });
     expect(await refreshMaterializedView(context.db.pool, "public.held_view")).toMatchObject({ status: "ok" });
   });
 

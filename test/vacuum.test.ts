@@ -1,35 +1,24 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
 import { vacuumTables } from "../src/worker/vacuum.ts";
 import { effectiveSchedules, schedulesOf } from "../src/worker/schedules.ts";
-import type { RunningWorker } from "../src/worker/runner.ts";
 import { TASKS } from "../tasks/index.ts";
 import { vacuumTablesTask } from "../tasks/vacuum_tables.ts";
 import {
   eventually,
   maintenanceLog,
   runCli,
-  runJobOnce,
   serverVersion,
-  startTestWorker,
   testLogger,
   useTestDatabase,
+  useTestWorker,
+  whileLocked,
   withSettings,
 } from "./helpers.ts";
 
 const context = useTestDatabase();
+const { runJob, start: startWorker } = useTestWorker(context);
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
-let worker: RunningWorker | undefined;
-afterEach(async () => {
-  await worker?.stop();
-  worker = undefined;
-});
-
-/** Runs a job on the worker (started on first use) and waits for its end. */
-async function runJob(task: string, payload: object = {}) {
-  worker ??= await startTestWorker(context.db, { tasks: TASKS });
-  return runJobOnce(context.db, task, payload);
-}
 
 /** A table (autovacuum off, so only we vacuum it) with `live` rows left after deleting `dead`. */
 async function tableWithDeadTuples(name: string, live: number, dead: number) {
@@ -97,19 +86,13 @@ describe("vacuum_tables", () => {
   it("skips a table another session holds locked instead of waiting for it, and vacuums the rest", async () => {
     await query("create table locked_rows (id int)");
     await query("create table free_rows (id int)");
-    const holder = await context.db.pool.connect();
-    try {
-      await holder.query("begin");
-      await holder.query("lock table locked_rows in access exclusive mode");
-      // With a 10-minute lock_timeout, a VACUUM that waited would outlast the job's deadline.
-      const outcome = await withSettings(context.db.pool, { "maintenance.lock_timeout": "10 minutes" }, () =>
+    // With a 10-minute lock_timeout, a VACUUM that waited would outlast the job's deadline.
+    const outcome = await whileLocked(context.db, "lock table locked_rows in access exclusive mode", () =>
+      withSettings(context.db.pool, { "maintenance.lock_timeout": "10 minutes" }, () =>
         runJob("vacuum_tables", { tables: ["public.locked_rows", "free_rows"] }),
-      );
-      expect(outcome).toEqual({ state: "completed" });
-    } finally {
-      await holder.query("rollback");
-      holder.release();
-    }
+      ),
+    );
+    expect(outcome).toEqual({ state: "completed" });
     expect(await maintenanceLog(context.db, "vacuum", "public.locked_rows")).toEqual([
       { status: "skipped", detail: expect.objectContaining({ reason: "requested", warning: expect.stringContaining("lock not available") }) },
     ]);
@@ -185,7 +168,7 @@ describe("steward run", () => {
     await query("create materialized view orders_by_hand_view as select id from orders_by_hand");
     await query("create unique index on orders_by_hand_view (id)");
     await query("select steward.register_materialized_view('orders_by_hand_view')");
-    worker ??= await startTestWorker(context.db, { tasks: TASKS });
+    await startWorker();
     const runs: Array<[string, string?]> = [
       ["refresh_materialized_view", '{"view": "public.orders_by_hand_view"}'],
       ["schedule_refreshes"],
