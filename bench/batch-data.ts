@@ -15,7 +15,7 @@ export interface BatchRow {
 
 export const BATCH_COLUMNS = ["user_id", "kind", "amount", "created_at", "note"] as const;
 
-export function batchRows(count: number): BatchRow[] {
+function batchRows(count: number): BatchRow[] {
   return Array.from({ length: count }, (_, i) => ({
     user_id: i % 1000,
     kind: ["click", "view", "buy", "share"][i % 4]!,
@@ -26,7 +26,7 @@ export function batchRows(count: number): BatchRow[] {
   }));
 }
 
-export async function createBatchTable(pool: pg.Pool, table: string): Promise<void> {
+async function createBatchTable(pool: pg.Pool, table: string): Promise<void> {
   await pool.query(`
     drop table if exists ${table};
     create table ${table} (
@@ -41,7 +41,7 @@ export async function createBatchTable(pool: pg.Pool, table: string): Promise<vo
 }
 
 /** Inserts `rows` with steward.batch_insert in one call; returns the milliseconds it took (serialising included). */
-export async function timedBatchInsert(pool: pg.Pool, table: string, rows: BatchRow[]): Promise<number> {
+async function timedBatchInsert(pool: pg.Pool, table: string, rows: BatchRow[]): Promise<number> {
   const began = performance.now();
   const { rows: result } = await pool.query<{ count: number }>("select steward.batch_insert($1::regclass, $2::jsonb) as count", [
     table,

@@ -6,8 +6,8 @@ import { RateLimiter } from "../src/client/rate-limits.ts";
 import { throughput, type BenchContext, type Measurement } from "./scenario.ts";
 
 export const CALLERS = 32;
-export const POOL_SIZE = 32;
-export const KEYS = 10_000;
+const POOL_SIZE = 32;
+const KEYS = 10_000;
 /** 100 per second per key: with 10,000 keys nearly every hit is admitted, as in normal traffic. */
 export const POLICY = { name: "bench", maxRequests: 100, perSeconds: 1 };
 

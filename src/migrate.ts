@@ -17,14 +17,14 @@ export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
 
 /** The graphile-worker schema version (its `migrations` table) the installed package brings. */
-export async function expectedWorkerSchemaVersion(): Promise<number> {
+async function expectedWorkerSchemaVersion(): Promise<number> {
   const entry = createRequire(import.meta.url).resolve("graphile-worker");
   const files = await fs.readdir(path.join(path.dirname(entry), "..", "sql"));
   return Math.max(...files.filter((file) => /^\d{6}\.sql$/.test(file)).map((file) => Number(file.slice(0, 6))));
 }
 
 /** File names (`000001.sql` …) of our committed migrations, in order. */
-export async function committedMigrations(): Promise<string[]> {
+async function committedMigrations(): Promise<string[]> {
   const files = await fs.readdir(path.join(MIGRATIONS_FOLDER, "committed"));
   return files
     .map((file) => /^(\d{6})(-.*)?\.sql$/.exec(file)?.[1])

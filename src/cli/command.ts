@@ -31,7 +31,7 @@ export interface Command {
 }
 
 /** The actor recorded in the audit log for commands run by a person. */
-export function cliActor(): string {
+function cliActor(): string {
   return `cli:${os.userInfo().username}`;
 }
 

@@ -39,7 +39,7 @@ function describeError(error: unknown): string {
     .join("\n");
 }
 
-export async function main(argv: string[]): Promise<number> {
+async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
     const topic = COMMANDS.find((c) => c.name === rest[0]);

@@ -24,7 +24,7 @@ export interface Heartbeat {
 }
 
 /** A sixth of the timeout: a live worker misses five beats before it is presumed dead. */
-export function heartbeatInterval(timeoutMs: number): number {
+function heartbeatInterval(timeoutMs: number): number {
   return Math.min(10_000, Math.max(100, Math.floor(timeoutMs / 6)));
 }
 

@@ -8,7 +8,7 @@ import type { Logger } from "../logger.ts";
 import { StewardError } from "../errors.ts";
 
 /** A sink could not deliver. `attempted: false` means it did not try (open circuit). */
-export class SinkError extends StewardError {
+class SinkError extends StewardError {
   readonly retryAfterMs: number | undefined;
   readonly attempted: boolean;
   constructor(message: string, options: { retryAfterMs?: number; attempted?: boolean; cause?: unknown } = {}) {
@@ -75,7 +75,7 @@ export interface WebhookOptions {
 }
 
 /** Seconds or an HTTP date, as Retry-After may be; undefined when absent or unreadable. */
-export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
   if (!value) return undefined;
   if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
   const date = Date.parse(value);
@@ -269,7 +269,7 @@ async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
   return Math.min(maxMs, Math.max(MIN_SLEEP_MS, Math.ceil(ms)));
 }
 
-export const INVALIDATION_CHANNEL = "steward_invalidations";
+const INVALIDATION_CHANNEL = "steward_invalidations";
 
 /**
  * The worker's continuous drainer: drains while there is work, then sleeps until a NOTIFY on

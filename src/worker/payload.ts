@@ -38,10 +38,6 @@ export function requiredString(task: string, payload: Payload, key: string): str
   return value;
 }
 
-export function optionalString(task: string, payload: Payload, key: string): string | undefined {
-  return payload[key] === undefined ? undefined : requiredString(task, payload, key);
-}
-
 export function optionalStringArray(task: string, payload: Payload, key: string): string[] | undefined {
   const value = payload[key];
   if (value === undefined) return undefined;

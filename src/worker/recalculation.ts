@@ -177,7 +177,7 @@ const number = (value: number) => Math.round(value).toLocaleString("en-US");
 const duration = (seconds: number) => formatDuration(seconds * 1000);
 
 /** Keys computed per second so far (0 before the first batch). */
-export function keysPerSecond(run: RecalcRun): number {
+function keysPerSecond(run: RecalcRun): number {
   return run.elapsedSeconds > 0 ? run.keysDone / run.elapsedSeconds : 0;
 }
 

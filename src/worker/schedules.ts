@@ -18,7 +18,7 @@ export function schedulesOf(tasks: TaskDefinition<unknown>[]): Schedule[] {
   return tasks.flatMap((task) => (task.schedule ? [{ task: task.identifier, ...task.schedule }] : []));
 }
 
-export function scheduleVariable(task: string): string {
+function scheduleVariable(task: string): string {
   return `STEWARD_CRON_${task.toUpperCase()}`;
 }
 

@@ -17,7 +17,7 @@ function format(value: number): string {
   return value.toPrecision(3);
 }
 
-export function resultTable(results: ScenarioResult[]): string {
+function resultTable(results: ScenarioResult[]): string {
   const rows = [
     ["scenario", "ours", "baseline", "unit", "speedup"],
     ...results.map((r) => [r.name, format(r.ours), format(r.baseline), r.unit, `${r.speedup.toFixed(2)}x`]),

@@ -23,7 +23,7 @@ export function isLoopback(url: string): boolean {
 const VIEW = "public.load_profile_stats";
 
 /** What the simulated users do, with the share of calls each gets. */
-export function operations(limiter: RateLimiter): LoadOperation[] {
+function operations(limiter: RateLimiter): LoadOperation[] {
   return [
   {
     name: "rate_limit_hit",
@@ -87,7 +87,7 @@ async function prepare(url: string, users: number): Promise<void> {
   }
 }
 
-export function reportTable(report: LoadReport): string {
+function reportTable(report: LoadReport): string {
   const rows = [
     ["operation", "calls", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
     ...[...Object.entries(report.by_op), ["overall", report] as const].map(([name, r]) => [

@@ -25,7 +25,7 @@ function since(at: string | null, now: number): string {
   return at ? age((now - Date.parse(at)) / 1000) : "-";
 }
 
-export function formatStatus(status: Status): string {
+function formatStatus(status: Status): string {
   const now = Date.parse(status.at);
   const lines: string[] = [];
   lines.push("Queues");
