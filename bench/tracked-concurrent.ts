@@ -2,7 +2,7 @@
 // per-row tag) against the same updates of an identical untracked table: what tracking costs
 // writers that run side by side, including any wait of one writer for another.
 import type pg from "pg";
-import { openPool } from "./rate_limit.ts";
+import { openPool } from "./rate-limits.ts";
 import { defineScenario, throughput } from "./scenario.ts";
 
 const WRITERS = 16;
@@ -32,10 +32,14 @@ export const trackedConcurrent = defineScenario<State>({
     for (const table of ["bench_concurrent_tracked", "bench_concurrent_untracked"]) {
       await pool.query(`drop table if exists public.${table}`);
       await pool.query(`create table public.${table} (id int primary key, value int not null)`);
-      await pool.query(`insert into public.${table} select g, 0 from generate_series(1, $1) g`, [WRITERS * ROWS_PER_WRITER]);
+      await pool.query(`insert into public.${table} select g, 0 from generate_series(1, $1) g`, [
+        WRITERS * ROWS_PER_WRITER,
+      ]);
       await pool.query(`vacuum analyze public.${table}`);
     }
-    await pool.query("select steward.track_table('public.bench_concurrent_tracked', array['accounts', 'account:{id}'])");
+    await pool.query(
+      "select steward.track_table('public.bench_concurrent_tracked', array['accounts', 'account:{id}'])",
+    );
     return { pool: await openPool(url, "steward bench: tracked_concurrent"), durationMs: quick ? 1500 : 5000 };
   },
   async ours(state, { pool }) {

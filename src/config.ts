@@ -2,7 +2,7 @@
 // configuration table lists the same names; keep the two together.
 import path from "node:path";
 import { ConfigError } from "./errors.ts";
-import { redactUrl } from "./invalidations.ts";
+import { redactUrl } from "./worker/invalidations.ts";
 
 export interface Config {
   /** Database to use; when absent the embedded server under `dataDir` is used. */
@@ -69,7 +69,10 @@ function sinkConfig(env: Env) {
     throw new ConfigError(`STEWARD_WEBHOOK_URL must be an http(s) URL, got "${redactUrl(webhookUrl)}"`);
   }
   const defaultSinks = webhookUrl ? "notify,webhook" : "notify";
-  const sinks = (env.STEWARD_SINKS?.trim() || defaultSinks).split(",").map((sink) => sink.trim()).filter(Boolean);
+  const sinks = (env.STEWARD_SINKS?.trim() || defaultSinks)
+    .split(",")
+    .map((sink) => sink.trim())
+    .filter(Boolean);
   for (const sink of sinks) {
     if (sink !== "notify" && sink !== "webhook") {
       throw new ConfigError(`STEWARD_SINKS takes "notify" and "webhook", got "${sink}"`);
@@ -82,7 +85,7 @@ function sinkConfig(env: Env) {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(notifyChannel)) {
     throw new ConfigError(`STEWARD_NOTIFY_CHANNEL must be a lower-case identifier, got "${notifyChannel}"`);
   }
-  const drainer = (env.STEWARD_DRAINER?.trim().toLowerCase() || "on");
+  const drainer = env.STEWARD_DRAINER?.trim().toLowerCase() || "on";
   if (drainer !== "on" && drainer !== "off") {
     throw new ConfigError(`STEWARD_DRAINER must be "on" or "off", got "${env.STEWARD_DRAINER}"`);
   }

@@ -10,20 +10,21 @@ import graphileMigrate from "graphile-migrate";
 import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
 import pg from "pg";
+import { isUndefinedRelation } from "./errors.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
 
 /** The graphile-worker schema version (its `migrations` table) the installed package brings. */
-export async function expectedWorkerSchemaVersion(): Promise<number> {
+async function expectedWorkerSchemaVersion(): Promise<number> {
   const entry = createRequire(import.meta.url).resolve("graphile-worker");
   const files = await fs.readdir(path.join(path.dirname(entry), "..", "sql"));
   return Math.max(...files.filter((file) => /^\d{6}\.sql$/.test(file)).map((file) => Number(file.slice(0, 6))));
 }
 
 /** File names (`000001.sql` …) of our committed migrations, in order. */
-export async function committedMigrations(): Promise<string[]> {
+async function committedMigrations(): Promise<string[]> {
   const files = await fs.readdir(path.join(MIGRATIONS_FOLDER, "committed"));
   return files
     .map((file) => /^(\d{6})(-.*)?\.sql$/.exec(file)?.[1])
@@ -45,7 +46,7 @@ async function scalar<T>(pool: pg.Pool, sql: string): Promise<T | null> {
     const { rows } = await pool.query(sql);
     return (rows[0]?.value as T | undefined) ?? null;
   } catch (error) {
-    if ((error as { code?: string }).code === "42P01" || (error as { code?: string }).code === "3F000") return null;
+    if (isUndefinedRelation(error)) return null;
     throw error;
   }
 }
@@ -72,7 +73,11 @@ export async function migrationStatus(pool: pg.Pool): Promise<MigrationStatus> {
  * Applies graphile-worker's schema, then our committed migrations. Safe to run again.
  * `migrationsFolder` is for tests that install an earlier version first.
  */
-export async function migrate(url: string, logger: Logger, options: { migrationsFolder?: string } = {}): Promise<MigrationStatus> {
+export async function migrate(
+  url: string,
+  logger: Logger,
+  options: { migrationsFolder?: string } = {},
+): Promise<MigrationStatus> {
   const log = logger.child({ component: "migrate" });
   const began = Date.now();
   await runMigrations({ connectionString: url, logger: graphileLogger(log) });
@@ -95,9 +100,11 @@ export async function migrate(url: string, logger: Logger, options: { migrations
       "select pg_catalog.to_regprocedure('steward.install_dead_letter_trigger()') is not null as present",
     );
     const installed = present[0]?.present
-      ? (await pool.query<{ installed: boolean }>("select steward.install_dead_letter_trigger() as installed")).rows[0]?.installed
+      ? (await pool.query<{ installed: boolean }>("select steward.install_dead_letter_trigger() as installed")).rows[0]
+          ?.installed
       : false;
-    if (installed) log.warn("the dead-letter trigger was missing from graphile_worker._private_jobs; installed it again");
+    if (installed)
+      log.warn("the dead-letter trigger was missing from graphile_worker._private_jobs; installed it again");
     const status = await migrationStatus(pool);
     log.info({ ...status, ms: Date.now() - began }, "migrations applied");
     return status;

@@ -2,7 +2,7 @@
 // deliveries the queue promises, and bulk writes stay linear on a pooled (generic-plan) session.
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { drainUntilEmpty, InvalidationDrainer, type Sink } from "../src/invalidations.ts";
+import { drainUntilEmpty, InvalidationDrainer, type Sink } from "../src/worker/invalidations.ts";
 import { eventually, testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -137,7 +137,9 @@ describe("16 concurrent writers", () => {
     const total = [...writes.values()].reduce((a, b) => a + b, 0);
     expect(total).toBeGreaterThan(WRITERS * ROWS_EACH);
     // Every write appended its rows; nothing was folded yet.
-    expect((await pool.query("select count(*)::int as n from steward.invalidations where tag = 'accounts'")).rows[0].n).toBe(total);
+    expect(
+      (await pool.query("select count(*)::int as n from steward.invalidations where tag = 'accounts'")).rows[0].n,
+    ).toBe(total);
 
     const delivered: string[] = [];
     const sink: Sink = { name: "recording", deliver: async (tags) => void delivered.push(...tags) };
@@ -172,10 +174,9 @@ describe("16 concurrent writers", () => {
         notified = notified.then(() => refill(JSON.parse(message.payload!) as string[]));
       });
       await listener.query("listen steward_writers_test");
-      const sink: Sink =
-        path.startsWith("notify")
-          ? { name: "notify", notifyChannel: "steward_writers_test", deliver: async () => {} }
-          : { name: "recording", deliver: refill };
+      const sink: Sink = path.startsWith("notify")
+        ? { name: "notify", notifyChannel: "steward_writers_test", deliver: async () => {} }
+        : { name: "recording", deliver: refill };
       const drainer = new InvalidationDrainer({
         url: context.db.url,
         pool,
@@ -189,18 +190,24 @@ describe("16 concurrent writers", () => {
       let result: Awaited<ReturnType<typeof write>>;
       try {
         result = await write(3000);
-        await eventually(async () => (await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n === 0, {
-          what: "an empty queue",
-        });
+        await eventually(
+          async () => (await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n === 0,
+          {
+            what: "an empty queue",
+          },
+        );
       } finally {
         await drainer.stop();
       }
       // Notifications of the last drain reach the listener after its commit.
-      await eventually(async () => {
-        await notified;
-        const { rows } = await pool.query("select id, v from public.accounts");
-        return rows.every((row) => !result.writes.has(row.id) || cache.get(`account:${row.id}`) === row.v);
-      }, { what: "every written row's cache entry to hold its last value" });
+      await eventually(
+        async () => {
+          await notified;
+          const { rows } = await pool.query("select id, v from public.accounts");
+          return rows.every((row) => !result.writes.has(row.id) || cache.get(`account:${row.id}`) === row.v);
+        },
+        { what: "every written row's cache entry to hold its last value" },
+      );
       await notified;
       await Promise.all([listener.end(), reader.end()]);
 
@@ -224,39 +231,44 @@ describe("bulk tracking on a pooled session", () => {
     return performance.now() - began;
   }
 
-  it("stays linear after the session's plans went generic: within 1.5 times a fresh session's time", { timeout: 120_000 }, async () => {
-    const { pool } = context.db;
-    await pool.query(`
+  it(
+    "stays linear after the session's plans went generic: within 1.5 times a fresh session's time",
+    { timeout: 120_000 },
+    async () => {
+      const { pool } = context.db;
+      await pool.query(`
       create table public.bulk_rows (id int primary key, v int not null);
       insert into public.bulk_rows select g, 0 from generate_series(1, 50000) g;
       select steward.track_table('public.bulk_rows', array['bulk', 'bulk:{id}']);`);
-    const fresh: number[] = [];
-    const warm: number[] = [];
-    for (let round = 0; round < 3; round++) {
-      for (const side of round % 2 ? ["warm", "fresh"] : ["fresh", "warm"]) {
-        await pool.query("vacuum public.bulk_rows");
-        // Ten small tracked writes, and generic plans forced, as in a pool's hours-old session.
-        const client = await connect(side === "warm" ? ["set plan_cache_mode = force_generic_plan"] : []);
-        try {
-          if (side === "warm") {
-            for (let i = 1; i <= 10; i++) await client.query("update public.bulk_rows set v = v + 1 where id = $1", [i]);
+      const fresh: number[] = [];
+      const warm: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        for (const side of round % 2 ? ["warm", "fresh"] : ["fresh", "warm"]) {
+          await pool.query("vacuum public.bulk_rows");
+          // Ten small tracked writes, and generic plans forced, as in a pool's hours-old session.
+          const client = await connect(side === "warm" ? ["set plan_cache_mode = force_generic_plan"] : []);
+          try {
+            if (side === "warm") {
+              for (let i = 1; i <= 10; i++)
+                await client.query("update public.bulk_rows set v = v + 1 where id = $1", [i]);
+            }
+            // As a drainer would have: the bulk write finds an empty queue.
+            await pool.query("delete from steward.invalidations");
+            (side === "warm" ? warm : fresh).push(await bulkUpdate(client));
+          } finally {
+            await client.end();
           }
-          // As a drainer would have: the bulk write finds an empty queue.
-          await pool.query("delete from steward.invalidations");
-          (side === "warm" ? warm : fresh).push(await bulkUpdate(client));
-        } finally {
-          await client.end();
         }
       }
-    }
-    // The fastest of each: another process on the machine can only add time. (A plan gone
-    // quadratic took 9 times as long in a warm session.)
-    expect(Math.min(...warm), `fresh ${fresh.map(Math.round)} ms, warm ${warm.map(Math.round)} ms`).toBeLessThan(
-      Math.min(...fresh) * 1.5,
-    );
-    expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(50_001);
-    await pool.query("delete from steward.invalidations");
-  });
+      // The fastest of each: another process on the machine can only add time. (A plan gone
+      // quadratic took 9 times as long in a warm session.)
+      expect(Math.min(...warm), `fresh ${fresh.map(Math.round)} ms, warm ${warm.map(Math.round)} ms`).toBeLessThan(
+        Math.min(...fresh) * 1.5,
+      );
+      expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(50_001);
+      await pool.query("delete from steward.invalidations");
+    },
+  );
 });
 
 describe("what track_table captures", () => {

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
 import pg from "pg";
 import { createPool } from "../src/database.ts";
-import { startHealthServer } from "../src/health.ts";
-import { createMetrics } from "../src/metrics.ts";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { startHealthServer } from "../src/worker/health.ts";
+import { createMetrics } from "../src/worker/metrics.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { eventually, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -109,7 +109,10 @@ describe("the health server", () => {
       const response = await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`);
       expect(response.status).toBe(503);
       const body = await response.json();
-      expect(body.checks.migrations).toMatchObject({ status: "fail", error: expect.stringContaining("steward migrate") });
+      expect(body.checks.migrations).toMatchObject({
+        status: "fail",
+        error: expect.stringContaining("steward migrate"),
+      });
       expect(body.checks.database.status).toBe("ok");
     } finally {
       await pool.query(
