@@ -22,10 +22,12 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
     }
     // `start` offers the example (by default on the embedded database only; see STEWARD_EXAMPLE).
     const example = options.migrateFirst ? await startExample(database.url, context.config, logger) : undefined;
-    const worker = await startWorker({ url: database.url, config: context.config, logger }).catch(async (error: unknown) => {
-      await example?.stop();
-      throw error;
-    });
+    const worker = await startWorker({ url: database.url, config: context.config, logger }).catch(
+      async (error: unknown) => {
+        await example?.stop();
+        throw error;
+      },
+    );
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {
       signals++;
