@@ -10,7 +10,7 @@ import graphileMigrate from "graphile-migrate";
 import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
 import pg from "pg";
-import { graphileLogger, type Logger } from "./logger.ts";
+import { graphileLogger, logFunctions, type Logger } from "./logger.ts";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
@@ -83,7 +83,7 @@ export async function migrate(url: string, logger: Logger, options: { migrations
       // `.gmrc` installs graphile-worker's schema in beforeAllMigrations for the DBA loop
       // (watch, commit, reset); here it has just been done above.
       beforeAllMigrations: [],
-      logger: graphileLogger(log),
+      logger: new graphileMigrate.Logger(logFunctions(log)),
     });
   } finally {
     clearAllPools();

@@ -1,4 +1,7 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { PACKAGE_ROOT } from "../src/migrate.ts";
 import { runCli, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -9,6 +12,16 @@ async function counts() {
   );
   return rows[0];
 }
+
+/** A Node older than 22.18 installed on this machine (the system Node here is 20), if any. */
+const OLD_NODE = ["/usr/bin/node", "/usr/local/bin/node"].find((candidate) => {
+  try {
+    const [major, minor] = execFileSync(candidate, ["-p", "process.versions.node"], { encoding: "utf8" }).split(".").map(Number);
+    return major! < 22 || (major === 22 && minor! < 18);
+  } catch {
+    return false;
+  }
+});
 
 describe("steward (command line)", () => {
   it("prints usage and exits 2 with no command", async () => {
@@ -56,6 +69,14 @@ describe("steward (command line)", () => {
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^migrated: steward \d{6}\.sql, graphile_worker \d+/);
+  });
+
+  it.skipIf(!OLD_NODE)("refuses to start on a Node older than 22.18 (exit 2), saying which Node it needs and what brings it", () => {
+    const result = spawnSync(OLD_NODE!, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "status"], { encoding: "utf8" });
+    expect(result.status).toBe(2);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toMatch(/^steward needs Node 22\.18 or newer, and this is Node \d+\.\d+\.\d+; .*`npx steward` and the npm scripts/);
+    expect(result.stderr.trim().split("\n")).toHaveLength(1);
   });
 
   it("exits 1 with the database's message when it cannot connect", async () => {

@@ -384,11 +384,11 @@ describe("installing the dead-letter trigger", () => {
   it("refuses a graphile-worker schema version it was not written for, with a clear message", async () => {
     await freshDatabase(async (client) => {
       await client.query(await migrationBody("000001"));
-      await client.query("insert into graphile_worker.migrations (id) values (20)");
+      await client.query("insert into graphile_worker.migrations (id) values (21)");
       await expect(client.query(await migrationBody("000002"))).rejects.toMatchObject({
         code: "P0001",
         message:
-          "pg-steward's dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version 20",
+          "pg-steward's triggers on graphile-worker's tables were written for graphile-worker schema versions 18 to 20 (graphile-worker 0.16 to 0.18); this database has version 21",
         hint: expect.stringContaining("steward migrate"),
       });
       const { rows } = await client.query("select to_regclass('steward.dead_letters') as table");

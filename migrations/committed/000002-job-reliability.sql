@@ -1,30 +1,42 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:219a029fac8a1ea6ab34b58773f8ea370554ee77
+--! Hash: sha1:f6e319591fc28e5b9de13c6c5c4a3877ce28d537
 --! Message: job reliability
 
 -- Job reliability: the dead-letter queue (and the trigger that moves a job there in the same
 -- transaction as its final failure), permanent errors, worker heartbeats that let a dead
 -- worker's jobs come back within seconds, and per-day job statistics kept by the worker.
 
--- The trigger below reads graphile-worker's private tables, which its authors may change in a
--- minor release. It was written for schema versions 18 (0.16) and 19 (0.17): refuse anything else.
-do $$
+-- The triggers below sit on graphile-worker's private tables, which its authors may change in a
+-- minor release. They were written for schema versions 18 (0.16), 19 (0.17) and 20 (0.18, whose
+-- migration 000020 replaces add_job and add_jobs but keeps how a running job is superseded):
+-- refuse anything else, here and whenever steward migrate installs them again.
+create function steward.check_graphile_worker_schema()
+returns integer
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   version integer;
 begin
   if pg_catalog.to_regclass('graphile_worker.migrations') is null then
-    raise exception 'graphile-worker''s schema is not installed, and pg-steward''s dead-letter trigger sits on its job table'
+    raise exception 'graphile-worker''s schema is not installed, and pg-steward''s triggers sit on its tables'
       using errcode = 'P0001',
             hint = 'Run `steward migrate`, which installs graphile-worker''s schema before these migrations.';
   end if;
   select max(m.id) into version from graphile_worker.migrations m;
-  if version is null or version not in (18, 19) then
-    raise exception 'pg-steward''s dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version %', version
+  if version is null or version not in (18, 19, 20) then
+    raise exception 'pg-steward''s triggers on graphile-worker''s tables were written for graphile-worker schema versions 18 to 20 (graphile-worker 0.16 to 0.18); this database has version %', version
       using errcode = 'P0001',
             hint = 'Install the graphile-worker version pg-steward depends on (steward migrate does), or upgrade pg-steward to a release written for this graphile-worker.';
   end if;
+  return version;
 end
 $$;
+comment on function steward.check_graphile_worker_schema() is
+  'Returns the graphile-worker schema version, or raises when it is missing or one pg-steward''s triggers on graphile-worker''s private tables (the dead-letter trigger) were not written for.';
+
+select steward.check_graphile_worker_schema();
 
 -- Dead letters -----------------------------------------------------------------------------------
 
@@ -147,19 +159,12 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-  version integer;
 begin
   if exists (select from pg_catalog.pg_trigger t
               where t.tgrelid = 'graphile_worker._private_jobs'::regclass and t.tgname = '_steward_dead_letters') then
     return false;
   end if;
-  select max(m.id) into version from graphile_worker.migrations m;
-  if version is null or version not in (18, 19) then
-    raise exception 'pg-steward''s dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version %', version
-      using errcode = 'P0001',
-            hint = 'Install the graphile-worker version pg-steward depends on (steward migrate does), or upgrade pg-steward to a release written for this graphile-worker.';
-  end if;
+  perform steward.check_graphile_worker_schema();
   -- The common paths cost a WHEN test: success deletes the row (no UPDATE), a lock or an
   -- ordinary failure leaves attempts below max_attempts.
   create trigger _steward_dead_letters

@@ -1,5 +1,5 @@
---! Previous: sha1:219a029fac8a1ea6ab34b58773f8ea370554ee77
---! Hash: sha1:2822072910e7d94b628e201e518b35910451ebb4
+--! Previous: sha1:f6e319591fc28e5b9de13c6c5c4a3877ce28d537
+--! Hash: sha1:2c107b75f0f2fc6662fca3492b9ff135a1fe55f4
 --! Message: rate limits, leases and circuits
 
 -- Rate limits (GCRA, several windows per policy, consumed all-or-nothing), concurrency leases

@@ -1,5 +1,5 @@
---! Previous: sha1:2822072910e7d94b628e201e518b35910451ebb4
---! Hash: sha1:72163148abfc4ff041449bcd81ad79628e6ca46f
+--! Previous: sha1:2c107b75f0f2fc6662fca3492b9ff135a1fe55f4
+--! Hash: sha1:71fe17407db43ef650e4e5c83122ca185f61d35b
 --! Message: maintenance
 
 -- Maintenance: the registry of materialized views pg-steward refreshes (one refresh per view at a

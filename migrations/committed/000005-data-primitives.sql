@@ -1,5 +1,5 @@
---! Previous: sha1:72163148abfc4ff041449bcd81ad79628e6ca46f
---! Hash: sha1:c0b02553361f84f2be8371e0f599579f28762146
+--! Previous: sha1:71fe17407db43ef650e4e5c83122ca185f61d35b
+--! Hash: sha1:a354522324a47602feed4172e9520254cb84266c
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read

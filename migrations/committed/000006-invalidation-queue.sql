@@ -1,5 +1,5 @@
---! Previous: sha1:c0b02553361f84f2be8371e0f599579f28762146
---! Hash: sha1:cf748ce2ade94ee6056db851ca28706ade96c0dd
+--! Previous: sha1:a354522324a47602feed4172e9520254cb84266c
+--! Hash: sha1:f77b89fe4ebbd91c4b6dbe6644940dd8d651efc6
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:cf748ce2ade94ee6056db851ca28706ade96c0dd
---! Hash: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
+--! Previous: sha1:f77b89fe4ebbd91c4b6dbe6644940dd8d651efc6
+--! Hash: sha1:0d07bc6a986b962165456553af563863ba63a323
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:06767eeaac1f52b09eff7ffb2b67b41072ea255e
---! Hash: sha1:9a214af525ec9990ead985d5a35b0f95a6a1397e
+--! Previous: sha1:0d07bc6a986b962165456553af563863ba63a323
+--! Hash: sha1:e116ded3b965777d07d77c8a5c3f71a5fecaea9b
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -96,13 +96,13 @@ begin
     detail := 'schema graphile_worker is not installed; fix: run `steward migrate`';
   else
     select pg_catalog.max(m.id) into worker_version from graphile_worker.migrations m;
-    if worker_version in (18, 19) then
+    if worker_version in (18, 19, 20) then
       status := 'ok';
       detail := pg_catalog.format('graphile-worker schema version %s', worker_version);
     else
       status := 'fail';
       detail := pg_catalog.format(
-        'graphile-worker schema version %s; pg-steward''s dead-letter trigger was written for 18 and 19: install the graphile-worker version pg-steward depends on',
+        'graphile-worker schema version %s; pg-steward''s dead-letter trigger was written for 18 to 20: install the graphile-worker version pg-steward depends on',
         worker_version);
     end if;
   end if;
