@@ -18,9 +18,10 @@ export interface Config {
   /** Jobs run at once by one worker process. */
   concurrency: number;
   /**
-   * Jobs a worker locks ahead of running them (graphile-worker localQueue); 0 or 1 disables.
-   * Off by default: graphile-worker 0.17 locks such a batch without regard to named queues,
-   * so two jobs of one queue could run at once (README, "Throughput").
+   * Jobs a worker fetches in one query and keeps ready for its free slots (graphile-worker
+   * localQueue); 0 or 1 turns it off. On by default (defaultLocalQueueSize): graphile-worker
+   * 0.18 locks at most one job per named queue in such a batch, so named queues still run one
+   * job at a time.
    */
   localQueueSize: number;
   /**
@@ -108,6 +109,15 @@ function exampleConfig(env: Env, databaseUrl: string | undefined) {
   return { example, exampleUsers: integer(env, "STEWARD_EXAMPLE_USERS", 5000, 1, 1_000_000) };
 }
 
+/**
+ * The default local queue: twice the concurrency, at least 16. One fetch then refills every
+ * slot and keeps as many jobs ready, which is where throughput levels off on 2 cores (README,
+ * "Throughput"); more only holds more due jobs away from other workers.
+ */
+export function defaultLocalQueueSize(concurrency: number): number {
+  return Math.max(16, 2 * concurrency);
+}
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export function loadConfig(env: Env = process.env): Config {
@@ -128,7 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
     healthHost: env.STEWARD_HEALTH_HOST?.trim() || "0.0.0.0",
     logLevel,
     concurrency,
-    localQueueSize: integer(env, "STEWARD_LOCAL_QUEUE_SIZE", 0, -1, 10000),
+    localQueueSize: integer(env, "STEWARD_LOCAL_QUEUE_SIZE", defaultLocalQueueSize(concurrency), 0, 10000),
     completeBatchDelayMs: integer(env, "STEWARD_COMPLETE_BATCH_DELAY_MS", 0, 0, 60000),
     shutdownTimeoutMs: integer(env, "STEWARD_SHUTDOWN_TIMEOUT_MS", 10000, 0, 3600000),
     ...sinkConfig(env),

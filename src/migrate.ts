@@ -15,6 +15,12 @@ import { graphileLogger, logFunctions, type Logger } from "./logger.ts";
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
 
+/** Our triggers on graphile-worker's tables, each installed again by `migrate` when missing. */
+const TRIGGER_INSTALLERS = [
+  ["steward.install_dead_letter_trigger()", "the dead-letter trigger on graphile_worker._private_jobs"],
+  ["steward.install_queue_wakeup_trigger()", "the named-queue wake-up trigger on graphile_worker._private_job_queues"],
+] as const;
+
 /** The graphile-worker schema version (its `migrations` table) the installed package brings. */
 export async function expectedWorkerSchemaVersion(): Promise<number> {
   const entry = createRequire(import.meta.url).resolve("graphile-worker");
@@ -90,14 +96,17 @@ export async function migrate(url: string, logger: Logger, options: { migrations
   }
   const pool = new pg.Pool({ connectionString: url, max: 2 });
   try {
-    // A graphile-worker upgrade may re-create its job table, and our trigger with it goes.
-    const { rows: present } = await pool.query<{ present: boolean }>(
-      "select pg_catalog.to_regprocedure('steward.install_dead_letter_trigger()') is not null as present",
-    );
-    const installed = present[0]?.present
-      ? (await pool.query<{ installed: boolean }>("select steward.install_dead_letter_trigger() as installed")).rows[0]?.installed
-      : false;
-    if (installed) log.warn("the dead-letter trigger was missing from graphile_worker._private_jobs; installed it again");
+    // A graphile-worker upgrade may re-create its tables, and our triggers on them go too.
+    // (An installer is missing only when `migrationsFolder` holds an earlier version.)
+    for (const [installer, what] of TRIGGER_INSTALLERS) {
+      const { rows: present } = await pool.query<{ present: boolean }>(
+        "select pg_catalog.to_regprocedure($1) is not null as present",
+        [installer],
+      );
+      if (!present[0]?.present) continue;
+      const { rows } = await pool.query<{ installed: boolean }>(`select ${installer} as installed`);
+      if (rows[0]?.installed) log.warn(`${what} was missing; installed it again`);
+    }
     const status = await migrationStatus(pool);
     log.info({ ...status, ms: Date.now() - began }, "migrations applied");
     return status;

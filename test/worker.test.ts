@@ -71,6 +71,32 @@ describe("the worker", () => {
     expect(await jobRow(context.db.pool, id)).toBeUndefined();
   });
 
+  it("hands back the jobs it locked ahead when stopped, with their attempt returned, and runs none of them", async () => {
+    const { pool } = context.db;
+    // Queued before the start, so the worker's first fetch locks all six: one runs, five wait.
+    const { rows } = await pool.query(
+      `select array_agg(j.id::text) as ids
+         from generate_series(1, 6) as n, graphile_worker.add_job('test_sleep', json_build_object('ms', 1500, 'n', n)) j`,
+    );
+    const ids: string[] = rows[0].ids;
+    worker = await startTestWorker(context.db, { tasks: [echo], config: { concurrency: 1 } });
+    const running = await eventually(async () => ids.find((id) => started.has(id)), { what: "one job to start" });
+    const { rows: locked } = await pool.query("select count(*)::int as n from graphile_worker.jobs where id = any($1) and locked_at is not null", [ids]);
+    expect(locked[0].n).toBe(6);
+
+    await worker.stop("test");
+    expect(released.has(running)).toBe(true);
+    const { rows: left } = await pool.query(
+      "select id::text, attempts, locked_at, last_error from graphile_worker.jobs where id = any($1) order by id",
+      [ids],
+    );
+    expect(left).toEqual(
+      ids.filter((id) => id !== running).sort((a, b) => Number(a) - Number(b)).map((id) => ({ id, attempts: 0, locked_at: null, last_error: null })),
+    );
+    expect(ids.filter((id) => started.has(id))).toEqual([running]);
+    await pool.query("delete from graphile_worker._private_jobs where id = any($1)", [ids]);
+  });
+
   it("releases a job that outlives the shutdown timeout, for another worker to retry", async () => {
     worker = await startTestWorker(context.db, { tasks: [echo], config: { shutdownTimeoutMs: 500 } });
     const id = await addJob(context.db.pool, { ms: 20_000 });

@@ -1,5 +1,5 @@
 --! Previous: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
---! Hash: sha1:f6e319591fc28e5b9de13c6c5c4a3877ce28d537
+--! Hash: sha1:2799e057207b06d75e79c3ae74d4ff5f9a08533f
 --! Message: job reliability
 
 -- Job reliability: the dead-letter queue (and the trigger that moves a job there in the same
@@ -34,7 +34,7 @@ begin
 end
 $$;
 comment on function steward.check_graphile_worker_schema() is
-  'Returns the graphile-worker schema version, or raises when it is missing or one pg-steward''s triggers on graphile-worker''s private tables (the dead-letter trigger) were not written for.';
+  'Returns the graphile-worker schema version, or raises when it is missing or one pg-steward''s triggers on graphile-worker''s private tables (dead letters, named-queue wake-up) were not written for.';
 
 select steward.check_graphile_worker_schema();
 
@@ -391,6 +391,55 @@ insert into steward.cleanup_steps (name, function, description) values
   ('dead_letters', 'steward.cleanup_dead_letters(integer)', 'replayed dead letters past dead_letters.replayed_retention'),
   ('job_marks', 'steward.cleanup_job_marks(integer)', 'marks of jobs that no longer exist')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+-- Named queues: wake the workers when one is free again -----------------------------------------
+
+-- With the local queue (the worker's default), a worker fetches jobs in batches, at most one per
+-- named queue, and fetches again only when its batch is used up, when graphile-worker announces
+-- new jobs, or at its next poll (2 s). A named queue's next job becomes available when the one
+-- before it completes, which announces nothing: a queue of 50 jobs on an otherwise idle worker
+-- took 50 polls. Announcing the unlock on graphile-worker's own channel makes every worker fetch
+-- now, as it does for a new job.
+create function steward.announce_unlocked_queue()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- One notification per transaction whatever the number of queues: identical ones are merged.
+  perform pg_catalog.pg_notify('jobs:insert', '{"count":1}');
+  return null;
+end
+$$;
+comment on function steward.announce_unlocked_queue() is
+  'Trigger on graphile_worker._private_job_queues: when a named queue is unlocked (its job completed, failed, was handed back or released), announces it on graphile-worker''s jobs:insert channel so idle workers fetch its next job now instead of at their next poll.';
+
+create function steward.install_queue_wakeup_trigger()
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if exists (select from pg_catalog.pg_trigger t
+              where t.tgrelid = 'graphile_worker._private_job_queues'::regclass and t.tgname = '_steward_queue_wakeup') then
+    return false;
+  end if;
+  perform steward.check_graphile_worker_schema();
+  create trigger _steward_queue_wakeup
+    after update of locked_by on graphile_worker._private_job_queues
+    for each row
+    when (old.locked_by is not null and new.locked_by is null)
+    execute function steward.announce_unlocked_queue();
+  comment on trigger _steward_queue_wakeup on graphile_worker._private_job_queues is
+    'pg-steward: announces an unlocked named queue on jobs:insert (steward.announce_unlocked_queue).';
+  return true;
+end
+$$;
+comment on function steward.install_queue_wakeup_trigger() is
+  'Installs the named-queue wake-up trigger on graphile_worker._private_job_queues unless it is there; true when it installed it. steward migrate calls it on every run, like install_dead_letter_trigger. Refuses a graphile-worker schema version it was not written for.';
+
+select steward.install_queue_wakeup_trigger();
 
 -- Worker heartbeats and crash recovery ----------------------------------------------------------
 

@@ -1,5 +1,5 @@
---! Previous: sha1:f6e319591fc28e5b9de13c6c5c4a3877ce28d537
---! Hash: sha1:2c107b75f0f2fc6662fca3492b9ff135a1fe55f4
+--! Previous: sha1:2799e057207b06d75e79c3ae74d4ff5f9a08533f
+--! Hash: sha1:721927d92ba2247a206bae5a9f3e4ef1643ceb9a
 --! Message: rate limits, leases and circuits
 
 -- Rate limits (GCRA, several windows per policy, consumed all-or-nothing), concurrency leases

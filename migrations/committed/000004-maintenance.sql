@@ -1,5 +1,5 @@
---! Previous: sha1:2c107b75f0f2fc6662fca3492b9ff135a1fe55f4
---! Hash: sha1:71fe17407db43ef650e4e5c83122ca185f61d35b
+--! Previous: sha1:721927d92ba2247a206bae5a9f3e4ef1643ceb9a
+--! Hash: sha1:8d588f86ec8d1eaf4dc2762ab3b9402d958bde8c
 --! Message: maintenance
 
 -- Maintenance: the registry of materialized views pg-steward refreshes (one refresh per view at a

@@ -1,5 +1,5 @@
---! Previous: sha1:71fe17407db43ef650e4e5c83122ca185f61d35b
---! Hash: sha1:a354522324a47602feed4172e9520254cb84266c
+--! Previous: sha1:8d588f86ec8d1eaf4dc2762ab3b9402d958bde8c
+--! Hash: sha1:0f494cbbcbbfc6ada0ceb3e1c1759825321919ef
 --! Message: pagination, batch insert and request metrics
 
 -- Data primitives for clients: keyset pagination over any table the caller may read

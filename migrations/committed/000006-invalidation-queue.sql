@@ -1,5 +1,5 @@
---! Previous: sha1:a354522324a47602feed4172e9520254cb84266c
---! Hash: sha1:f77b89fe4ebbd91c4b6dbe6644940dd8d651efc6
+--! Previous: sha1:0f494cbbcbbfc6ada0ceb3e1c1759825321919ef
+--! Hash: sha1:e826ac628ddacd9efccd8c6813eb966aadef81ee
 --! Message: invalidation queue
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:f77b89fe4ebbd91c4b6dbe6644940dd8d651efc6
---! Hash: sha1:0d07bc6a986b962165456553af563863ba63a323
+--! Previous: sha1:e826ac628ddacd9efccd8c6813eb966aadef81ee
+--! Hash: sha1:447ac627ead9e51e23cef3b546571099fa13a2c2
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:0d07bc6a986b962165456553af563863ba63a323
---! Hash: sha1:e116ded3b965777d07d77c8a5c3f71a5fecaea9b
+--! Previous: sha1:447ac627ead9e51e23cef3b546571099fa13a2c2
+--! Hash: sha1:8f5effe5efdf9a01ae377e25f7928f8da112dfcb
 --! Message: verification and status
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
