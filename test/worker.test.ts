@@ -87,7 +87,7 @@ describe("the worker", () => {
     await worker.stop("test");
     expect(released.has(running)).toBe(true);
     const { rows: left } = await pool.query(
-      "select id::text, attempts, locked_at, last_error from graphile_worker.jobs where id = any($1) order by id",
+      "select j.id::text as id, j.attempts, j.locked_at, j.last_error from graphile_worker.jobs j where j.id = any($1) order by j.id",
       [ids],
     );
     expect(left).toEqual(
