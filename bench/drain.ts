@@ -1,7 +1,7 @@
 // Invalidations delivered per second by the drain (claim, notify sink, complete) against a
 // bare `delete … returning` loop over a plain table that sends the same notifications: the
 // difference is what dedup, visibility timeouts and retries cost.
-import { drainUntilEmpty, notifyPayloads, notifySink } from "../src/invalidations.ts";
+import { drainUntilEmpty, notifyPayloads, notifySink } from "../src/worker/invalidations.ts";
 import { defineScenario } from "./scenario.ts";
 
 const BATCH = 500;
@@ -12,14 +12,17 @@ export const drain = defineScenario({
   higherIsBetter: true,
   description: "invalidations delivered per second through the notify sink vs a bare delete … returning loop",
   async setup({ pool, quick }) {
-    await pool.query("create table if not exists public.bench_bare_queue (id bigserial primary key, tag text not null)");
+    await pool.query(
+      "create table if not exists public.bench_bare_queue (id bigserial primary key, tag text not null)",
+    );
     return { tags: quick ? 50_000 : 200_000 };
   },
   async ours(state, { pool, logger }) {
     await pool.query("delete from steward.invalidations");
-    await pool.query("select steward.enqueue_invalidations(array(select 'bench:' || g from generate_series(1, $1) g))", [
-      state.tags,
-    ]);
+    await pool.query(
+      "select steward.enqueue_invalidations(array(select 'bench:' || g from generate_series(1, $1) g))",
+      [state.tags],
+    );
     const began = performance.now();
     const result = await drainUntilEmpty(
       { pool, sinks: [notifySink(pool, "steward_bench")], logger, batchSize: BATCH, visibilityMs: 60_000 },

@@ -8,8 +8,8 @@ import { run, runMigrations, type Runner } from "graphile-worker";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { createLogger, graphileLogger } from "../src/logger.ts";
-import { defineTask } from "../src/task.ts";
-import { startWorker } from "../src/worker.ts";
+import { defineTask } from "../src/worker/task.ts";
+import { startWorker } from "../src/worker/runner.ts";
 import { defineScenario, type BenchContext, type Measurement, type Scenario } from "./scenario.ts";
 
 const BASELINE_SCHEMA = "graphile_worker_baseline";
@@ -32,7 +32,11 @@ interface BaselineSetup {
 
 /** The same knobs of steward's configuration. */
 function speedKnobs(config: Config): BaselineSetup {
-  return { concurrency: config.concurrency, localQueueSize: config.localQueueSize, completeBatchDelayMs: config.completeBatchDelayMs };
+  return {
+    concurrency: config.concurrency,
+    localQueueSize: config.localQueueSize,
+    completeBatchDelayMs: config.completeBatchDelayMs,
+  };
 }
 
 interface State {
@@ -51,8 +55,18 @@ const silent = createLogger("silent", { pretty: false });
 
 async function startOurs(context: BenchContext, config: Config): Promise<Running> {
   const noop = defineTask({ identifier: TASK, description: "does nothing", parse: () => ({}), run: async () => {} });
-  const worker = await startWorker({ url: context.url, config, logger: silent, tasks: [noop], schedules: [], health: false });
-  return { onSuccess: (listener) => worker.events.on("job:success", listener), stop: () => worker.stop("bench round over") };
+  const worker = await startWorker({
+    url: context.url,
+    config,
+    logger: silent,
+    tasks: [noop],
+    schedules: [],
+    health: false,
+  });
+  return {
+    onSuccess: (listener) => worker.events.on("job:success", listener),
+    stop: () => worker.stop("bench round over"),
+  };
 }
 
 async function startBaseline(context: BenchContext, setup: BaselineSetup): Promise<Running> {
@@ -128,7 +142,10 @@ async function measure(
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     const seconds = (performance.now() - began) / 1000;
-    return { value: (jobs - skipped) / seconds, detail: { jobs, queues, timed: jobs - skipped, seconds: Number(seconds.toFixed(3)), ...setup } };
+    return {
+      value: (jobs - skipped) / seconds,
+      detail: { jobs, queues, timed: jobs - skipped, seconds: Number(seconds.toFixed(3)), ...setup },
+    };
   } finally {
     await worker.stop();
   }
@@ -151,7 +168,11 @@ function jobsScenarioOf(options: {
     async setup(context) {
       const ours = { ...options.ours(), healthPort: 0 };
       const baseline = options.baseline(ours);
-      await runMigrations({ connectionString: context.url, logger: graphileLogger(silent), preset: { worker: { schema: BASELINE_SCHEMA } } });
+      await runMigrations({
+        connectionString: context.url,
+        logger: graphileLogger(silent),
+        preset: { worker: { schema: BASELINE_SCHEMA } },
+      });
       context.logger.info(
         { ours: speedKnobs(ours), baseline, namedQueues: queues },
         `${options.name}: how each side is configured`,
@@ -168,9 +189,13 @@ function jobsScenarioOf(options: {
       return state;
     },
     ours: (state, context) =>
-      measure(context, "graphile_worker", state.jobs, queues, speedKnobs(state.ours), () => startOurs(context, state.ours)),
+      measure(context, "graphile_worker", state.jobs, queues, speedKnobs(state.ours), () =>
+        startOurs(context, state.ours),
+      ),
     baseline: (state, context) =>
-      measure(context, BASELINE_SCHEMA, state.jobs, queues, state.baseline, () => startBaseline(context, state.baseline)),
+      measure(context, BASELINE_SCHEMA, state.jobs, queues, state.baseline, () =>
+        startBaseline(context, state.baseline),
+      ),
     async teardown(_state, context) {
       await context.pool.query(`drop schema if exists ${BASELINE_SCHEMA} cascade`);
     },

@@ -13,4 +13,4 @@ if (major < 22 || (major === 22 && minor < 18)) {
 }
 const { register } = await import("tsx/esm/api");
 register();
-await import("../src/cli.ts");
+await import("../src/cli/main.ts");

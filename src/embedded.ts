@@ -10,7 +10,7 @@ import pg from "pg";
 import type { Logger } from "./logger.ts";
 import { StewardError } from "./errors.ts";
 
-export const EMBEDDED_DATABASE = "steward";
+const EMBEDDED_DATABASE = "steward";
 const EMBEDDED_USER = "postgres";
 
 export interface EmbeddedServer {

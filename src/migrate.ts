@@ -10,6 +10,7 @@ import graphileMigrate from "graphile-migrate";
 import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
 import pg from "pg";
+import { isUndefinedRelation } from "./errors.ts";
 import { graphileLogger, logFunctions, type Logger } from "./logger.ts";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -22,14 +23,14 @@ const TRIGGER_INSTALLERS = [
 ] as const;
 
 /** The graphile-worker schema version (its `migrations` table) the installed package brings. */
-export async function expectedWorkerSchemaVersion(): Promise<number> {
+async function expectedWorkerSchemaVersion(): Promise<number> {
   const entry = createRequire(import.meta.url).resolve("graphile-worker");
   const files = await fs.readdir(path.join(path.dirname(entry), "..", "sql"));
   return Math.max(...files.filter((file) => /^\d{6}\.sql$/.test(file)).map((file) => Number(file.slice(0, 6))));
 }
 
 /** File names (`000001.sql` …) of our committed migrations, in order. */
-export async function committedMigrations(): Promise<string[]> {
+async function committedMigrations(): Promise<string[]> {
   const files = await fs.readdir(path.join(MIGRATIONS_FOLDER, "committed"));
   return files
     .map((file) => /^(\d{6})(-.*)?\.sql$/.exec(file)?.[1])
@@ -51,7 +52,7 @@ async function scalar<T>(pool: pg.Pool, sql: string): Promise<T | null> {
     const { rows } = await pool.query(sql);
     return (rows[0]?.value as T | undefined) ?? null;
   } catch (error) {
-    if ((error as { code?: string }).code === "42P01" || (error as { code?: string }).code === "3F000") return null;
+    if (isUndefinedRelation(error)) return null;
     throw error;
   }
 }
@@ -78,7 +79,11 @@ export async function migrationStatus(pool: pg.Pool): Promise<MigrationStatus> {
  * Applies graphile-worker's schema, then our committed migrations. Safe to run again.
  * `migrationsFolder` is for tests that install an earlier version first.
  */
-export async function migrate(url: string, logger: Logger, options: { migrationsFolder?: string } = {}): Promise<MigrationStatus> {
+export async function migrate(
+  url: string,
+  logger: Logger,
+  options: { migrationsFolder?: string } = {},
+): Promise<MigrationStatus> {
   const log = logger.child({ component: "migrate" });
   const began = Date.now();
   await runMigrations({ connectionString: url, logger: graphileLogger(log) });

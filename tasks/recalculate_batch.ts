@@ -1,12 +1,13 @@
-import { payloadObject, requiredInteger } from "../src/payload.ts";
-import { computeBatch, readRun, RecalcBatchError, runSummary } from "../src/recalculation.ts";
-import { defineTask } from "../src/task.ts";
+import { payloadObject, requiredInteger } from "../src/worker/payload.ts";
+import { computeBatch, readRun, RecalcBatchError, runSummary } from "../src/worker/recalculation.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "recalculate_batch";
 
 export const recalculateBatch = defineTask({
   identifier: TASK,
-  description: "one batch of a recalculation run (enqueued by recalculate): compute(keys) and the batch's completion in one transaction",
+  description:
+    "one batch of a recalculation run (enqueued by recalculate): compute(keys) and the batch's completion in one transaction",
   parse(payload) {
     const body = payloadObject(TASK, payload, ["run", "batch"]);
     return {

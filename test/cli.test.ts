@@ -16,7 +16,9 @@ async function counts() {
 /** A Node older than 22.18 installed on this machine (the system Node here is 20), if any. */
 const OLD_NODE = ["/usr/bin/node", "/usr/local/bin/node"].find((candidate) => {
   try {
-    const [major, minor] = execFileSync(candidate, ["-p", "process.versions.node"], { encoding: "utf8" }).split(".").map(Number);
+    const [major, minor] = execFileSync(candidate, ["-p", "process.versions.node"], { encoding: "utf8" })
+      .split(".")
+      .map(Number);
     return major! < 22 || (major === 22 && minor! < 18);
   } catch {
     return false;
@@ -71,13 +73,20 @@ describe("steward (command line)", () => {
     expect(result.stdout).toMatch(/^migrated: steward \d{6}\.sql, graphile_worker \d+/);
   });
 
-  it.skipIf(!OLD_NODE)("refuses to start on a Node older than 22.18 (exit 2), saying which Node it needs and what brings it", () => {
-    const result = spawnSync(OLD_NODE!, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "status"], { encoding: "utf8" });
-    expect(result.status).toBe(2);
-    expect(result.stdout).toBe("");
-    expect(result.stderr).toMatch(/^steward needs Node 22\.18 or newer, and this is Node \d+\.\d+\.\d+; .*`npx steward` and the npm scripts/);
-    expect(result.stderr.trim().split("\n")).toHaveLength(1);
-  });
+  it.skipIf(!OLD_NODE)(
+    "refuses to start on a Node older than 22.18 (exit 2), saying which Node it needs and what brings it",
+    () => {
+      const result = spawnSync(OLD_NODE!, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "status"], {
+        encoding: "utf8",
+      });
+      expect(result.status).toBe(2);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toMatch(
+        /^steward needs Node 22\.18 or newer, and this is Node \d+\.\d+\.\d+; .*`npx steward` and the npm scripts/,
+      );
+      expect(result.stderr.trim().split("\n")).toHaveLength(1);
+    },
+  );
 
   it("exits 1 with the database's message when it cannot connect", async () => {
     const result = await runCli(["migrate"], { DATABASE_URL: "postgres://nobody:x@127.0.0.1:1/none" });

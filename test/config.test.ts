@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { defaultLocalQueueSize, loadConfig } from "../src/config.ts";
 import { ConfigError } from "../src/errors.ts";
-import { cronItems, effectiveSchedules } from "../src/schedules.ts";
+import { cronItems, effectiveSchedules } from "../src/worker/schedules.ts";
 
 describe("configuration", () => {
   it("names the variable and the accepted range of a bad integer", () => {
@@ -22,7 +22,11 @@ describe("configuration", () => {
   });
 
   it("runs with a local queue sized from the concurrency and batched completions unless told otherwise", () => {
-    expect(loadConfig({})).toMatchObject({ concurrency: 8, localQueueSize: defaultLocalQueueSize(8), completeBatchDelayMs: 0 });
+    expect(loadConfig({})).toMatchObject({
+      concurrency: 8,
+      localQueueSize: defaultLocalQueueSize(8),
+      completeBatchDelayMs: 0,
+    });
     expect(defaultLocalQueueSize(8)).toBe(64);
     expect(loadConfig({ STEWARD_CONCURRENCY: "1" }).localQueueSize).toBe(8);
     // Never below the concurrency, which would leave slots idle (graphile-worker warns of it).
@@ -40,7 +44,9 @@ describe("the example steward start offers", () => {
     expect(loadConfig({}).example).toBe("health-metrics");
     expect(loadConfig({ STEWARD_EXAMPLE: "none" }).example).toBeUndefined();
     expect(loadConfig({ DATABASE_URL: "postgres://db/app" }).example).toBeUndefined();
-    expect(loadConfig({ DATABASE_URL: "postgres://db/app", STEWARD_EXAMPLE: "health-metrics" }).example).toBe("health-metrics");
+    expect(loadConfig({ DATABASE_URL: "postgres://db/app", STEWARD_EXAMPLE: "health-metrics" }).example).toBe(
+      "health-metrics",
+    );
   });
 
   it("refuses an example it does not know, naming the variable", () => {

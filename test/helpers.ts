@@ -5,14 +5,15 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, inject } from "vitest";
+import { afterAll, afterEach, beforeAll, inject } from "vitest";
+import { waitForJob, type JobOutcome } from "../src/client/jobs.ts";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { withDatabase } from "../src/embedded.ts";
 import { createLogger, type Logger } from "../src/logger.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import type { TaskDefinition } from "../src/task.ts";
-import { startWorker, type RunningWorker } from "../src/worker.ts";
+import type { TaskDefinition } from "../src/worker/task.ts";
+import { startWorker, type RunningWorker } from "../src/worker/runner.ts";
 
 export interface TestDatabase {
   name: string;
@@ -93,7 +94,12 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
 /** A worker in this process against `db`, with the given tasks (default: all). */
 export async function startTestWorker(
   db: TestDatabase,
-  options: { tasks?: TaskDefinition<unknown>[]; config?: Partial<Config>; health?: boolean; statsFlushMs?: number } = {},
+  options: {
+    tasks?: TaskDefinition<unknown>[];
+    config?: Partial<Config>;
+    health?: boolean;
+    statsFlushMs?: number;
+  } = {},
 ): Promise<RunningWorker> {
   return startWorker({
     url: db.url,
@@ -110,17 +116,76 @@ export async function startTestWorker(
  * Runs `work` with steward.settings changed (through steward.set_setting), restoring the previous
  * values afterwards, so tests of one file that share a database do not leak settings.
  */
-export async function withSettings<T>(pool: pg.Pool, settings: Record<string, string>, work: () => Promise<T>): Promise<T> {
+export async function withSettings<T>(
+  pool: pg.Pool,
+  settings: Record<string, string>,
+  work: () => Promise<T>,
+): Promise<T> {
   const previous: Record<string, string> = {};
   try {
     for (const [name, value] of Object.entries(settings)) {
-      const { rows } = await pool.query<{ previous: string }>("select steward.set_setting($1, $2) as previous", [name, value]);
+      const { rows } = await pool.query<{ previous: string }>("select steward.set_setting($1, $2) as previous", [
+        name,
+        value,
+      ]);
       previous[name] = rows[0]!.previous;
     }
     return await work();
   } finally {
-    for (const [name, value] of Object.entries(previous)) await pool.query("select steward.set_setting($1, $2)", [name, value]);
+    for (const [name, value] of Object.entries(previous))
+      await pool.query("select steward.set_setting($1, $2)", [name, value]);
   }
+}
+
+/**
+ * A worker for the tests of one file, with every task: `start()` starts it (once; later calls
+ * return it) and it stops after each test. `runJob` runs a one-attempt job on it to its end.
+ */
+export function useTestWorker(context: { readonly db: TestDatabase }) {
+  let worker: RunningWorker | undefined;
+  afterEach(async () => {
+    await worker?.stop();
+    worker = undefined;
+  });
+  const start = async () => (worker ??= await startTestWorker(context.db));
+  return {
+    start,
+    async runJob(task: string, payload: object = {}): Promise<JobOutcome> {
+      await start();
+      return runJobOnce(context.db, task, payload);
+    },
+  };
+}
+
+/** Runs `work` while another connection holds the lock `statement` takes, in a transaction it then rolls back. */
+export async function whileLocked<T>(db: TestDatabase, statement: string, work: () => Promise<T>): Promise<T> {
+  const holder = await db.pool.connect();
+  try {
+    await holder.query("begin");
+    await holder.query(statement);
+    return await work();
+  } finally {
+    await holder.query("rollback");
+    holder.release();
+  }
+}
+
+/** Adds a job with a single attempt and waits for its end (a worker must run its task). */
+export async function runJobOnce(db: TestDatabase, task: string, payload: object = {}): Promise<JobOutcome> {
+  const { rows } = await db.pool.query<{ id: string }>(
+    "select id::text from graphile_worker.add_job($1, $2::json, max_attempts => 1)",
+    [task, JSON.stringify(payload)],
+  );
+  return waitForJob(db.pool, rows[0]!.id, { timeoutMs: 60_000 });
+}
+
+/** The steward.maintenance_log rows of one action on one table or step, oldest first. */
+export async function maintenanceLog(db: TestDatabase, action: string, what: string) {
+  const { rows } = await db.pool.query(
+    "select status, detail from steward.maintenance_log where action = $1 and what = $2 order by id",
+    [action, what],
+  );
+  return rows;
 }
 
 /** Polls `check` until it returns a truthy value (returned), or fails after `timeoutMs`. */
@@ -152,7 +217,11 @@ export interface CliResult {
 }
 
 /** Runs `steward <args>` as a child process, the way a person or systemd would. */
-export function runCli(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  timeoutMs = 60_000,
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), ...args], {
       env: { ...process.env, LOG_LEVEL: "warn", ...env },
@@ -178,7 +247,10 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
  * A NOLOGIN role for the tests of one file, with a random name (roles are cluster-wide and test
  * files run in parallel). `drop()` removes its privileges in `db` and the role.
  */
-export async function createTestRole(db: TestDatabase, prefix: string): Promise<{ name: string; drop(): Promise<void> }> {
+export async function createTestRole(
+  db: TestDatabase,
+  prefix: string,
+): Promise<{ name: string; drop(): Promise<void> }> {
   const name = `${prefix}_${randomBytes(4).toString("hex")}`;
   await db.pool.query(`create role ${name} nologin`);
   return {
@@ -213,7 +285,10 @@ export async function asRole<T>(
 }
 
 /** Who may run a function: steward_client, PUBLIC; and whether it runs as its owner. */
-export async function functionAccess(pool: pg.Pool, signature: string): Promise<{ client: boolean; public: boolean; definer: boolean }> {
+export async function functionAccess(
+  pool: pg.Pool,
+  signature: string,
+): Promise<{ client: boolean; public: boolean; definer: boolean }> {
   const { rows } = await pool.query(
     `select has_function_privilege('steward_client', p.oid, 'execute') as client,
             exists (select from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a where a.grantee = 0) as public,

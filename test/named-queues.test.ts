@@ -2,8 +2,8 @@
 // one job of a queue at a time, in the order they were added, while other jobs run beside them.
 // graphile-worker 0.17's local queue broke this (upstream issue #621, fixed in 0.18.0).
 import { afterEach, describe, expect, it } from "vitest";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { eventually, startTestWorker, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -56,38 +56,47 @@ describe("named queues", () => {
       }
     }
     worker = await startTestWorker(context.db, { tasks: [recorded], config: { concurrency: 8 } });
-    await eventually(async () => runs.length === 200 && (await pool.query("select from graphile_worker.jobs")).rowCount === 0, {
-      timeoutMs: 30_000,
-      what: "all 200 jobs to run",
-    });
+    await eventually(
+      async () => runs.length === 200 && (await pool.query("select from graphile_worker.jobs")).rowCount === 0,
+      {
+        timeoutMs: 30_000,
+        what: "all 200 jobs to run",
+      },
+    );
 
     const expected = Array.from({ length: 50 }, (_, i) => i + 1);
     expect(overlapsAndOrder("ordered")).toEqual({ sequences: expected, overlaps: 0 });
     expect(overlapsAndOrder("ordered_too")).toEqual({ sequences: expected, overlaps: 0 });
     // The unqueued jobs did run side by side: the worker was not serial overall.
     const free = runs.filter((run) => run.queue === null);
-    const concurrent = free.some((run) => free.some((other) => other !== run && other.startedAt < run.endedAt && run.startedAt < other.endedAt));
+    const concurrent = free.some((run) =>
+      free.some((other) => other !== run && other.startedAt < run.endedAt && run.startedAt < other.endedAt),
+    );
     expect(concurrent).toBe(true);
   });
 
-  it("starts a named queue's next job as soon as the one before completes, not at the next poll", { timeout: 90_000 }, async () => {
-    const { pool } = context.db;
-    runs.length = 0;
-    // Queued before the start, so no new-job announcement can wake the worker: each fetch finds
-    // one job of the queue, and only that job's completion can announce the next.
-    for (let sequence = 1; sequence <= 20; sequence++) {
-      await pool.query("select graphile_worker.add_job('test_recorded', $1::json, queue_name => 'chain')", [
-        JSON.stringify({ queue: "chain", sequence, ms: 1 }),
-      ]);
-    }
-    worker = await startTestWorker(context.db, { tasks: [recorded] });
-    await eventually(async () => runs.length === 20, { timeoutMs: 60_000, what: "the 20 jobs of the queue to run" });
-    const { sequences, overlaps } = overlapsAndOrder("chain");
-    expect({ sequences, overlaps }).toEqual({ sequences: Array.from({ length: 20 }, (_, i) => i + 1), overlaps: 0 });
-    // Waiting for graphile-worker's 2-second poll between jobs would take about 40 s.
-    const ofQueue = runs.filter((run) => run.queue === "chain").sort((a, b) => a.startedAt - b.startedAt);
-    const waited = ofQueue.slice(1).reduce((sum, run, i) => sum + (run.startedAt - ofQueue[i]!.endedAt), 0);
-    console.log(`20 jobs of one named queue: ${Math.round(waited)} ms between them in all`);
-    expect(waited).toBeLessThan(10_000);
-  });
+  it(
+    "starts a named queue's next job as soon as the one before completes, not at the next poll",
+    { timeout: 90_000 },
+    async () => {
+      const { pool } = context.db;
+      runs.length = 0;
+      // Queued before the start, so no new-job announcement can wake the worker: each fetch finds
+      // one job of the queue, and only that job's completion can announce the next.
+      for (let sequence = 1; sequence <= 20; sequence++) {
+        await pool.query("select graphile_worker.add_job('test_recorded', $1::json, queue_name => 'chain')", [
+          JSON.stringify({ queue: "chain", sequence, ms: 1 }),
+        ]);
+      }
+      worker = await startTestWorker(context.db, { tasks: [recorded] });
+      await eventually(async () => runs.length === 20, { timeoutMs: 60_000, what: "the 20 jobs of the queue to run" });
+      const { sequences, overlaps } = overlapsAndOrder("chain");
+      expect({ sequences, overlaps }).toEqual({ sequences: Array.from({ length: 20 }, (_, i) => i + 1), overlaps: 0 });
+      // Waiting for graphile-worker's 2-second poll between jobs would take about 40 s.
+      const ofQueue = runs.filter((run) => run.queue === "chain").sort((a, b) => a.startedAt - b.startedAt);
+      const waited = ofQueue.slice(1).reduce((sum, run, i) => sum + (run.startedAt - ofQueue[i]!.endedAt), 0);
+      console.log(`20 jobs of one named queue: ${Math.round(waited)} ms between them in all`);
+      expect(waited).toBeLessThan(10_000);
+    },
+  );
 });

@@ -54,17 +54,27 @@ describe.skipIf(!inject("embedded"))("steward start without DATABASE_URL", () =>
     const takenPort = (blocker.address() as net.AddressInfo).port;
     const healthPort = await freePort();
     // The example is on by default here (embedded database); a small one keeps the test quick.
-    const env = { STEWARD_EMBEDDED_PORT: String(takenPort), STEWARD_HEALTH_PORT: String(healthPort), STEWARD_EXAMPLE_USERS: "200" };
+    const env = {
+      STEWARD_EMBEDDED_PORT: String(takenPort),
+      STEWARD_HEALTH_PORT: String(healthPort),
+      STEWARD_EXAMPLE_USERS: "200",
+    };
     try {
       const began = Date.now();
       const first = start(dataDir, env);
-      const body = await eventually(() => readyz(healthPort), { timeoutMs: 90_000, intervalMs: 250, what: "/readyz" }).catch(
-        (error: Error) => {
-          throw new Error(`${error.message}; steward start printed:\n${first.output()}`);
-        },
-      );
+      const body = await eventually(() => readyz(healthPort), {
+        timeoutMs: 90_000,
+        intervalMs: 250,
+        what: "/readyz",
+      }).catch((error: Error) => {
+        throw new Error(`${error.message}; steward start printed:\n${first.output()}`);
+      });
       const coldStartMs = Date.now() - began;
-      expect(body.checks).toMatchObject({ database: { status: "ok" }, migrations: { status: "ok" }, worker: { status: "ok" } });
+      expect(body.checks).toMatchObject({
+        database: { status: "ok" },
+        migrations: { status: "ok" },
+        worker: { status: "ok" },
+      });
       expect(first.output()).toContain("initialised the embedded PostgreSQL cluster");
       expect(first.output()).toContain("preferred port is taken");
       expect(first.output()).toContain("health-metrics example installed");

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
 import pg from "pg";
 import { createPool } from "../src/database.ts";
-import { startHealthServer } from "../src/health.ts";
-import { createMetrics } from "../src/metrics.ts";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { startHealthServer } from "../src/worker/health.ts";
+import { createMetrics } from "../src/worker/metrics.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { eventually, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -81,7 +81,10 @@ describe("the worker", () => {
     const ids: string[] = rows[0].ids;
     worker = await startTestWorker(context.db, { tasks: [echo], config: { concurrency: 1 } });
     const running = await eventually(async () => ids.find((id) => started.has(id)), { what: "one job to start" });
-    const { rows: locked } = await pool.query("select count(*)::int as n from graphile_worker.jobs where id = any($1) and locked_at is not null", [ids]);
+    const { rows: locked } = await pool.query(
+      "select count(*)::int as n from graphile_worker.jobs where id = any($1) and locked_at is not null",
+      [ids],
+    );
     expect(locked[0].n).toBe(6);
 
     await worker.stop("test");
@@ -91,7 +94,10 @@ describe("the worker", () => {
       [ids],
     );
     expect(left).toEqual(
-      ids.filter((id) => id !== running).sort((a, b) => Number(a) - Number(b)).map((id) => ({ id, attempts: 0, locked_at: null, last_error: null })),
+      ids
+        .filter((id) => id !== running)
+        .sort((a, b) => Number(a) - Number(b))
+        .map((id) => ({ id, attempts: 0, locked_at: null, last_error: null })),
     );
     expect(ids.filter((id) => started.has(id))).toEqual([running]);
     await pool.query("delete from graphile_worker._private_jobs where id = any($1)", [ids]);
@@ -135,7 +141,10 @@ describe("the health server", () => {
       const response = await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`);
       expect(response.status).toBe(503);
       const body = await response.json();
-      expect(body.checks.migrations).toMatchObject({ status: "fail", error: expect.stringContaining("steward migrate") });
+      expect(body.checks.migrations).toMatchObject({
+        status: "fail",
+        error: expect.stringContaining("steward migrate"),
+      });
       expect(body.checks.database.status).toBe("ok");
     } finally {
       await pool.query(

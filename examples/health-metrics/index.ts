@@ -10,8 +10,8 @@ import type { Config } from "../../src/config.ts";
 import { createPool } from "../../src/database.ts";
 import type { Logger } from "../../src/logger.ts";
 
-export const SCHEMA_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), "schema.sql");
-export const RECALCULATION = "metric_confidence";
+const SCHEMA_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), "schema.sql");
+const RECALCULATION = "metric_confidence";
 
 /** Installs (or updates) the example schema and its registrations. Safe to run on every start. */
 export async function installHealthMetrics(pool: pg.Pool): Promise<void> {
@@ -22,15 +22,21 @@ export async function installHealthMetrics(pool: pg.Pool): Promise<void> {
 
 /** Generates synthetic history for `users` users unless there are samples already; returns how many it made. */
 export async function seedHealthMetrics(pool: pg.Pool, users: number): Promise<number> {
-  const { rows } = await pool.query<{ present: boolean }>("select exists (select from health_metrics.samples) as present");
+  const { rows } = await pool.query<{ present: boolean }>(
+    "select exists (select from health_metrics.samples) as present",
+  );
   if (rows[0]!.present) return 0;
-  const { rows: generated } = await pool.query<{ samples: string }>("select health_metrics.generate($1) as samples", [users]);
+  const { rows: generated } = await pool.query<{ samples: string }>("select health_metrics.generate($1) as samples", [
+    users,
+  ]);
   return Number(generated[0]!.samples);
 }
 
 /** Asks the worker for a confidence recalculation of every key (joined if one is running). */
-export async function requestRecalculation(pool: pg.Pool): Promise<void> {
-  await pool.query("select graphile_worker.add_job('recalculate', json_build_object('name', $1::text))", [RECALCULATION]);
+async function requestRecalculation(pool: pg.Pool): Promise<void> {
+  await pool.query("select graphile_worker.add_job('recalculate', json_build_object('name', $1::text))", [
+    RECALCULATION,
+  ]);
 }
 
 export interface ExampleOptions {
@@ -43,7 +49,7 @@ export interface ExampleOptions {
   recalculateEveryMs: number;
 }
 
-export const DEFAULT_OPTIONS: Omit<ExampleOptions, "users"> = {
+const DEFAULT_OPTIONS: Omit<ExampleOptions, "users"> = {
   trafficEveryMs: 5_000,
   eventsPerTick: 20,
   recalculateEveryMs: 60_000,
@@ -54,7 +60,7 @@ export interface RunningExample {
 }
 
 /** Installs, seeds, and starts the live traffic; `stop()` ends the traffic and closes its pool. */
-export async function startHealthMetrics(url: string, parentLogger: Logger, options: ExampleOptions): Promise<RunningExample> {
+async function startHealthMetrics(url: string, parentLogger: Logger, options: ExampleOptions): Promise<RunningExample> {
   const logger = parentLogger.child({ component: "example", example: "health-metrics" });
   const pool = createPool(url, { max: 2, applicationName: "steward example", actor: "example:health-metrics" });
   try {
@@ -121,7 +127,10 @@ export async function startExample(url: string, config: Config, logger: Logger):
   try {
     return await startHealthMetrics(url, logger, { ...DEFAULT_OPTIONS, users: config.exampleUsers });
   } catch (error) {
-    logger.error({ err: error }, "the health-metrics example could not be installed; running without it (STEWARD_EXAMPLE=none skips it)");
+    logger.error(
+      { err: error },
+      "the health-metrics example could not be installed; running without it (STEWARD_EXAMPLE=none skips it)",
+    );
     return undefined;
   }
 }
