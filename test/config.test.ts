@@ -21,6 +21,11 @@ describe("configuration", () => {
     expect(config.databaseUrl).toBeUndefined();
   });
 
+  it("binds the health server to 127.0.0.1 unless STEWARD_HEALTH_HOST says otherwise", () => {
+    expect(loadConfig({}).healthHost).toBe("127.0.0.1");
+    expect(loadConfig({ STEWARD_HEALTH_HOST: "0.0.0.0" }).healthHost).toBe("0.0.0.0");
+  });
+
   it("runs without a local queue and with batched completions unless told otherwise", () => {
     // No local queue by default: it lets jobs of one named queue run at once (README, "Throughput").
     expect(loadConfig({})).toMatchObject({ concurrency: 8, localQueueSize: 0, completeBatchDelayMs: 0 });
