@@ -12,11 +12,24 @@ export interface Database {
   release(): Promise<void>;
 }
 
-export async function openDatabase(config: Config, logger: Logger): Promise<Database> {
+/**
+ * `ownProcessGroup`: the caller shuts down gracefully on Ctrl-C and stops the embedded server
+ * itself, so the server must not receive the Ctrl-C a terminal sends to its foreground group.
+ */
+export async function openDatabase(
+  config: Config,
+  logger: Logger,
+  options: { ownProcessGroup?: boolean } = {},
+): Promise<Database> {
   if (config.databaseUrl) {
     return { url: config.databaseUrl, release: async () => {} };
   }
-  const embedded = await startEmbedded({ dir: config.dataDir, preferredPort: config.embeddedPort, logger });
+  const embedded = await startEmbedded({
+    dir: config.dataDir,
+    preferredPort: config.embeddedPort,
+    logger,
+    ownProcessGroup: options.ownProcessGroup,
+  });
   return {
     url: embedded.url,
     embedded,
