@@ -45,9 +45,9 @@ export interface EmbeddedOptions {
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
   /**
-   * Run the server in a process group of its own. A terminal sends Ctrl-C to its whole
-   * foreground group; a caller that shuts down gracefully on it (`steward start`) must not have
-   * the server stop under its running jobs. Such a caller stops the server itself.
+   * Run initdb and the server in process groups of their own. A terminal sends Ctrl-C to its
+   * whole foreground group; a caller that shuts down gracefully on it (`steward start`) must not
+   * have the server stop under its running jobs. Such a caller stops the server itself.
    */
   ownProcessGroup?: boolean;
   /** The folder holding the binaries (bin/, lib/, share/); default: the platform package's. */
@@ -132,9 +132,10 @@ async function openFolder(folder: string) {
     return await fs.open(folder, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ELOOP") throw unsafePath(folder, "is a symbolic link");
-    if (code === "ENOTDIR") throw unsafePath(folder, "is not a folder");
-    throw error;
+    if (code !== "ELOOP" && code !== "ENOTDIR") throw error;
+    // Linux says ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW: name which it is.
+    const link = (await fs.lstat(folder).catch(() => null))?.isSymbolicLink();
+    throw unsafePath(folder, link ? "is a symbolic link" : "is not a folder");
   }
 }
 
@@ -301,7 +302,7 @@ async function reachableBinaries(options: EmbeddedOptions, logger: Logger): Prom
   const packaged = await packagedBinaries();
   const native = options.nativeDir ?? packaged.native;
   let folder = native;
-  if (isRoot() && !(await reachableByOthers(native))) {
+  if (isRoot() && !(await reachableByOthers(await fs.realpath(native)))) {
     const cacheRoot = options.binaryCacheRoot ?? BINARY_CACHE_ROOT;
     try {
       const root = await rootFolder(await rootOnlyBase(path.dirname(cacheRoot)), path.basename(cacheRoot));
@@ -356,7 +357,7 @@ async function cachedCopy(native: string, root: string, key: string, logger: Log
  */
 async function clusterDirectory(options: EmbeddedOptions, logger: Logger): Promise<{ cluster: string; fallback: boolean }> {
   const preferred = path.join(options.dir, "pgdata");
-  if (!isRoot() || (await reachableByOthers(options.dir))) return { cluster: preferred, fallback: false };
+  if (!isRoot() || (await reachableByOthers(await fs.realpath(options.dir)))) return { cluster: preferred, fallback: false };
   const dataRoot = options.fallbackDataRoot ?? FALLBACK_DATA_ROOT;
   const folder = fallbackFolderName(options.dir);
   let parent: string;
@@ -400,10 +401,17 @@ export async function writePasswordFile(
 ): Promise<{ file: string; remove(): Promise<void> }> {
   const folder = await fs.mkdtemp(path.join(parent, ".initdb-"));
   const file = path.join(folder, "password");
-  await fs.writeFile(file, password + "\n", { mode: 0o600, flag: "wx" });
+  // Handles, not paths: nothing swapped in on the way is written to or chowned.
+  const written = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+  try {
+    await written.writeFile(password + "\n");
+    if (owner) await written.chown(owner.uid, owner.gid);
+  } finally {
+    await written.close();
+  }
   if (owner) {
-    await fs.chown(file, owner.uid, owner.gid);
-    await fs.chown(folder, owner.uid, owner.gid);
+    const handle = await openFolder(folder);
+    await handle.chown(owner.uid, owner.gid).finally(() => handle.close());
   }
   return { file, remove: () => fs.rm(folder, { recursive: true, force: true }) };
 }
@@ -508,6 +516,7 @@ async function initialiseCluster(
   cluster: string,
   password: string,
   user: OsUser | undefined,
+  detached: boolean,
   logger: Logger,
 ): Promise<void> {
   const secret = await writePasswordFile(path.dirname(cluster), password, user);
@@ -524,7 +533,7 @@ async function initialiseCluster(
         "--lc-messages=C",
       ],
       user,
-      false,
+      detached,
     );
     child.stdout!.on("data", serverLogger(logger, recent));
     child.stderr!.on("data", serverLogger(logger, recent));
@@ -625,9 +634,11 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   await clusterFolder(cluster, user);
   if (!initialised) {
     password = randomBytes(18).toString("base64url");
-    await fs.writeFile(passwordFile, password + "\n", { mode: 0o600 });
+    // Created afresh (O_EXCL does not follow a link left in its place), readable by us alone.
+    await fs.rm(passwordFile, { force: true });
+    await fs.writeFile(passwordFile, password + "\n", { mode: 0o600, flag: "wx" });
     const began = Date.now();
-    await initialiseCluster(binaries, cluster, password, user, logger);
+    await initialiseCluster(binaries, cluster, password, user, options.ownProcessGroup ?? false, logger);
     logger.info({ cluster, ms: Date.now() - began }, "initialised the embedded PostgreSQL cluster");
   }
 
