@@ -205,4 +205,12 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
     await eventually(async () => (await serverProcesses(cluster())).length === 0, { what: "the embedded server to stop" });
     await eventually(async () => !groupAlive(third.pid), { what: "every process of the group to exit" });
   }, 120_000);
+
+  it("on Ctrl-C while starting, finishes the step under way, stops the server and exits 0", async () => {
+    const fourth = start();
+    await eventually(async () => fourth.output().includes("embedded PostgreSQL is up"), { timeoutMs: 60_000, intervalMs: 20, what: "the server" });
+    fourth.signalGroup("SIGINT");
+    expect(await fourth.exited).toEqual({ code: 0, signal: null });
+    await stopsCompletely(fourth);
+  }, 120_000);
 });
