@@ -1,7 +1,7 @@
 // Invalidations delivered per second by the drain (claim, notify sink, complete) against a
 // bare `delete … returning` loop over a plain table that sends the same notifications: the
 // difference is what dedup, visibility timeouts and retries cost.
-import { drainUntilEmpty, notifyPayloads, notifySink } from "../src/invalidations.ts";
+import { drainUntilEmpty, notifyPayloads, notifySink } from "../src/worker/invalidations.ts";
 import { defineScenario } from "./scenario.ts";
 
 const BATCH = 500;

@@ -1,13 +1,13 @@
 // Every `steward bench` scenario, in the order the SPEC lists them.
-import { batchVsCopy } from "./batch_vs_copy.ts";
-import { batchVsRows } from "./batch_vs_rows.ts";
+import { batchVsCopy } from "./batch-vs-copy.ts";
+import { batchVsRows } from "./batch-vs-rows.ts";
 import { drain } from "./drain.ts";
 import { jobsScenario } from "./jobs.ts";
-import { keysetVsOffset } from "./keyset_vs_offset.ts";
-import { rateLimitVsFlexible } from "./rate_limit_vs_flexible.ts";
-import { rateLimitVsSelect1 } from "./rate_limit_vs_select1.ts";
+import { keysetVsOffset } from "./keyset-vs-offset.ts";
+import { rateLimitVsFlexible } from "./rate-limit-vs-flexible.ts";
+import { rateLimitVsSelect1 } from "./rate-limit-vs-select1.ts";
 import type { Scenario } from "./scenario.ts";
-import { trackedUpdate } from "./tracked_update.ts";
+import { trackedUpdate } from "./tracked-update.ts";
 
 export const SCENARIOS: Scenario<unknown>[] = [
   jobsScenario,

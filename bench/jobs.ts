@@ -5,8 +5,8 @@ import { run, runMigrations, type Runner } from "graphile-worker";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { createLogger, graphileLogger } from "../src/logger.ts";
-import { defineTask } from "../src/task.ts";
-import { startWorker } from "../src/worker.ts";
+import { defineTask } from "../src/worker/task.ts";
+import { startWorker } from "../src/worker/runner.ts";
 import { defineScenario, type BenchContext, type Measurement } from "./scenario.ts";
 
 const BASELINE_SCHEMA = "graphile_worker_baseline";

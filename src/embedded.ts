@@ -18,7 +18,7 @@ import pg from "pg";
 import type { Logger } from "./logger.ts";
 import { StewardError } from "./errors.ts";
 
-export const EMBEDDED_DATABASE = "steward";
+const EMBEDDED_DATABASE = "steward";
 const EMBEDDED_USER = "postgres";
 /** Where root keeps its copy of the binaries when `postgres` cannot reach node_modules. */
 const BINARY_CACHE_ROOT = "/var/cache/pg-steward";

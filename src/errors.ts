@@ -33,3 +33,46 @@ export class PermanentError extends StewardError {
     super("PERMANENT", message, options);
   }
 }
+
+// SQLSTATEs -------------------------------------------------------------------------------------
+
+/** The SQLSTATE of a database error (node-postgres puts it in `code`); undefined for any other error. */
+export function sqlstate(error: unknown): string | undefined {
+  if (error instanceof StewardError) return undefined;
+  const code = (error as { code?: unknown } | null | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/** A bad argument: SQLSTATE class 22 (data exception), as steward's functions raise for bad input. */
+export function isBadArgument(error: unknown): boolean {
+  return sqlstate(error)?.startsWith("22") ?? false;
+}
+
+/** The relation or schema named does not exist (yet): 42P01, 3F000. */
+export function isUndefinedRelation(error: unknown): boolean {
+  const code = sqlstate(error);
+  return code === "42P01" || code === "3F000";
+}
+
+/**
+ * SQLSTATEs that name something that is not there or cannot be named so: an unknown steward
+ * object (P0002, raised by steward's functions), relation, schema or object (42P01, 3F000,
+ * 42704), a name that does not parse (42601, 42602).
+ */
+const NOT_FOUND = new Set(["P0002", "42P01", "3F000", "42704", "42601", "42602"]);
+
+/** Whether retrying cannot help: a bad argument, or a name of something that does not exist. */
+export function isPermanentDatabaseError(error: unknown): boolean {
+  const code = sqlstate(error);
+  return code !== undefined && (code.startsWith("22") || NOT_FOUND.has(code));
+}
+
+/**
+ * `error` as the PermanentError of `task` when retrying cannot help (the job goes to the dead
+ * letters after this attempt), its hint kept; any other error as it is.
+ */
+export function permanentIfHopeless(task: string, error: unknown): unknown {
+  if (!isPermanentDatabaseError(error)) return error;
+  const hint = (error as { hint?: string }).hint;
+  return new PermanentError(`${task}: ${(error as Error).message}${hint ? ` (hint: ${hint})` : ""}`, { cause: error });
+}

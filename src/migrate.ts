@@ -11,20 +11,21 @@ import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
 import type pg from "pg";
 import { createPool } from "./database.ts";
+import { isUndefinedRelation } from "./errors.ts";
 import { graphileLogger, type Logger } from "./logger.ts";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
 
 /** The graphile-worker schema version (its `migrations` table) the installed package brings. */
-export async function expectedWorkerSchemaVersion(): Promise<number> {
+async function expectedWorkerSchemaVersion(): Promise<number> {
   const entry = createRequire(import.meta.url).resolve("graphile-worker");
   const files = await fs.readdir(path.join(path.dirname(entry), "..", "sql"));
   return Math.max(...files.filter((file) => /^\d{6}\.sql$/.test(file)).map((file) => Number(file.slice(0, 6))));
 }
 
 /** File names (`000001.sql` …) of our committed migrations, in order. */
-export async function committedMigrations(): Promise<string[]> {
+async function committedMigrations(): Promise<string[]> {
   const files = await fs.readdir(path.join(MIGRATIONS_FOLDER, "committed"));
   return files
     .map((file) => /^(\d{6})(-.*)?\.sql$/.exec(file)?.[1])
@@ -46,7 +47,7 @@ async function scalar<T>(pool: pg.Pool, sql: string): Promise<T | null> {
     const { rows } = await pool.query(sql);
     return (rows[0]?.value as T | undefined) ?? null;
   } catch (error) {
-    if ((error as { code?: string }).code === "42P01" || (error as { code?: string }).code === "3F000") return null;
+    if (isUndefinedRelation(error)) return null;
     throw error;
   }
 }

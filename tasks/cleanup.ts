@@ -1,8 +1,8 @@
 // Hourly: every registered cleanup step (steward.cleanup_steps) deletes its expired rows in
 // bounded batches, each its own short transaction.
-import { runCleanup } from "../src/maintenance.ts";
-import { payloadObject } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
+import { runCleanup } from "../src/worker/cleanup.ts";
+import { payloadObject } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "cleanup";
 

@@ -1,6 +1,6 @@
-import { drainUntilEmpty, sinksFromConfig } from "../src/invalidations.ts";
-import { optionalInteger, payloadObject } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
+import { drainUntilEmpty, sinksFromConfig } from "../src/worker/invalidations.ts";
+import { optionalInteger, payloadObject } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "drain_invalidations";
 

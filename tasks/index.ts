@@ -1,6 +1,6 @@
 // Every task the worker runs, by graphile-worker task identifier. One file per task, named
 // after its identifier; add new ones to this list.
-import type { TaskDefinition } from "../src/task.ts";
+import type { TaskDefinition } from "../src/worker/task.ts";
 import { cleanupTask } from "./cleanup.ts";
 import { drainInvalidations } from "./drain_invalidations.ts";
 import { recalculate } from "./recalculate.ts";

@@ -1,7 +1,7 @@
-import { PermanentError } from "../src/errors.ts";
-import { optionalArray, payloadObject, requiredString } from "../src/payload.ts";
-import { isPermanentDatabaseError, startRecalculation } from "../src/recalculation.ts";
-import { defineTask } from "../src/task.ts";
+import { permanentIfHopeless } from "../src/errors.ts";
+import { optionalArray, payloadObject, requiredString } from "../src/worker/payload.ts";
+import { startRecalculation } from "../src/worker/recalculation.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "recalculate";
 
@@ -19,8 +19,7 @@ export const recalculate = defineTask({
     } catch (error) {
       // Unknown name, bad keys: no retry helps. A run in progress over other keys (P0001) is
       // retried with graphile-worker's backoff until that run has ended.
-      if (isPermanentDatabaseError(error)) throw new PermanentError(`${TASK}: ${(error as Error).message}`, { cause: error });
-      throw error;
+      throw permanentIfHopeless(TASK, error);
     }
   },
 });

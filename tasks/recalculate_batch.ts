@@ -1,6 +1,6 @@
-import { payloadObject, requiredInteger } from "../src/payload.ts";
-import { computeBatch, readRun, RecalcBatchError, runSummary } from "../src/recalculation.ts";
-import { defineTask } from "../src/task.ts";
+import { payloadObject, requiredInteger } from "../src/worker/payload.ts";
+import { computeBatch, readRun, RecalcBatchError, runSummary } from "../src/worker/recalculation.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "recalculate_batch";
 

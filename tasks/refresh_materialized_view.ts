@@ -1,9 +1,9 @@
 // Refreshes one registered materialized view: concurrently when it can, one refresh per view at
 // a time anywhere, every attempt in steward.refresh_log. Enqueued by schedule_refreshes, by
 // steward.schedule_refresh (the invalidation queue's mv:<schema>.<view> tags) or by hand.
-import { refreshMaterializedView } from "../src/maintenance.ts";
-import { payloadObject, requiredString } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
+import { refreshMaterializedView } from "../src/worker/materialized-views.ts";
+import { payloadObject, requiredString } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "refresh_materialized_view";
 

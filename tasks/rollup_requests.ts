@@ -1,7 +1,7 @@
 // Rolls raw request timings up into steward.request_stats_5m and request_stats_hourly: only the
 // buckets that got rows since the last run, in steps of max_buckets until none are left.
-import { optionalInteger, payloadObject } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
+import { optionalInteger, payloadObject } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "rollup_requests";
 /** Steps per job: bounds one job even if rows arrive faster than it rolls them up. */

@@ -1,8 +1,8 @@
 // Every minute: enqueues a refresh of each registered view whose refresh_every has passed, views
 // that read other registered views after them, one pending job per view (its job key).
-import { scheduleDueRefreshes } from "../src/maintenance.ts";
-import { payloadObject } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
+import { scheduleDueRefreshes } from "../src/worker/materialized-views.ts";
+import { payloadObject } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "schedule_refreshes";
 

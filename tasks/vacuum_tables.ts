@@ -1,8 +1,8 @@
 // VACUUM (ANALYZE, SKIP_LOCKED) outside any transaction, one table at a time within a time
 // budget: the tables past the dead-tuple thresholds (queue tables first), or the ones named.
-import { vacuumTables } from "../src/maintenance.ts";
-import { optionalStringArray, payloadObject } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
+import { vacuumTables } from "../src/worker/vacuum.ts";
+import { optionalStringArray, payloadObject } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
 
 const TASK = "vacuum_tables";
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CircuitOpenError, Circuits } from "../src/circuits.ts";
-import { DATABASE_GAUGES, createMetrics } from "../src/metrics.ts";
-import { createClientRole, sqlError, type ClientRole } from "./clientRole.ts";
+import { CircuitOpenError, Circuits } from "../src/client/circuits.ts";
+import { DATABASE_GAUGES, createMetrics } from "../src/worker/metrics.ts";
+import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
 import { eventually, testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

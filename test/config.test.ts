@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.ts";
 import { ConfigError } from "../src/errors.ts";
-import { cronItems, effectiveSchedules } from "../src/schedules.ts";
+import { cronItems, effectiveSchedules } from "../src/worker/schedules.ts";
 
 describe("configuration", () => {
   it("names the variable and the accepted range of a bad integer", () => {

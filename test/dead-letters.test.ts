@@ -7,11 +7,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { withDatabase } from "../src/embedded.ts";
 import { graphileLogger } from "../src/logger.ts";
 import { MIGRATIONS_FOLDER } from "../src/migrate.ts";
-import { payloadObject, requiredString } from "../src/payload.ts";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { payloadObject, requiredString } from "../src/worker/payload.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { TASK_NAMES } from "../tasks/index.ts";
-import { runCommand } from "../src/commands/run.ts";
+import { runCommand } from "../src/cli/commands/run.ts";
 import { adminUrl, eventually, runCli, startTestWorker, testConfig, testLogger, useTestDatabase, withAdmin } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -304,13 +304,34 @@ describe("purge_dead_letters and list_dead_letters", () => {
     await pool.query("update steward.dead_letters set replayed_at = now(), replayed_as = 2 where id = $1", [recent[0]]);
     const deleted: number[] = [];
     for (;;) {
-      const { rows } = await pool.query("select steward.cleanup_dead_letters(2) as n");
+      const { rows } = await pool.query("select steward.run_cleanup_step('dead_letters', 2) as n");
       deleted.push(Number(rows[0].n));
       if (Number(rows[0].n) < 2) break;
     }
     expect(deleted).toEqual([2, 1]);
     const { rows } = await pool.query("select id::text from steward.dead_letters order by id");
     expect(rows.map((row) => row.id)).toEqual([...old.slice(3), recent[0]]);
+  });
+
+  it("cleans up the marks of jobs that are gone, in batches, and keeps those of jobs that exist", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.job_marks");
+    const { rows: job } = await pool.query("select id from graphile_worker.add_job('test_marked', '{}')");
+    await pool.query(
+      `insert into steward.job_marks (job_id, reason)
+       select $1, 'superseded' union all select -g, 'superseded' from generate_series(1, 3) g`,
+      [job[0].id],
+    );
+    const deleted: number[] = [];
+    for (;;) {
+      const { rows } = await pool.query("select steward.run_cleanup_step('job_marks', 2) as n");
+      deleted.push(Number(rows[0].n));
+      if (Number(rows[0].n) < 2) break;
+    }
+    expect(deleted).toEqual([2, 1]);
+    expect((await pool.query("select job_id from steward.job_marks")).rows).toEqual([{ job_id: job[0].id }]);
+    await pool.query("delete from graphile_worker._private_jobs where id = $1", [job[0].id]);
+    await pool.query("delete from steward.job_marks");
   });
 
   it("refuses a negative or missing age, changing nothing", async () => {

@@ -5,7 +5,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { installHealthMetrics, seedHealthMetrics } from "../examples/health-metrics/index.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { readRun, startRecalculation } from "../src/recalculation.ts";
+import { readRun, startRecalculation } from "../src/worker/recalculation.ts";
 import { recalculate } from "../tasks/recalculate.ts";
 import { recalculateBatch } from "../tasks/recalculate_batch.ts";
 import { createTestDatabase, eventually, freePort, startTestWorker, useTestDatabase } from "./helpers.ts";

@@ -5,14 +5,15 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, inject } from "vitest";
+import { afterAll, afterEach, beforeAll, inject } from "vitest";
+import { waitForJob, type JobOutcome } from "../src/client/jobs.ts";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { withDatabase } from "../src/embedded.ts";
 import { createLogger, type Logger } from "../src/logger.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import type { TaskDefinition } from "../src/task.ts";
-import { startWorker, type RunningWorker } from "../src/worker.ts";
+import type { TaskDefinition } from "../src/worker/task.ts";
+import { startWorker, type RunningWorker } from "../src/worker/runner.ts";
 
 export interface TestDatabase {
   name: string;
@@ -121,6 +122,57 @@ export async function withSettings<T>(pool: pg.Pool, settings: Record<string, st
   } finally {
     for (const [name, value] of Object.entries(previous)) await pool.query("select steward.set_setting($1, $2)", [name, value]);
   }
+}
+
+/**
+ * A worker for the tests of one file, with every task: `start()` starts it (once; later calls
+ * return it) and it stops after each test. `runJob` runs a one-attempt job on it to its end.
+ */
+export function useTestWorker(context: { readonly db: TestDatabase }) {
+  let worker: RunningWorker | undefined;
+  afterEach(async () => {
+    await worker?.stop();
+    worker = undefined;
+  });
+  const start = async () => (worker ??= await startTestWorker(context.db));
+  return {
+    start,
+    async runJob(task: string, payload: object = {}): Promise<JobOutcome> {
+      await start();
+      return runJobOnce(context.db, task, payload);
+    },
+  };
+}
+
+/** Runs `work` while another connection holds the lock `statement` takes, in a transaction it then rolls back. */
+export async function whileLocked<T>(db: TestDatabase, statement: string, work: () => Promise<T>): Promise<T> {
+  const holder = await db.pool.connect();
+  try {
+    await holder.query("begin");
+    await holder.query(statement);
+    return await work();
+  } finally {
+    await holder.query("rollback");
+    holder.release();
+  }
+}
+
+/** Adds a job with a single attempt and waits for its end (a worker must run its task). */
+export async function runJobOnce(db: TestDatabase, task: string, payload: object = {}): Promise<JobOutcome> {
+  const { rows } = await db.pool.query<{ id: string }>(
+    "select id::text from graphile_worker.add_job($1, $2::json, max_attempts => 1)",
+    [task, JSON.stringify(payload)],
+  );
+  return waitForJob(db.pool, rows[0]!.id, { timeoutMs: 60_000 });
+}
+
+/** The steward.maintenance_log rows of one action on one table or step, oldest first. */
+export async function maintenanceLog(db: TestDatabase, action: string, what: string) {
+  const { rows } = await db.pool.query(
+    "select status, detail from steward.maintenance_log where action = $1 and what = $2 order by id",
+    [action, what],
+  );
+  return rows;
 }
 
 /** Polls `check` until it returns a truthy value (returned), or fails after `timeoutMs`. */

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { durationBucket } from "../src/job-stats.ts";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { durationBucket } from "../src/worker/job-stats.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { eventually, startTestWorker, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -121,19 +121,32 @@ describe("job statistics", () => {
     expect((await pool.query("select task from steward.job_stat_counts")).rows).toEqual([{ task: "test_new" }]);
   });
 
-  it("registers its cleanup steps, each deleting nothing that is not due", async () => {
+  it("cleans up exactly the days before the retention began (UTC), in both tables, in any session time zone", async () => {
     const { pool } = context.db;
-    const { rows } = await pool.query(
-      "select name, function::text as function from steward.cleanup_steps where name in ('dead_letters', 'job_stats', 'job_marks') order by name",
-    );
-    expect(rows).toEqual([
-      { name: "dead_letters", function: "steward.cleanup_dead_letters(integer)" },
-      { name: "job_marks", function: "steward.cleanup_job_marks(integer)" },
-      { name: "job_stats", function: "steward.cleanup_job_stats(integer)" },
-    ]);
-    for (const { function: fn } of rows) {
-      const { rows: result } = await pool.query(`select ${fn.replace("(integer)", "")}(100) as n`);
-      expect(Number(result[0].n)).toBeGreaterThanOrEqual(0);
+    await pool.query("truncate steward.job_stat_counts, steward.job_stat_durations");
+    const { rows: registered } = await pool.query("select function::text from steward.cleanup_steps where name = 'job_stats'");
+    expect(registered).toEqual([{ function: "steward.cleanup_job_stats(integer)" }]);
+    // The first day kept is today (UTC) minus job_stats.retention (400 days); the day before goes.
+    await pool.query(`
+      insert into steward.job_stat_counts (task, day, completed)
+      select 'test_edge', (now() at time zone 'UTC')::date - d, 1 from unnest(array[401, 400, 0]) d;
+      insert into steward.job_stat_durations (task, day, bucket, attempts)
+      select 'test_edge', (now() at time zone 'UTC')::date - d, b, 1 from unnest(array[401, 400]) d, generate_series(0, 2) b;`);
+    const client = await pool.connect();
+    try {
+      // Far from UTC either way: the day boundary must not move with the session's time zone.
+      for (const zone of ["Pacific/Kiritimati", "Pacific/Pago_Pago"]) {
+        await client.query(`set time zone '${zone}'`);
+        const { rows } = await client.query("select steward.run_cleanup_step('job_stats', 100) as n");
+        expect(Number(rows[0].n), zone).toBe(zone === "Pacific/Kiritimati" ? 3 : 0);
+      }
+    } finally {
+      await client.query("reset time zone");
+      client.release();
     }
+    const { rows } = await pool.query(`
+      select (select array_agg((now() at time zone 'UTC')::date - day order by day) from steward.job_stat_counts) as counts,
+             (select array_agg(distinct (now() at time zone 'UTC')::date - day) from steward.job_stat_durations) as durations`);
+    expect(rows[0]).toEqual({ counts: [400, 0], durations: [400] });
   });
 });

@@ -1,7 +1,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LeaseUnavailableError, Leases } from "../src/leases.ts";
-import { createClientRole, sqlError, type ClientRole } from "./clientRole.ts";
+import { LeaseUnavailableError, Leases } from "../src/client/leases.ts";
+import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
 import { eventually, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

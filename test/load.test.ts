@@ -2,8 +2,8 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { isLoopback } from "../src/commands/load.ts";
-import { breaches, quantile, runLoad } from "../src/load.ts";
+import { isLoopback } from "../src/cli/commands/load.ts";
+import { breaches, quantile, runLoad } from "../bench/load.ts";
 import { runCli, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

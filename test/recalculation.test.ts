@@ -4,8 +4,8 @@ import type pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { computeBatch, progressBar, progressText, readRun, startRecalculation, type RecalcRun } from "../src/recalculation.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { computeBatch, progressBar, progressText, readRun, startRecalculation, type RecalcRun } from "../src/worker/recalculation.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { recalculate } from "../tasks/recalculate.ts";
 import { recalculateBatch } from "../tasks/recalculate_batch.ts";
 import { eventually, runCli, startTestWorker, useTestDatabase } from "./helpers.ts";
@@ -420,7 +420,7 @@ describe("steward recalc", () => {
       const ok = await runCli(["recalc", "cli_ok", "--all"], env, 120_000);
       expect(ok.code, ok.stderr).toBe(0);
       expect(ok.stdout).toMatch(/^started run \d+ of cli_ok: 3,000 keys in 30 batches\n/);
-      expect(ok.stdout).toMatch(/\d+%  [\d,]+\/3,000 keys  \d+\/30 batches/);
+      expect(ok.stdout).toMatch(/\d+% {2}[\d,]+\/3,000 keys {2}\d+\/30 batches/);
       expect(ok.stdout).toMatch(/run \d+ of cli_ok completed: 3,000 of 3,000 keys in 30 of 30 batches/);
       expect(ok.stdout).not.toContain("█");
 

@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { TASKS } from "../tasks/index.ts";
 import { type CliResult, startTestWorker, useTestDatabase } from "./helpers.ts";
 

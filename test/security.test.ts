@@ -2,7 +2,7 @@
 // hostile strings in every text argument, and search_path attacks.
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClientRole, sqlError, type ClientRole } from "./clientRole.ts";
+import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
 import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

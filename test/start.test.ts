@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { SAME_REQUEST_MS } from "../src/commands/worker.ts";
+import { SAME_REQUEST_MS } from "../src/cli/commands/worker.ts";
 import { startEmbedded } from "../src/embedded.ts";
 import { eventually, freePort, testLogger } from "./helpers.ts";
 import { groupAlive, npmStart, readyz, serverProcesses, stewardPid, type NpmStart } from "./npm-start.ts";

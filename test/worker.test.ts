@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
 import pg from "pg";
 import { createPool } from "../src/database.ts";
-import { startHealthServer } from "../src/health.ts";
-import { createMetrics } from "../src/metrics.ts";
-import { defineTask } from "../src/task.ts";
-import type { RunningWorker } from "../src/worker.ts";
+import { startHealthServer } from "../src/worker/health.ts";
+import { createMetrics } from "../src/worker/metrics.ts";
+import { defineTask } from "../src/worker/task.ts";
+import type { RunningWorker } from "../src/worker/runner.ts";
 import { eventually, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();

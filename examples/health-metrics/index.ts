@@ -10,8 +10,8 @@ import type { Config } from "../../src/config.ts";
 import { createPool } from "../../src/database.ts";
 import type { Logger } from "../../src/logger.ts";
 
-export const SCHEMA_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), "schema.sql");
-export const RECALCULATION = "metric_confidence";
+const SCHEMA_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), "schema.sql");
+const RECALCULATION = "metric_confidence";
 
 /** Installs (or updates) the example schema and its registrations. Safe to run on every start. */
 export async function installHealthMetrics(pool: pg.Pool): Promise<void> {
@@ -29,7 +29,7 @@ export async function seedHealthMetrics(pool: pg.Pool, users: number): Promise<n
 }
 
 /** Asks the worker for a confidence recalculation of every key (joined if one is running). */
-export async function requestRecalculation(pool: pg.Pool): Promise<void> {
+async function requestRecalculation(pool: pg.Pool): Promise<void> {
   await pool.query("select graphile_worker.add_job('recalculate', json_build_object('name', $1::text))", [RECALCULATION]);
 }
 
@@ -43,7 +43,7 @@ export interface ExampleOptions {
   recalculateEveryMs: number;
 }
 
-export const DEFAULT_OPTIONS: Omit<ExampleOptions, "users"> = {
+const DEFAULT_OPTIONS: Omit<ExampleOptions, "users"> = {
   trafficEveryMs: 5_000,
   eventsPerTick: 20,
   recalculateEveryMs: 60_000,
@@ -54,7 +54,7 @@ export interface RunningExample {
 }
 
 /** Installs, seeds, and starts the live traffic; `stop()` ends the traffic and closes its pool. */
-export async function startHealthMetrics(url: string, parentLogger: Logger, options: ExampleOptions): Promise<RunningExample> {
+async function startHealthMetrics(url: string, parentLogger: Logger, options: ExampleOptions): Promise<RunningExample> {
   const logger = parentLogger.child({ component: "example", example: "health-metrics" });
   const pool = createPool(url, { max: 2, applicationName: "steward example", actor: "example:health-metrics" });
   try {

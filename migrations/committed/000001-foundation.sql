@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:5c4a6a2a84d97ae95eecc31d813a07e126ca02c0
+--! Hash: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -153,12 +153,49 @@ comment on function steward.set_setting(text, text) is
 -- Cleanup ---------------------------------------------------------------------------------------
 
 create table steward.cleanup_steps (
-  name        text primary key,
-  function    regprocedure not null,
-  description text not null
+  name              text primary key,
+  function          regprocedure,
+  description       text not null,
+  target            regclass,
+  time_column       name,
+  retention_setting text references steward.settings (name),
+  check ((function is null) <> (target is null)),
+  check ((target is null) = (time_column is null) and (target is null) = (retention_setting is null))
 );
 comment on table steward.cleanup_steps is
-  'What the cleanup task removes: one row per capability. Each function takes (batch_size integer), deletes at most that many rows past their retention, and returns how many it deleted; cleanup calls it until it returns fewer.';
+  'What the cleanup task removes: one row per step, registered by each capability''s migration. A plain step names a table, its time column and the interval setting that is its retention: cleanup deletes rows older than that with steward.delete_older_than. Any other step names a function that takes (batch_size integer), deletes at most that many rows past their retention and returns how many it deleted. Cleanup runs a step until it deletes fewer than a batch.';
+comment on column steward.cleanup_steps.function is 'A step with logic of its own: its function (null for a plain step).';
+comment on column steward.cleanup_steps.target is 'A plain step: the table whose old rows it deletes.';
+comment on column steward.cleanup_steps.time_column is 'A plain step: the column that says how old a row is.';
+comment on column steward.cleanup_steps.retention_setting is 'A plain step: the interval setting (steward.settings) rows are kept for.';
+
+create function steward.delete_older_than(target regclass, time_column name, cutoff timestamptz, batch_size integer)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  deleted bigint;
+begin
+  if batch_size is null or batch_size < 1 then
+    raise exception 'batch_size must be a positive integer, got %', coalesce(batch_size::text, 'null')
+      using errcode = '22023';
+  end if;
+  if cutoff is null then
+    raise exception 'cutoff must not be null' using errcode = '22004';
+  end if;
+  -- Oldest first, so an index on the time column serves both the search and the order.
+  execute pg_catalog.format(
+    'delete from %1$s where ctid = any (array(select ctid from %1$s where %2$I < $1 order by %2$I limit $2))',
+    target, time_column)
+    using cutoff, batch_size;
+  get diagnostics deleted = row_count;
+  return deleted;
+end
+$$;
+comment on function steward.delete_older_than(regclass, name, timestamptz, integer) is
+  'Deletes at most batch_size rows of a table whose time_column is before cutoff, oldest first; returns how many. The building block of cleanup steps.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -10,7 +10,7 @@ const { loadConfig } = await import("../../src/config.ts");
 const { createLogger } = await import("../../src/logger.ts");
 const { createPool, openDatabase } = await import("../../src/database.ts");
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** `node bin/steward.js`, for zx: $`${STEWARD} recalc …`. */
 export const STEWARD = [process.execPath, path.join(ROOT, "bin", "steward.js")];
 

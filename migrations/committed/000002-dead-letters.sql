@@ -1,0 +1,379 @@
+--! Previous: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
+--! Hash: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
+--! Message: dead letters
+
+-- The dead-letter queue: a job that fails for good moves there in the same transaction as its
+-- final failure (a trigger on graphile-worker's job table), as does a job whose task threw a
+-- permanent error; replay, purge and a keyset listing; the cleanup of replayed letters.
+
+-- The trigger below reads graphile-worker's private tables, which its authors may change in a
+-- minor release. It was written for schema versions 18 (0.16) and 19 (0.17): refuse anything else.
+do $$
+declare
+  version integer;
+begin
+  if pg_catalog.to_regclass('graphile_worker.migrations') is null then
+    raise exception 'graphile-worker''s schema is not installed, and pg-steward''s dead-letter trigger sits on its job table'
+      using errcode = 'P0001',
+            hint = 'Run `steward migrate`, which installs graphile-worker''s schema before these migrations.';
+  end if;
+  select max(m.id) into version from graphile_worker.migrations m;
+  if version is null or version not in (18, 19) then
+    raise exception 'pg-steward''s dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version %', version
+      using errcode = 'P0001',
+            hint = 'Install the graphile-worker version pg-steward depends on (steward migrate does), or upgrade pg-steward to a release written for this graphile-worker.';
+  end if;
+end
+$$;
+
+-- Dead letters -----------------------------------------------------------------------------------
+
+insert into steward.settings (name, value, type, description) values
+  ('dead_letters.replayed_retention', '30 days', 'interval',
+   'How long cleanup keeps a dead letter after it was replayed. Dead letters never replayed are kept until purged by hand (steward dlq purge).')
+on conflict (name) do nothing;
+
+create table steward.dead_letters (
+  id              bigint generated always as identity primary key,
+  source          text not null check (source in ('job', 'invalidation')),
+  task_identifier text,
+  payload         jsonb not null default '{}'::jsonb,
+  queue_name      text,
+  attempts        integer not null,
+  max_attempts    integer not null,
+  last_error      text,
+  original_id     bigint,
+  failed_at       timestamptz not null default pg_catalog.now(),
+  replayed_at     timestamptz,
+  -- Beyond the SPEC's columns: what a replay or a person needs to know.
+  replayed_as     bigint,
+  is_permanent    boolean not null default false,
+  job_key         text,
+  priority        integer,
+  flags           text[],
+  enqueued_at     timestamptz,
+  check (source <> 'job' or task_identifier is not null),
+  check ((replayed_at is null) = (replayed_as is null))
+);
+-- Keyset pages of list_dead_letters (newest first) and purges by age.
+create index dead_letters_failed_at_idx on steward.dead_letters (failed_at, id);
+-- `steward run --wait` finds the dead letter of the job it waits for.
+create index dead_letters_original_id_idx on steward.dead_letters (original_id) where source = 'job';
+
+comment on table steward.dead_letters is
+  'Work that failed for good: graphile-worker jobs that failed their last attempt or threw a permanent error (source job), and invalidations that ran out of attempts (source invalidation). Nothing leaves it but by replay_dead_letter (which keeps the row, marked replayed), purge_dead_letters, or cleanup of replayed rows.';
+comment on column steward.dead_letters.source is 'job: a graphile-worker job; invalidation: an entry of the invalidation queue.';
+comment on column steward.dead_letters.task_identifier is 'The graphile-worker task of a job.';
+comment on column steward.dead_letters.payload is 'The job''s payload; for an invalidation, {"tag": ...}.';
+comment on column steward.dead_letters.attempts is 'Attempts made, the failing one included.';
+comment on column steward.dead_letters.max_attempts is 'Attempts the job was allowed (before a permanent error cut it short); a replay gets as many.';
+comment on column steward.dead_letters.last_error is 'Why the last attempt failed.';
+comment on column steward.dead_letters.original_id is 'The job id (graphile_worker.jobs.id) or invalidation id it came from.';
+comment on column steward.dead_letters.failed_at is 'When it failed for good.';
+comment on column steward.dead_letters.replayed_at is 'When replay_dead_letter queued it again; null while not replayed.';
+comment on column steward.dead_letters.replayed_as is 'The id of the job (or invalidation) the replay created.';
+comment on column steward.dead_letters.is_permanent is 'The task threw a permanent error (bad payload, unknown entity): it got one attempt, not max_attempts.';
+comment on column steward.dead_letters.job_key is 'The job key it had. A replay does not reuse it: by then it may name a newer job.';
+comment on column steward.dead_letters.enqueued_at is 'When the original job was created.';
+
+-- Notes on running jobs whose failure means something else than a dead job.
+create table steward.job_marks (
+  job_id       bigint primary key,
+  reason       text not null check (reason in ('superseded', 'permanent')),
+  max_attempts integer,
+  error        text,
+  marked_at    timestamptz not null default pg_catalog.now()
+);
+comment on table steward.job_marks is
+  'Running jobs whose coming failure is not an ordinary dead job: superseded (add_job with its key, or remove_job, while it ran: its failure is dropped, the newer job carries on) or permanent (the task threw a permanent error: it is dead-lettered after this attempt, keeping its real max_attempts). Used and removed by the dead-letter trigger; orphans are removed by cleanup.';
+
+-- graphile-worker's job row (_private_jobs) as a dead letter. Only the trigger calls it.
+create function steward.move_failed_job()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  mark steward.job_marks;
+  error text := new.last_error;
+begin
+  if new.locked_at is not null then
+    -- add_job with this job's key (or remove_job) while it runs: graphile-worker clears the key
+    -- and exhausts its attempts so it will not run again. If it fails now, it was not dead.
+    insert into steward.job_marks (job_id, reason) values (new.id, 'superseded')
+    on conflict (job_id) do update set reason = 'superseded', marked_at = pg_catalog.now();
+    return null;
+  end if;
+
+  delete from steward.job_marks m where m.job_id = new.id returning m.* into mark;
+  if mark.reason = 'superseded' then
+    delete from graphile_worker._private_jobs j where j.id = new.id;
+    return null;
+  end if;
+
+  if mark.reason = 'permanent' then
+    error := coalesce(mark.error, error);
+  elsif old.locked_at is not null and new.run_at <= pg_catalog.now() then
+    -- graphile-worker's failJobs always pushes run_at into the future; an unlock that does not
+    -- is force_unlock_workers or the stale-lock sweep: no error was reported for this attempt.
+    error := pg_catalog.format('the worker running attempt %s (%s) stopped without reporting an outcome; its lock was released',
+               new.attempts, old.locked_by)
+             || coalesce('; the attempt before failed with: ' || old.last_error, '');
+  end if;
+
+  insert into steward.dead_letters
+    (source, task_identifier, payload, queue_name, attempts, max_attempts, last_error, original_id,
+     is_permanent, job_key, priority, flags, enqueued_at)
+  select 'job', t.identifier, new.payload::jsonb, q.queue_name, new.attempts,
+         coalesce(mark.max_attempts, new.max_attempts), error, new.id,
+         coalesce(mark.reason = 'permanent', false), new.key, new.priority,
+         (select pg_catalog.array_agg(f order by f) from pg_catalog.jsonb_object_keys(new.flags) f),
+         new.created_at
+    from graphile_worker._private_tasks t
+    left join graphile_worker._private_job_queues q on q.id = new.job_queue_id
+   where t.id = new.task_id;
+  -- Out of graphile-worker's table: its key is free for the next add_job.
+  delete from graphile_worker._private_jobs j where j.id = new.id;
+  return null;
+end
+$$;
+comment on function steward.move_failed_job() is
+  'Trigger on graphile_worker._private_jobs: moves a job that failed for good (its last attempt failed, permanently_fail_jobs, a lock released on its last attempt, a permanent error) into steward.dead_letters in the same transaction, and deletes it from graphile-worker''s table. A job superseded by add_job with its key while running is not a dead letter.';
+
+create function steward.install_dead_letter_trigger()
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  version integer;
+begin
+  if exists (select from pg_catalog.pg_trigger t
+              where t.tgrelid = 'graphile_worker._private_jobs'::regclass and t.tgname = '_steward_dead_letters') then
+    return false;
+  end if;
+  select max(m.id) into version from graphile_worker.migrations m;
+  if version is null or version not in (18, 19) then
+    raise exception 'pg-steward''s dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version %', version
+      using errcode = 'P0001',
+            hint = 'Install the graphile-worker version pg-steward depends on (steward migrate does), or upgrade pg-steward to a release written for this graphile-worker.';
+  end if;
+  -- The common paths cost a WHEN test: success deletes the row (no UPDATE), a lock or an
+  -- ordinary failure leaves attempts below max_attempts.
+  create trigger _steward_dead_letters
+    after update on graphile_worker._private_jobs
+    for each row
+    when ((new.locked_at is null and new.attempts >= new.max_attempts
+           and (old.locked_at is not null or old.attempts < old.max_attempts))
+       or (new.locked_at is not null and old.key is not null and new.key is null
+           and new.attempts >= new.max_attempts))
+    execute function steward.move_failed_job();
+  comment on trigger _steward_dead_letters on graphile_worker._private_jobs is
+    'pg-steward: moves jobs that failed for good into steward.dead_letters (steward.move_failed_job).';
+  return true;
+end
+$$;
+comment on function steward.install_dead_letter_trigger() is
+  'Installs the dead-letter trigger on graphile_worker._private_jobs unless it is there; true when it installed it. steward migrate calls it on every run, so a graphile-worker upgrade that re-creates the job table gets it back. Refuses a graphile-worker schema version the trigger was not written for.';
+
+select steward.install_dead_letter_trigger();
+
+-- Jobs that already failed for good before this migration move too.
+with moved as (
+  delete from graphile_worker._private_jobs j
+   where j.locked_at is null and j.attempts >= j.max_attempts
+  returning j.*
+)
+insert into steward.dead_letters
+  (source, task_identifier, payload, queue_name, attempts, max_attempts, last_error, original_id,
+   job_key, priority, flags, enqueued_at)
+select 'job', t.identifier, moved.payload::jsonb, q.queue_name, moved.attempts, moved.max_attempts,
+       moved.last_error, moved.id, moved.key, moved.priority,
+       (select pg_catalog.array_agg(f order by f) from pg_catalog.jsonb_object_keys(moved.flags) f),
+       moved.created_at
+  from moved
+  join graphile_worker._private_tasks t on t.id = moved.task_id
+  left join graphile_worker._private_job_queues q on q.id = moved.job_queue_id
+ order by moved.id;
+
+create function steward.fail_job_permanently(job_id bigint, pool_id text, error text)
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  job record;
+begin
+  select j.id, j.max_attempts into job
+    from graphile_worker._private_jobs j
+   where j.id = fail_job_permanently.job_id and j.locked_by = fail_job_permanently.pool_id
+     for update;
+  if not found then
+    return false;
+  end if;
+  insert into steward.job_marks (job_id, reason, max_attempts, error)
+  values (job.id, 'permanent', job.max_attempts, fail_job_permanently.error)
+  on conflict on constraint job_marks_pkey do nothing;
+  update graphile_worker._private_jobs j set max_attempts = j.attempts where j.id = job.id;
+  return true;
+end
+$$;
+comment on function steward.fail_job_permanently(bigint, text, text) is
+  'Called by the worker before it reports a permanent error: the running job (locked by pool_id) gets no further attempt, so the failure that follows moves it to the dead letters, with this error and its original max_attempts. False when the job is not locked by that pool.';
+
+create function steward.replay_dead_letter(id bigint)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  letter steward.dead_letters;
+  new_id bigint;
+begin
+  if replay_dead_letter.id is null then
+    raise exception 'replay_dead_letter needs the id of a dead letter' using errcode = '22004';
+  end if;
+  select * into letter from steward.dead_letters d where d.id = replay_dead_letter.id for update;
+  if not found then
+    raise exception 'dead letter % does not exist', replay_dead_letter.id
+      using errcode = 'P0002', hint = 'steward dlq list (or select * from steward.list_dead_letters()) shows them.';
+  end if;
+  if letter.replayed_at is not null then
+    raise exception 'dead letter % was already replayed at % (as %)', letter.id, letter.replayed_at, letter.replayed_as
+      using errcode = 'P0001',
+            hint = 'A dead letter is replayed once. If the replay failed too, it is a dead letter of its own: steward dlq list.';
+  end if;
+
+  if letter.source = 'job' then
+    -- No job key: by now it may name a newer job, which a replay must not replace.
+    select j.id into new_id
+      from graphile_worker.add_job(
+             identifier => letter.task_identifier,
+             payload => letter.payload::json,
+             queue_name => letter.queue_name,
+             max_attempts => letter.max_attempts,
+             priority => letter.priority,
+             flags => letter.flags) j;
+  else
+    if pg_catalog.to_regprocedure('steward.enqueue_invalidation(text, interval)') is null then
+      raise exception 'dead letter % is an invalidation, and steward.enqueue_invalidation is not installed', letter.id
+        using errcode = 'P0001', hint = 'Apply the cache-invalidation migration (steward migrate), then replay again.';
+    end if;
+    if letter.payload ->> 'tag' is null then
+      raise exception 'dead letter % is an invalidation without a tag in its payload: %', letter.id, letter.payload
+        using errcode = '22023';
+    end if;
+    new_id := steward.enqueue_invalidation(letter.payload ->> 'tag', interval '0 seconds');
+  end if;
+
+  update steward.dead_letters d set replayed_at = pg_catalog.now(), replayed_as = new_id where d.id = letter.id;
+  perform steward.audit('replay_dead_letter', pg_catalog.format('dead_letter:%s', letter.id),
+    pg_catalog.jsonb_build_object('source', letter.source, 'task', letter.task_identifier,
+      'original_id', letter.original_id, 'new_id', new_id));
+  return new_id;
+end
+$$;
+comment on function steward.replay_dead_letter(bigint) is
+  'Queues a dead letter again, once: a job becomes a new graphile-worker job (same task, payload, queue, priority, flags and max_attempts; no job key) and its id is returned; an invalidation re-queues its tag and returns the pending entry''s id. The dead letter stays, marked replayed. Audited. A missing or already replayed id is an error and changes nothing.';
+
+create function steward.purge_dead_letters(older_than interval)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  purged bigint;
+begin
+  if older_than is null then
+    raise exception 'purge_dead_letters needs an age: dead letters that failed longer ago than it are deleted'
+      using errcode = '22004', hint = 'For example: select steward.purge_dead_letters(''30 days'');';
+  end if;
+  if older_than < interval '0' then
+    raise exception 'purge_dead_letters: older_than must not be negative, got %', older_than
+      using errcode = '22023';
+  end if;
+  delete from steward.dead_letters d where d.failed_at < pg_catalog.now() - older_than;
+  get diagnostics purged = row_count;
+  perform steward.audit('purge_dead_letters', null,
+    pg_catalog.jsonb_build_object('older_than', older_than::text, 'purged', purged));
+  return purged;
+end
+$$;
+comment on function steward.purge_dead_letters(interval) is
+  'Deletes the dead letters that failed longer ago than older_than, replayed or not, and returns how many. Audited.';
+
+create function steward.list_dead_letters(after text default null, max integer default 50)
+returns table (
+  id bigint, source text, task_identifier text, payload jsonb, queue_name text, attempts integer,
+  max_attempts integer, last_error text, original_id bigint, failed_at timestamptz,
+  replayed_at timestamptz, replayed_as bigint, is_permanent boolean, cursor text
+)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  after_at timestamptz;
+  after_id bigint;
+begin
+  if max is null or max < 1 or max > 1000 then
+    raise exception 'list_dead_letters: max must be from 1 to 1000, got %', coalesce(max::text, 'null')
+      using errcode = '22023';
+  end if;
+  if after is not null then
+    if after !~ '^[0-9]{1,19}:[0-9]{1,19}$' then
+      raise exception 'list_dead_letters: "%" is not a cursor', after
+        using errcode = '22023', hint = 'Pass the cursor column of the last row of the previous page, or null for the first page.';
+    end if;
+    after_at := timestamptz 'epoch' + pg_catalog.split_part(after, ':', 1)::bigint * interval '1 microsecond';
+    after_id := pg_catalog.split_part(after, ':', 2)::bigint;
+  end if;
+  return query
+    select d.id, d.source, d.task_identifier, d.payload, d.queue_name, d.attempts, d.max_attempts,
+           d.last_error, d.original_id, d.failed_at, d.replayed_at, d.replayed_as, d.is_permanent,
+           pg_catalog.format('%s:%s', (extract(epoch from d.failed_at) * 1000000)::bigint, d.id)
+      from steward.dead_letters d
+     where after is null or (d.failed_at, d.id) < (after_at, after_id)
+     order by d.failed_at desc, d.id desc
+     limit max;
+end
+$$;
+comment on function steward.list_dead_letters(text, integer) is
+  'Dead letters, newest first, at most max (1 to 1000) per page. Pass the cursor of a page''s last row as after for the next page; keyset paging, so a page costs the same at any depth.';
+
+create function steward.cleanup_job_marks(batch_size integer)
+returns bigint
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  with gone as (
+    delete from steward.job_marks m
+     where m.job_id in (select r.job_id from steward.job_marks r
+                         where not exists (select from graphile_worker._private_jobs j where j.id = r.job_id)
+                         limit batch_size)
+    returning 1
+  )
+  select pg_catalog.count(*) from gone;
+$$;
+comment on function steward.cleanup_job_marks(integer) is
+  'Cleanup step: deletes at most batch_size job marks whose job is gone (a superseded job that then succeeded).';
+
+insert into steward.cleanup_steps (name, target, time_column, retention_setting, description) values
+  ('dead_letters', 'steward.dead_letters', 'replayed_at', 'dead_letters.replayed_retention',
+   'replayed dead letters past dead_letters.replayed_retention')
+on conflict (name) do update set function = excluded.function, target = excluded.target,
+  time_column = excluded.time_column, retention_setting = excluded.retention_setting,
+  description = excluded.description;
+
+insert into steward.cleanup_steps (name, function, description) values
+  ('job_marks', 'steward.cleanup_job_marks(integer)', 'marks of jobs that no longer exist')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+revoke all on all functions in schema steward from public;
+revoke all on all tables in schema steward from public;

@@ -1,0 +1,105 @@
+--! Previous: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
+--! Hash: sha1:429a9315433be0b46a880402c8773a926d113bb5
+--! Message: heartbeats
+
+-- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,
+-- and a pool whose heartbeat goes stale is presumed dead: its jobs are unlocked within seconds
+-- for another worker, instead of after graphile-worker's 4-hour stale-lock sweep.
+
+insert into steward.settings (name, value, type, description) values
+  ('workers.heartbeat_timeout', '60 seconds', 'interval',
+   'A worker whose last heartbeat is older than this is presumed dead: its locked jobs are unlocked so another worker runs them. Workers beat every sixth of it. Keep it well above the longest event-loop stall of a worker.')
+on conflict (name) do nothing;
+
+create table steward.workers (
+  pool_id      text primary key,
+  host         text,
+  pid          integer,
+  started_at   timestamptz not null default pg_catalog.now(),
+  heartbeat_at timestamptz not null default pg_catalog.now()
+);
+comment on table steward.workers is
+  'One row per running steward worker pool (graphile-worker''s pool id, the locked_by of its jobs), refreshed by its heartbeat. A row older than the workers.heartbeat_timeout setting marks a dead worker; release_dead_workers unlocks its jobs. Plain graphile-worker processes have no row and are never touched.';
+
+create function steward.worker_heartbeat(pool_id text, host text default null, pid integer default null)
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if pool_id is null then
+    raise exception 'worker_heartbeat needs a pool id' using errcode = '22004';
+  end if;
+  update steward.workers w set heartbeat_at = pg_catalog.now() where w.pool_id = worker_heartbeat.pool_id;
+  if found then
+    return true;
+  end if;
+  insert into steward.workers (pool_id, host, pid) values (pool_id, host, pid)
+  on conflict on constraint workers_pkey do update set heartbeat_at = pg_catalog.now();
+  return false;
+end
+$$;
+comment on function steward.worker_heartbeat(text, text, integer) is
+  'A worker pool''s heartbeat: refreshes its row, or creates it. Returns false when there was no row: the first beat, or the pool was presumed dead and its jobs released.';
+
+create function steward.release_dead_workers()
+returns table (pool_id text, host text, pid integer, last_heartbeat_at timestamptz, released_jobs bigint)
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  timeout interval := greatest(steward.setting_interval('workers.heartbeat_timeout'), interval '1 second');
+  dead steward.workers;
+begin
+  -- SKIP LOCKED: several workers sweeping at once share the dead rows instead of waiting.
+  for dead in
+    select * from steward.workers w where w.heartbeat_at < pg_catalog.now() - timeout for update skip locked
+  loop
+    select pg_catalog.count(*) into released_jobs
+      from graphile_worker._private_jobs j where j.locked_by = dead.pool_id;
+    -- Jobs on their last attempt fail for good here, and the trigger dead-letters them.
+    perform graphile_worker.force_unlock_workers(array[dead.pool_id]);
+    delete from steward.workers w where w.pool_id = dead.pool_id;
+    perform steward.audit('release_dead_worker', dead.pool_id,
+      pg_catalog.jsonb_build_object('host', dead.host, 'pid', dead.pid, 'last_heartbeat_at', dead.heartbeat_at,
+        'released_jobs', released_jobs, 'heartbeat_timeout', timeout::text));
+    if released_jobs > 0 then
+      -- Wake idle workers now rather than at their next poll (graphile-worker's own channel).
+      perform pg_catalog.pg_notify('jobs:insert', pg_catalog.json_build_object('count', released_jobs)::text);
+    end if;
+    pool_id := dead.pool_id;
+    host := dead.host;
+    pid := dead.pid;
+    last_heartbeat_at := dead.heartbeat_at;
+    return next;
+  end loop;
+end
+$$;
+comment on function steward.release_dead_workers() is
+  'Crash recovery, run by every worker on its heartbeat: for each worker pool whose heartbeat is older than the workers.heartbeat_timeout setting, unlocks its jobs (graphile_worker.force_unlock_workers) so another worker runs them, removes its row and audits it. Jobs on their last attempt go to the dead letters. Pools without a row (plain graphile-worker) are never touched.';
+
+create function steward.unregister_worker(pool_id text)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  leftover bigint;
+begin
+  select pg_catalog.count(*) into leftover
+    from graphile_worker._private_jobs j where j.locked_by = unregister_worker.pool_id;
+  if leftover > 0 then
+    perform graphile_worker.force_unlock_workers(array[pool_id]);
+  end if;
+  delete from steward.workers w where w.pool_id = unregister_worker.pool_id;
+  return leftover;
+end
+$$;
+comment on function steward.unregister_worker(text) is
+  'A worker pool stopping cleanly: unlocks any job it still holds (normally none) and removes its heartbeat row. Returns how many jobs it unlocked.';
+
+revoke all on all functions in schema steward from public;
+revoke all on all tables in schema steward from public;

@@ -1,0 +1,65 @@
+--! Previous: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
+--! Hash: sha1:da10e561466c599e62479ff8efab3edee1604eaa
+--! Message: cleanup
+
+-- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each
+-- capability registers its own), run in bounded batches by the cleanup task (tasks/cleanup.ts),
+-- and the retention of the audit log.
+
+-- Settings -------------------------------------------------------------------------------------
+
+insert into steward.settings (name, value, type, description) values
+  ('maintenance.cleanup_batch_size', '1000', 'integer',
+   'Rows a cleanup step deletes per batch; each batch is its own short transaction.'),
+  ('maintenance.cleanup_time_budget', '5 minutes', 'interval',
+   'A cleanup run starts no further batch of a step after this long (every step still gets its first batch).'),
+  ('maintenance.audit_log_retention', '365 days', 'interval',
+   'How long rows of steward.audit_log are kept.')
+on conflict (name) do nothing;
+
+-- Cleanup --------------------------------------------------------------------------------------
+
+insert into steward.cleanup_steps (name, target, time_column, retention_setting, description) values
+  ('audit_log', 'steward.audit_log', 'at', 'maintenance.audit_log_retention',
+   'audit_log rows past maintenance.audit_log_retention')
+on conflict (name) do update set function = excluded.function, target = excluded.target,
+  time_column = excluded.time_column, retention_setting = excluded.retention_setting,
+  description = excluded.description;
+
+create function steward.run_cleanup_step(step text, batch_size integer)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  entry steward.cleanup_steps;
+  call text;
+  deleted bigint;
+begin
+  select * into entry from steward.cleanup_steps s where s.name = step;
+  if not found then
+    raise exception 'unknown cleanup step "%"', step
+      using errcode = 'P0002', hint = 'select name, description from steward.cleanup_steps lists them.';
+  end if;
+  if entry.target is not null then
+    return steward.delete_older_than(entry.target, entry.time_column,
+      pg_catalog.now() - steward.setting_interval(entry.retention_setting), batch_size);
+  end if;
+  select pg_catalog.format('select %I.%I($1)', n.nspname, p.proname) into call
+    from pg_catalog.pg_proc p
+    join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+   where p.oid = entry.function;
+  if not found then
+    raise exception 'the function of cleanup step "%" no longer exists', step
+      using errcode = 'P0002', hint = 'steward verify lists such steps; re-create the function, or delete the step from steward.cleanup_steps.';
+  end if;
+  execute call using batch_size into deleted;
+  return coalesce(deleted, 0);
+end
+$$;
+comment on function steward.run_cleanup_step(text, integer) is
+  'Runs one batch of a registered cleanup step and returns how many rows it deleted: for a plain step, steward.delete_older_than on its table with its retention setting; else its function. The cleanup task calls it (each call its own transaction) until it returns fewer than batch_size.';
+
+revoke all on all functions in schema steward from public;
+revoke all on all tables in schema steward from public;

@@ -1,0 +1,313 @@
+--! Previous: sha1:da10e561466c599e62479ff8efab3edee1604eaa
+--! Hash: sha1:f25b05b524587808e148578bee6cc1225803dbd7
+--! Message: pagination
+
+-- Keyset pagination over any table the caller may read (steward.page), for clients.
+--
+-- page is SECURITY INVOKER: the caller's privileges, row-level security and
+-- triggers apply to the target exactly as in the caller's own statements. It deliberately does
+-- not pin search_path, because a pinned path would also apply to the target's triggers and to the
+-- functions its policies call, and break those that use unqualified names. Instead everything
+-- it generates is qualified: the table, pg_catalog functions, each value's type, and each
+-- comparison operator (taken from the column type's default btree operator class, so the
+-- comparison is the one ORDER BY uses and cannot be shadowed by an operator of the same name in
+-- the caller's search_path).
+
+-- Keyset pagination ----------------------------------------------------------------------------
+
+create function steward.page(
+  target regclass,
+  order_by text[],
+  after text default null,
+  max integer default 50,
+  filter jsonb default '{}'::jsonb
+)
+returns jsonb
+language plpgsql
+stable
+security invoker
+as $$
+declare
+  key_filter jsonb := coalesce(page.filter, '{}'::jsonb);
+  relation record;
+  item text;
+  parts text[];
+  names text[] := '{}';
+  descending boolean[] := '{}';
+  described jsonb;
+  is_unique boolean;
+  column_info jsonb;
+  greater text[] := '{}';       -- per order column: "comes after" (> ascending, < descending)
+  greater_equal text[] := '{}';
+  equal text[] := '{}';
+  bound text[] := '{}';         -- per order column: the cursor's value, typed like the column
+  one_operator text;            -- the "comes after" operator, when all columns share it
+  column_list text := '';
+  order_sql text := '';
+  order_text text := '';
+  conditions text[] := '{}';
+  after_sql text;
+  binding text;                 -- what a cursor is bound to: this table, order and filter
+  decoded jsonb;
+  cursor_keys jsonb;
+  cursor_values jsonb := '{}';
+  row_json jsonb;
+  page_rows jsonb[] := '{}';
+  last_key jsonb := '[]';
+  next_cursor text;
+  i integer;
+begin
+  -- This function is on the path of every page a client reads, so it sends few statements:
+  -- two catalog lookups and the page itself; the rest are plain expressions.
+  if page.max is null or page.max < 1 or page.max > 1000 then
+    raise exception 'page: max must be from 1 to 1000, got %', coalesce(page.max::text, 'null')
+      using errcode = '22023', hint = 'Ask for at most 1000 rows and follow "next" for the rest.';
+  end if;
+  if target is null then
+    raise exception 'page: target must name a table, got null' using errcode = '22004';
+  end if;
+  if order_by is null or pg_catalog.cardinality(order_by) = 0 then
+    raise exception 'page: order_by must name at least one column' using errcode = '22023',
+      hint = 'For example {"created_at desc", id}: the last columns must make the order unique.';
+  end if;
+  if pg_catalog.jsonb_typeof(key_filter) <> 'object' then
+    raise exception 'page: filter must be a JSON object of column: value, got %', pg_catalog.jsonb_typeof(key_filter)
+      using errcode = '22023', hint = 'For example {"user_id": 42, "deleted_at": null}.';
+  end if;
+
+  select n.nspname, c.relname, c.relkind,
+         array(select a.attname::text from pg_catalog.pg_attribute a
+                where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns,
+         array(select k from pg_catalog.jsonb_object_keys(key_filter) as k order by k) as filter_keys
+    into relation
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+   where c.oid = target;
+  if not found then
+    raise exception 'page: no relation has oid %', target::oid using errcode = '22023';
+  end if;
+  if relation.relkind not in ('r', 'p') then
+    raise exception 'page: %.% is not a table', relation.nspname, relation.relname
+      using errcode = '22023',
+            hint = 'Keyset pages need NOT NULL sort columns and a unique index, which only tables have; page over the underlying table.';
+  end if;
+
+  -- Identifiers are matched exactly against the table's columns; anything else is refused
+  -- before any SQL is built. An order_by item is a column name, optionally followed by asc/desc.
+  foreach item in array order_by loop
+    if item is null then
+      raise exception 'page: order_by items cannot be null' using errcode = '22004';
+    end if;
+    parts := case when item = any (relation.columns) then array[item, 'asc']
+                  else pg_catalog.regexp_match(item, '^(.*\S)\s+(asc|desc)\s*$', 'i') end;
+    if parts is null or not parts[1] = any (relation.columns) then
+      raise exception 'page: order_by item "%" is not a column of %.%', item, relation.nspname, relation.relname
+        using errcode = '22023',
+              hint = 'Items are column names exactly as stored (case matters), optionally followed by asc or desc.';
+    end if;
+    if parts[1] = any (names) then
+      raise exception 'page: order_by names column "%" twice', parts[1] using errcode = '22023';
+    end if;
+    names := names || parts[1];
+    descending := descending || (pg_catalog.lower(parts[2]) = 'desc');
+  end loop;
+  foreach item in array relation.filter_keys loop
+    if not item = any (relation.columns) then
+      raise exception 'page: filter key "%" is not a column of %.%', item, relation.nspname, relation.relname
+        using errcode = '22023';
+    end if;
+  end loop;
+
+  -- For each column used: whether it is NOT NULL (itself or by its domain), its type (qualified,
+  -- to type bound values), and the btree strategy operators (1 <, 2 <=, 3 =, 4 >=, 5 >) of its
+  -- type's default operator class, the ones ORDER BY uses. And whether a valid unique index on
+  -- plain columns has all its key columns among the order_by columns.
+  with recursive used as (
+    select a.attname::text as name, a.attnum, a.attnotnull, a.atttypid,
+           pg_catalog.format('%I.%I', tn.nspname, ty.typname) as type_sql
+      from pg_catalog.pg_attribute a
+      join pg_catalog.pg_type ty on ty.oid = a.atttypid
+      join pg_catalog.pg_namespace tn on tn.oid = ty.typnamespace
+     where a.attrelid = target and a.attnum > 0 and not a.attisdropped
+       and a.attname::text = any (names || relation.filter_keys)
+  ), base as (
+    select u.name, ty.oid, ty.typtype, ty.typcategory, ty.typbasetype, ty.typnotnull
+      from used u join pg_catalog.pg_type ty on ty.oid = u.atttypid
+    union all
+    select b.name, ty.oid, ty.typtype, ty.typcategory, ty.typbasetype, ty.typnotnull
+      from base b join pg_catalog.pg_type ty on ty.oid = b.typbasetype
+     where b.typtype = 'd'
+  )
+  select pg_catalog.jsonb_object_agg(u.name, pg_catalog.jsonb_build_object(
+           'type', u.type_sql,
+           'type_name', pg_catalog.format_type(u.atttypid, null),
+           'not_null', u.attnotnull or exists (select from base d where d.name = u.name and d.typnotnull),
+           'operators', ops.operators)),
+         exists (
+           select from pg_catalog.pg_index x
+            where x.indrelid = target and x.indisunique and x.indisvalid
+              and x.indpred is null and x.indexprs is null
+              and (select pg_catalog.array_agg(k.attnum)
+                     from pg_catalog.unnest(x.indkey::smallint[]) with ordinality as k(attnum, position)
+                    where k.position <= x.indnkeyatts)
+                  <@ (select pg_catalog.array_agg(o.attnum) from used o where o.name = any (names)))
+    into described, is_unique
+    from used u
+    join base b on b.name = u.name and b.typtype <> 'd'
+    left join lateral (
+      select pg_catalog.jsonb_object_agg(o.amopstrategy::text, pg_catalog.format('OPERATOR(%I.%s)', opn.nspname, op.oprname)) as operators
+        -- The default btree operator class for the type itself, else for what it is binary
+        -- coercible to (varchar: text) or for its polymorphic kind (enums, arrays, ranges, rows).
+        -- 403 is btree's access method OID, fixed in every PostgreSQL.
+        from (select * from (select oc.opcfamily, oc.opcintype
+                               from pg_catalog.pg_opclass oc
+                              where oc.opcmethod = 403 and oc.opcdefault and oc.opcintype = b.oid) as exact
+              union all
+              (select oc.opcfamily, oc.opcintype
+                 from pg_catalog.pg_opclass oc
+                where oc.opcmethod = 403 and oc.opcdefault
+                  and (oc.opcintype = case when b.typtype = 'e' then 'pg_catalog.anyenum'::pg_catalog.regtype
+                                           when b.typtype = 'r' then 'pg_catalog.anyrange'::pg_catalog.regtype
+                                           when b.typtype = 'm' then 'pg_catalog.anymultirange'::pg_catalog.regtype
+                                           when b.typtype = 'c' then 'pg_catalog.record'::pg_catalog.regtype
+                                           when b.typcategory = 'A' then 'pg_catalog.anyarray'::pg_catalog.regtype end
+                       or oc.opcintype in (select c.casttarget from pg_catalog.pg_cast c
+                                            where c.castsource = b.oid and c.castmethod = 'b'))
+                order by oc.oid)
+              limit 1) as opc
+        join pg_catalog.pg_amop o
+          on o.amopfamily = opc.opcfamily and o.amoplefttype = opc.opcintype and o.amoprighttype = opc.opcintype
+        join pg_catalog.pg_operator op on op.oid = o.amopopr
+        join pg_catalog.pg_namespace opn on opn.oid = op.oprnamespace
+       where o.amopstrategy between 1 and 5
+    ) as ops on true;
+
+  for i in 1 .. pg_catalog.cardinality(names) loop
+    column_info := described -> names[i];
+    if not (column_info ->> 'not_null')::boolean then
+      raise exception 'page: cannot order by "%": it may be null', names[i]
+        using errcode = '22023',
+              hint = 'Keyset pages order by NOT NULL columns only, so that every page is one index range and no row is skipped: add a NOT NULL constraint, or order by a NOT NULL generated column.';
+    end if;
+    if not coalesce(column_info -> 'operators' ?& array['1', '2', '3', '4', '5'], false) then
+      raise exception 'page: cannot order by "%": type % has no default btree ordering', names[i], column_info ->> 'type_name'
+        using errcode = '22023';
+    end if;
+    greater := greater || (column_info -> 'operators' ->> case when descending[i] then '1' else '5' end);
+    greater_equal := greater_equal || (column_info -> 'operators' ->> case when descending[i] then '2' else '4' end);
+    equal := equal || (column_info -> 'operators' ->> '3');
+    bound := bound || pg_catalog.format('(select x.%1$I from pg_catalog.jsonb_to_record($1) as x(%1$I %2$s))',
+                                        names[i], column_info ->> 'type');
+    one_operator := case when i = 1 or one_operator = greater[i] then greater[i] end;
+    column_list := column_list || case when i > 1 then ', ' else '' end || pg_catalog.format('t.%I', names[i]);
+    order_sql := order_sql || case when i > 1 then ', ' else '' end
+                 || pg_catalog.format('t.%I', names[i]) || case when descending[i] then ' desc' else '' end;
+    order_text := order_text || case when i > 1 then ',' else '' end
+                  || pg_catalog.quote_ident(names[i]) || case when descending[i] then ' desc' else ' asc' end;
+  end loop;
+  if not is_unique then
+    raise exception 'page: order_by % does not make the order unique', order_by
+      using errcode = '22023',
+            hint = coalesce(
+              'End order_by with the primary key (' || (
+                select pg_catalog.string_agg(a.attname::text, ', ' order by k.position)
+                  from pg_catalog.pg_index x
+                  cross join pg_catalog.unnest(x.indkey::smallint[]) with ordinality as k(attnum, position)
+                  join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+                 where x.indrelid = target and x.indisprimary) || ') or the columns of another unique index.',
+              'Create a primary key or unique index on NOT NULL columns and end order_by with its columns.');
+  end if;
+
+  -- filter: equality on columns, the values bound as $2 and typed like the column; null: IS NULL.
+  foreach item in array relation.filter_keys loop
+    column_info := described -> item;
+    if pg_catalog.jsonb_typeof(key_filter -> item) = 'null' then
+      conditions := conditions || pg_catalog.format('t.%I is null', item);
+    elsif column_info #> '{operators,3}' is null then
+      raise exception 'page: cannot filter on "%": type % has no default btree equality', item, column_info ->> 'type_name'
+        using errcode = '22023';
+    else
+      conditions := conditions || pg_catalog.format(
+        't.%1$I %3$s (select x.%1$I from pg_catalog.jsonb_to_record($2) as x(%1$I %2$s))',
+        item, column_info ->> 'type', column_info #>> '{operators,3}');
+    end if;
+  end loop;
+
+  -- The cursor: base64url of {"k": [order_by values of the last row], "c": checksum}. The
+  -- checksum binds it to this table, order and filter, so a cursor of another query (or an edited
+  -- one) is refused rather than answered with a wrong page. It is not a secret-keyed MAC: page
+  -- runs with the caller's privileges, so a cursor forged anyway only moves the start of a page
+  -- within rows the caller may read.
+  binding := pg_catalog.concat_ws(E'\n', 'steward.page/1', target::oid::text, order_text, key_filter::text);
+  if after is not null then
+    if after ~ '^[A-Za-z0-9_-]+$' and pg_catalog.length(after) <= 16384 then
+      begin
+        decoded := pg_catalog.convert_from(pg_catalog.decode(
+          pg_catalog.translate(after, '-_', '+/') || pg_catalog.repeat('=', (4 - pg_catalog.length(after) % 4) % 4),
+          'base64'), 'UTF8')::jsonb;
+      exception when data_exception then
+        decoded := null;
+      end;
+    end if;
+    cursor_keys := case when pg_catalog.jsonb_typeof(decoded) = 'object' then decoded -> 'k' end;
+    if pg_catalog.jsonb_typeof(cursor_keys) is distinct from 'array'
+       or pg_catalog.jsonb_array_length(cursor_keys) <> pg_catalog.cardinality(names)
+       or (decoded ->> 'c') is distinct from pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(
+            pg_catalog.convert_to(binding || E'\n' || cursor_keys::text, 'UTF8')), 'hex'), 32) then
+      raise exception 'page: after is not a cursor of this query (another table, order_by or filter, or altered)'
+        using errcode = '22023',
+              hint = 'Pass the "next" of the previous page unchanged, with the same target, order_by and filter; null starts at the first page.';
+    end if;
+    for i in 1 .. pg_catalog.cardinality(names) loop
+      cursor_values := cursor_values || pg_catalog.jsonb_build_object(names[i], cursor_keys -> (i - 1));
+    end loop;
+
+    -- Rows after the cursor. One direction: a row comparison, a single index range. Mixed
+    -- directions cannot use one (FACTS): the expanded a > x or (a = x and b < y), with a
+    -- redundant a >= x in front so that the index still bounds the scan.
+    if pg_catalog.cardinality(names) = 1 then
+      after_sql := pg_catalog.format('t.%I %s %s', names[1], greater[1], bound[1]);
+    elsif one_operator is not null then
+      after_sql := pg_catalog.format('row(%s) %s row(%s)', column_list, one_operator, pg_catalog.array_to_string(bound, ', '));
+    else
+      i := pg_catalog.cardinality(names);
+      after_sql := pg_catalog.format('t.%I %s %s', names[i], greater[i], bound[i]);
+      for i in reverse pg_catalog.cardinality(names) - 1 .. 1 loop
+        after_sql := pg_catalog.format('(t.%1$I %2$s %4$s or (t.%1$I %3$s %4$s and %5$s))',
+                                       names[i], greater[i], equal[i], bound[i], after_sql);
+      end loop;
+      after_sql := pg_catalog.format('t.%I %s %s and %s', names[1], greater_equal[1], bound[1], after_sql);
+    end if;
+    conditions := conditions || after_sql;
+  end if;
+
+  -- One row more than asked tells whether there is a next page. Rows arrive in order through
+  -- the loop (a plain index scan, cheaper to plan than aggregating in SQL).
+  for row_json in execute pg_catalog.format(
+      'select pg_catalog.to_jsonb(t.*) from %I.%I as t where %s order by %s limit $3',
+      relation.nspname, relation.relname,
+      case when pg_catalog.cardinality(conditions) = 0 then 'true' else pg_catalog.array_to_string(conditions, ' and ') end,
+      order_sql)
+    using cursor_values, key_filter, page.max + 1
+  loop
+    if pg_catalog.cardinality(page_rows) = page.max then
+      -- The cursor holds the order_by values of the last row returned, as to_jsonb wrote them.
+      for i in 1 .. pg_catalog.cardinality(names) loop
+        last_key := last_key || pg_catalog.jsonb_build_array(page_rows[page.max] -> names[i]);
+      end loop;
+      next_cursor := pg_catalog.rtrim(pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
+        pg_catalog.jsonb_build_object('k', last_key, 'c', pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(
+          pg_catalog.convert_to(binding || E'\n' || last_key::text, 'UTF8')), 'hex'), 32))::text,
+        'UTF8'), 'base64'), E'+/\n', '-_'), '=');
+      exit;
+    end if;
+    page_rows := page_rows || row_json;
+  end loop;
+  return pg_catalog.jsonb_build_object('rows', pg_catalog.to_jsonb(page_rows), 'next', next_cursor);
+end
+$$;
+comment on function steward.page(regclass, text[], text, integer, jsonb) is
+  'Keyset pagination: up to max (1 to 1000) rows of target as JSON objects in order_by order, after the cursor after (null: from the start), and next, the cursor of the following page (null on the last). order_by: NOT NULL column names with optional asc/desc whose columns include a unique index''s; filter: {column: value} equality (null: IS NULL). SECURITY INVOKER: the caller''s privileges and row-level security apply. A cursor of another table, order or filter is an error (22023).';
+
+revoke all on all functions in schema steward from public;
+revoke all on all tables in schema steward from public;
+grant execute on function steward.page(regclass, text[], text, integer, jsonb) to steward_client;

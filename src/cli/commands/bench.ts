@@ -1,0 +1,98 @@
+// `steward bench [--quick] [--json FILE] [--only NAME[,NAME]] [--rounds N]`
+import fs from "node:fs/promises";
+import os from "node:os";
+import { SCENARIOS } from "../../../bench/index.ts";
+import { benchContext, runScenario, type ScenarioResult } from "../../../bench/run.ts";
+import { scratchDatabase } from "../../../bench/scratch.ts";
+import { formatDuration } from "../../duration.ts";
+import { UsageError } from "../../errors.ts";
+import { openDatabase } from "../../database.ts";
+import { textTable } from "../text-table.ts";
+import type { Command } from "../command.ts";
+import { integerOption } from "../options.ts";
+
+function format(value: number): string {
+  if (!Number.isFinite(value)) return String(value);
+  if (Math.abs(value) >= 100) return Math.round(value).toLocaleString("en-US");
+  return value.toPrecision(3);
+}
+
+function resultTable(results: ScenarioResult[]): string {
+  const rows = [
+    ["scenario", "ours", "baseline", "unit", "speedup"],
+    ...results.map((r) => [r.name, format(r.ours), format(r.baseline), r.unit, `${r.speedup.toFixed(2)}x`]),
+  ];
+  return textTable(rows, { numeric: [1, 2, 4] }).join("\n");
+}
+
+export const benchCommand: Command = {
+  name: "bench",
+  summary: "run the benchmark suite: ours against a baseline, side by side in one run",
+  usage:
+    "bench [--quick] [--json FILE] [--only NAME[,NAME…]] [--rounds N]\n" +
+    "  --quick       smaller data and fewer rounds: the whole suite within 60 s on 2 cores\n" +
+    "  --json FILE   also write {\"scenarios\": [{name, ours, baseline, unit, speedup}]} to FILE\n" +
+    "  --only NAMES  run only these scenarios (comma-separated)\n" +
+    "  --rounds N    rounds per scenario (default 5, --quick 3); medians are reported",
+  options: {
+    quick: { type: "boolean" },
+    json: { type: "string" },
+    only: { type: "string" },
+    rounds: { type: "string" },
+  },
+  positionals: [0, 0],
+  async run(_positionals, values, context) {
+    const quick = Boolean(values.quick);
+    const only = (values.only as string | undefined)?.split(",").map((name) => name.trim()).filter(Boolean);
+    const known = SCENARIOS.map((s) => s.name);
+    const unknown = only?.filter((name) => !known.includes(name)) ?? [];
+    if (unknown.length) throw new UsageError(`unknown scenario ${unknown.join(", ")}; scenarios: ${known.join(", ")}`);
+    const rounds = integerOption(values.rounds, "--rounds", { min: 1, max: 100 }, quick ? 3 : 5);
+    const scenarios = SCENARIOS.filter((s) => !only || only.includes(s.name));
+    const database = await openDatabase(context.config, context.logger);
+    const began = Date.now();
+    const results: ScenarioResult[] = [];
+    try {
+      const scratch = await scratchDatabase(database.url, context.logger, "bench");
+      const benchmark = benchContext(scratch.url, quick, context.logger);
+      try {
+        for (const scenario of scenarios) {
+          process.stderr.write(`${scenario.name}: ${scenario.description}\n`);
+          const result = await runScenario(scenario, benchmark, rounds, (round, ours, baseline) => {
+            process.stderr.write(
+              `  round ${round + 1}/${rounds}: ours ${format(ours.value)} ${scenario.unit}, baseline ${format(baseline.value)} ${scenario.unit}\n`,
+            );
+          });
+          results.push(result);
+        }
+      } finally {
+        await benchmark.pool.end();
+        await scratch.drop();
+      }
+    } finally {
+      await database.release();
+    }
+    context.print(resultTable(results));
+    context.print(
+      `\n${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}; ${rounds} rounds, medians; ${formatDuration(Date.now() - began)}`,
+    );
+    if (values.json) {
+      const scenariosJson = results.map(({ name, ours, baseline, unit, speedup }) => ({ name, ours, baseline, unit, speedup }));
+      await fs.writeFile(
+        values.json as string,
+        JSON.stringify(
+          {
+            scenarios: scenariosJson,
+            machine: { cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+            quick,
+            rounds,
+            samples: Object.fromEntries(results.map((r) => [r.name, { ...r.samples, detail: r.detail }])),
+          },
+          null,
+          2,
+        ) + "\n",
+      );
+    }
+    return 0;
+  },
+};

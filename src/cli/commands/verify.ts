@@ -1,0 +1,32 @@
+// `steward verify [--json]`: steward.verify_installation() as a checklist; exit 1 on any fail.
+import { withDatabasePool, type Command } from "../command.ts";
+
+interface Check {
+  check: string;
+  status: "ok" | "warn" | "fail";
+  detail: string;
+}
+
+const MARKS = { ok: "✓", warn: "!", fail: "✗" } as const;
+
+export const verifyCommand: Command = {
+  name: "verify",
+  summary: "check that everything is in place (schema, triggers, indexes, privileges); exit 1 on any failure",
+  usage: "verify [--json]\n  --json  print the checks as a JSON array of {check, status, detail}",
+  options: { json: { type: "boolean" } },
+  positionals: [0, 0],
+  async run(_positionals, values, context) {
+    return withDatabasePool(context, async (pool) => {
+      const { rows } = await pool.query<Check>('select "check", status, detail from steward.verify_installation()');
+      if (values.json) {
+        context.print(JSON.stringify(rows, null, 2));
+      } else {
+        const width = Math.max(...rows.map((row) => row.check.length));
+        for (const row of rows) context.print(`${MARKS[row.status]} ${row.check.padEnd(width)}  ${row.detail}`);
+        const count = (status: Check["status"]) => rows.filter((row) => row.status === status).length;
+        context.print(`\n${count("ok")} ok, ${count("warn")} warnings, ${count("fail")} failed`);
+      }
+      return rows.some((row) => row.status === "fail") ? 1 : 0;
+    });
+  },
+};

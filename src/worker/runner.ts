@@ -1,0 +1,210 @@
+// The worker process: graphile-worker running our tasks and schedules, plus the health server.
+import { EventEmitter } from "node:events";
+import { run, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from "graphile-worker";
+import type pg from "pg";
+import { TASKS } from "../../tasks/index.ts";
+import type { Config } from "../config.ts";
+import { createPool } from "../database.ts";
+import { startHealthServer, type HealthServer } from "./health.ts";
+import { startHeartbeat, type Heartbeat } from "./heartbeats.ts";
+import { InvalidationDrainer, sinksFromConfig } from "./invalidations.ts";
+import { JobStats } from "./job-stats.ts";
+import { graphileLogger, type Logger } from "../logger.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
+import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
+import { buildTaskList, type OutcomeObserver, type TaskDefinition } from "./task.ts";
+
+export interface WorkerOptions {
+  url: string;
+  config: Config;
+  logger: Logger;
+  /** Defaults to every task in tasks/. */
+  tasks?: TaskDefinition<unknown>[];
+  /** Defaults to the schedules the tasks carry; environment overrides apply either way. */
+  schedules?: Schedule[];
+  /** Start the HTTP server (default true). */
+  health?: boolean;
+  /** How often the job statistics are added to the database (default 5 s). */
+  statsFlushMs?: number;
+  /** Run the continuous invalidation drainer (default: config.drainer). */
+  drainer?: boolean;
+}
+
+export interface RunningWorker {
+  runner: Runner;
+  pool: pg.Pool;
+  metrics: Metrics;
+  events: WorkerEvents;
+  stats: JobStats;
+  heartbeat: Heartbeat;
+  /** Port of the health server, if it runs. */
+  healthPort: number | undefined;
+  /** Graceful stop: running jobs finish within the shutdown timeout, else are released. */
+  stop(reason?: string): Promise<void>;
+  /** Resolves when the worker has stopped: with the error that stopped it, if one did. */
+  done: Promise<Error | undefined>;
+}
+
+export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
+  const { config } = options;
+  const logger = options.logger.child({ component: "worker" });
+  const pool = createPool(options.url, {
+    max: config.concurrency + 4,
+    applicationName: "steward worker",
+    actor: "worker",
+  });
+  const events: WorkerEvents = new EventEmitter() as WorkerEvents;
+  // runner.kill() skips the forceful shutdown once a graceful one has begun, so the pools are
+  // kept here to release their running jobs ourselves when the shutdown timeout passes.
+  const workerPools: WorkerPool[] = [];
+  events.on("pool:create", ({ workerPool }) => workerPools.push(workerPool));
+  const metrics = createMetrics(pool, logger);
+  // Heartbeats and statistics get connections of their own: a pool busy with long jobs must
+  // not delay a heartbeat past the timeout and get its worker presumed dead.
+  const housekeeping = createPool(options.url, { max: 2, applicationName: "steward worker heartbeat", actor: "worker" });
+  const stats = new JobStats(housekeeping, logger);
+  const observe: OutcomeObserver = (task, outcome, ms) => {
+    metrics.recordJob(task, outcome, ms);
+    stats.record(task, outcome, ms);
+  };
+  const heartbeat = startHeartbeat({ pool: housekeeping, logger });
+  // The pool id is the locked_by of its jobs: beat for it before it has run anything for long.
+  events.on("pool:create", ({ workerPool }) => void heartbeat.add(workerPool.id));
+  const statsTimer = setInterval(() => void stats.flush(), options.statsFlushMs ?? 5000);
+  statsTimer.unref();
+  /** After the pools released their jobs: drop the heartbeat rows, write the last counts. */
+  const closeHousekeeping = async () => {
+    clearInterval(statsTimer);
+    await heartbeat.stop();
+    await stats.flush();
+    await housekeeping.end().catch(() => undefined);
+  };
+
+  const tasks = options.tasks ?? TASKS;
+  const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
+  const taskList: TaskList = buildTaskList(tasks, logger, pool, config, observe);
+  // Jobs locked ahead go back to the queue after a minute if this worker's slots stay busy, so
+  // long jobs here do not hold them from idle workers elsewhere for graphile-worker's 5 minutes.
+  const localQueue = config.localQueueSize > 1 ? { size: config.localQueueSize, ttl: 60_000 } : undefined;
+  let runner: Runner;
+  try {
+    runner = await run({
+      pgPool: pool,
+      concurrency: config.concurrency,
+      taskList,
+      parsedCronItems: cronItems(schedules),
+      noHandleSignals: true,
+      events,
+      logger: graphileLogger(logger),
+      gracefulShutdownAbortTimeout: Math.max(0, Math.floor(config.shutdownTimeoutMs / 2)),
+      preset: {
+        worker: {
+          ...(localQueue ? { localQueue } : {}),
+          completeJobBatchDelay: config.completeBatchDelayMs,
+          failJobBatchDelay: config.completeBatchDelayMs,
+        },
+      },
+    });
+  } catch (error) {
+    await closeHousekeeping();
+    await pool.end();
+    throw error;
+  }
+  let running = true;
+  logger.info(
+    {
+      concurrency: config.concurrency,
+      localQueue: localQueue?.size ?? 0,
+      completeBatchDelayMs: config.completeBatchDelayMs,
+      tasks: Object.keys(taskList),
+      schedules: schedules.map((s) => `${s.task} ${s.enabled ? s.pattern : "off"}`),
+    },
+    "worker running",
+  );
+
+  // The invalidation queue is drained continuously (woken by NOTIFY); the drain_invalidations
+  // task does the same in bounded passes, on its schedule or by hand.
+  let drainer: InvalidationDrainer | undefined;
+  if (config.drainer && options.drainer !== false) {
+    drainer = new InvalidationDrainer({
+      url: options.url,
+      pool,
+      sinks: sinksFromConfig(config, pool),
+      logger: logger.child({ component: "drainer" }),
+      batchSize: config.drainBatchSize,
+      visibilityMs: config.drainVisibilityMs,
+      pollIntervalMs: 1000,
+    });
+    await drainer.start();
+  }
+
+  let health: HealthServer | undefined;
+  if (options.health !== false) {
+    try {
+      health = await startHealthServer({
+        port: config.healthPort,
+        host: config.healthHost,
+        pool,
+        metrics,
+        logger,
+        isRunning: () => running,
+      });
+    } catch (error) {
+      await drainer?.stop();
+      await runner.stop();
+      await closeHousekeeping();
+      await pool.end();
+      throw error;
+    }
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason = "stop requested") => {
+    stopping ??= (async () => {
+      running = false;
+      logger.info({ reason, timeoutMs: config.shutdownTimeoutMs }, "worker stopping");
+      await drainer?.stop();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), config.shutdownTimeoutMs);
+      });
+      const outcome = await Promise.race([runner.stop().then(() => "stopped" as const), timedOut]).catch(
+        (error: unknown) => {
+          logger.error({ err: error }, "graceful shutdown failed");
+          return "error" as const;
+        },
+      );
+      clearTimeout(timer);
+      if (outcome !== "stopped") {
+        logger.warn("jobs did not finish in time; releasing them for another worker");
+        await Promise.all(
+          workerPools.map((workerPool) =>
+            Promise.resolve(workerPool.forcefulShutdown(`worker shutdown timed out after ${config.shutdownTimeoutMs} ms`)).catch(
+              (error: unknown) => logger.error({ err: error }, "forceful shutdown failed"),
+            ),
+          ),
+        );
+      }
+      await closeHousekeeping();
+      await health?.close();
+      await pool.end().catch(() => undefined);
+      logger.info("worker stopped");
+    })();
+    return stopping;
+  };
+
+  // If graphile-worker stops on its own (fatal error), close the rest too.
+  const done = runner.promise.then(
+    async () => {
+      await stop("worker pool exited");
+      return undefined;
+    },
+    async (error: unknown) => {
+      logger.error({ err: error }, "worker pool failed");
+      await stop("worker pool failed");
+      return error instanceof Error ? error : new Error(String(error));
+    },
+  );
+
+  return { runner, pool, metrics, events, stats, heartbeat, healthPort: health?.port, stop, done };
+}
