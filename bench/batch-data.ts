@@ -19,7 +19,7 @@ function batchRows(count: number): BatchRow[] {
   return Array.from({ length: count }, (_, i) => ({
     user_id: i % 1000,
     kind: ["click", "view", "buy", "share"][i % 4]!,
-    amount: ((i * 7919) % 100_000 / 100).toFixed(2),
+    amount: (((i * 7919) % 100_000) / 100).toFixed(2),
     created_at: new Date(Date.UTC(2024, 0, 1) + i * 1000).toISOString(),
     // Now and then a value COPY's text format must escape.
     note: i % 1000 === 0 ? `note ${i}\ta\\b\nc` : `note ${i} ${"x".repeat(i % 40)}`,
@@ -43,12 +43,13 @@ async function createBatchTable(pool: pg.Pool, table: string): Promise<void> {
 /** Inserts `rows` with steward.batch_insert in one call; returns the milliseconds it took (serialising included). */
 async function timedBatchInsert(pool: pg.Pool, table: string, rows: BatchRow[]): Promise<number> {
   const began = performance.now();
-  const { rows: result } = await pool.query<{ count: number }>("select steward.batch_insert($1::regclass, $2::jsonb) as count", [
-    table,
-    JSON.stringify(rows),
-  ]);
+  const { rows: result } = await pool.query<{ count: number }>(
+    "select steward.batch_insert($1::regclass, $2::jsonb) as count",
+    [table, JSON.stringify(rows)],
+  );
   const ms = performance.now() - began;
-  if (result[0]!.count !== rows.length) throw new Error(`batch_insert inserted ${result[0]!.count} of ${rows.length} rows`);
+  if (result[0]!.count !== rows.length)
+    throw new Error(`batch_insert inserted ${result[0]!.count} of ${rows.length} rows`);
   return ms;
 }
 

@@ -24,8 +24,12 @@ export const batchVsCopy = defineScenario<{ rows: BatchRow[] }>({
     const client = await pool.connect();
     try {
       const ms = await timed(async () => {
-        const text = rows.map((row) => BATCH_COLUMNS.map((column) => copyText(row[column])).join("\t")).join("\n") + "\n";
-        await pipeline(Readable.from([text]), client.query(copyFrom(`copy ${TABLE} (${BATCH_COLUMNS.join(", ")}) from stdin`)));
+        const text =
+          rows.map((row) => BATCH_COLUMNS.map((column) => copyText(row[column])).join("\t")).join("\n") + "\n";
+        await pipeline(
+          Readable.from([text]),
+          client.query(copyFrom(`copy ${TABLE} (${BATCH_COLUMNS.join(", ")}) from stdin`)),
+        );
       });
       return { value: rows.length / (ms / 1000), detail: { rows: rows.length, ms } };
     } finally {

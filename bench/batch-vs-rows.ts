@@ -21,13 +21,21 @@ export const batchVsRows = defineScenario<{ rows: BatchRow[] }>({
     await pool.query(`truncate ${TABLE}`);
     const perStatement = rows.slice(0, quick ? 400 : 2_000);
     const ms = await timed(async () => {
-      for (const row of perStatement) await pool.query(INSERT, BATCH_COLUMNS.map((column) => row[column]));
+      for (const row of perStatement)
+        await pool.query(
+          INSERT,
+          BATCH_COLUMNS.map((column) => row[column]),
+        );
     });
     const inTransaction = rows.slice(0, quick ? 2_000 : BATCH_ROWS);
     const transactionMs = await timed(() =>
       withTransaction(pool, async (client) => {
         for (const row of inTransaction) {
-          await client.query({ name: "bench_insert_row", text: INSERT, values: BATCH_COLUMNS.map((column) => row[column]) });
+          await client.query({
+            name: "bench_insert_row",
+            text: INSERT,
+            values: BATCH_COLUMNS.map((column) => row[column]),
+          });
         }
       }),
     );

@@ -12,14 +12,17 @@ export const drain = defineScenario({
   higherIsBetter: true,
   description: "invalidations delivered per second through the notify sink vs a bare delete … returning loop",
   async setup({ pool, quick }) {
-    await pool.query("create table if not exists public.bench_bare_queue (id bigserial primary key, tag text not null)");
+    await pool.query(
+      "create table if not exists public.bench_bare_queue (id bigserial primary key, tag text not null)",
+    );
     return { tags: quick ? 50_000 : 200_000 };
   },
   async ours(state, { pool, logger }) {
     await pool.query("delete from steward.invalidations");
-    await pool.query("select steward.enqueue_invalidations(array(select 'bench:' || g from generate_series(1, $1) g))", [
-      state.tags,
-    ]);
+    await pool.query(
+      "select steward.enqueue_invalidations(array(select 'bench:' || g from generate_series(1, $1) g))",
+      [state.tags],
+    );
     const began = performance.now();
     const result = await drainUntilEmpty(
       { pool, sinks: [notifySink(pool, "steward_bench")], logger, batchSize: BATCH, visibilityMs: 60_000 },

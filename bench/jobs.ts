@@ -27,8 +27,18 @@ const silent = createLogger("silent", { pretty: false });
 
 async function startOurs(context: BenchContext, config: Config): Promise<Running> {
   const noop = defineTask({ identifier: TASK, description: "does nothing", parse: () => ({}), run: async () => {} });
-  const worker = await startWorker({ url: context.url, config, logger: silent, tasks: [noop], schedules: [], health: false });
-  return { onSuccess: (listener) => worker.events.on("job:success", listener), stop: () => worker.stop("bench round over") };
+  const worker = await startWorker({
+    url: context.url,
+    config,
+    logger: silent,
+    tasks: [noop],
+    schedules: [],
+    health: false,
+  });
+  return {
+    onSuccess: (listener) => worker.events.on("job:success", listener),
+    stop: () => worker.stop("bench round over"),
+  };
 }
 
 async function startBaseline(context: BenchContext, config: Config): Promise<Running> {
@@ -97,7 +107,10 @@ async function measure(
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     const seconds = (performance.now() - began) / 1000;
-    return { value: (jobs - skipped) / seconds, detail: { jobs, timed: jobs - skipped, seconds: Number(seconds.toFixed(3)) } };
+    return {
+      value: (jobs - skipped) / seconds,
+      detail: { jobs, timed: jobs - skipped, seconds: Number(seconds.toFixed(3)) },
+    };
   } finally {
     await worker.stop();
   }
@@ -111,9 +124,17 @@ export const jobsScenario = defineScenario<State>({
     "no-op jobs through `steward worker` (dead-letter trigger, statistics, heartbeat) vs plain graphile-worker, same configuration",
   async setup(context) {
     const config = { ...loadConfig(), healthPort: 0 };
-    await runMigrations({ connectionString: context.url, logger: graphileLogger(silent), preset: { worker: { schema: BASELINE_SCHEMA } } });
+    await runMigrations({
+      connectionString: context.url,
+      logger: graphileLogger(silent),
+      preset: { worker: { schema: BASELINE_SCHEMA } },
+    });
     context.logger.info(
-      { concurrency: config.concurrency, localQueueSize: config.localQueueSize, completeBatchDelayMs: config.completeBatchDelayMs },
+      {
+        concurrency: config.concurrency,
+        localQueueSize: config.localQueueSize,
+        completeBatchDelayMs: config.completeBatchDelayMs,
+      },
       "jobs: the worker configuration both sides use (STEWARD_CONCURRENCY, STEWARD_LOCAL_QUEUE_SIZE, STEWARD_COMPLETE_BATCH_DELAY_MS)",
     );
     // The rounds vacuum and analyze both job tables themselves: autovacuum waking up on one
@@ -128,7 +149,8 @@ export const jobsScenario = defineScenario<State>({
     return state;
   },
   ours: (state, context) => measure(context, "graphile_worker", state.jobs, () => startOurs(context, state.config)),
-  baseline: (state, context) => measure(context, BASELINE_SCHEMA, state.jobs, () => startBaseline(context, state.config)),
+  baseline: (state, context) =>
+    measure(context, BASELINE_SCHEMA, state.jobs, () => startBaseline(context, state.config)),
   async teardown(_state, context) {
     await context.pool.query(`drop schema if exists ${BASELINE_SCHEMA} cascade`);
   },

@@ -44,7 +44,10 @@ export const keysetVsOffset = defineScenario<State>({
     }
     // Both sides must return the same rows, or the comparison means nothing.
     const ours = await page<{ id: string }>(pool, TABLE, { orderBy: ORDER_BY, max: PAGE_SIZE, after: cursor });
-    const { rows } = await pool.query(`select id from ${TABLE} order by created_at desc, id limit $1 offset $2`, [PAGE_SIZE, depth]);
+    const { rows } = await pool.query(`select id from ${TABLE} order by created_at desc, id limit $1 offset $2`, [
+      PAGE_SIZE,
+      depth,
+    ]);
     if (JSON.stringify(ours.rows.map((row) => String(row.id))) !== JSON.stringify(rows.map((row) => row.id))) {
       throw new Error("keyset_vs_offset: steward.page and OFFSET disagree on the page at depth");
     }

@@ -102,9 +102,7 @@ export async function runLoad(
   const maxOperations = options.maxOperations ?? Number.POSITIVE_INFINITY;
   let started = 0;
   let completed = 0;
-  const progress = onProgress
-    ? setInterval(() => onProgress(performance.now() - began, completed), 1000)
-    : undefined;
+  const progress = onProgress ? setInterval(() => onProgress(performance.now() - began, completed), 1000) : undefined;
   await Promise.all(
     Array.from({ length: options.connections }, async () => {
       while (performance.now() < deadline && started < maxOperations) {

@@ -3,7 +3,16 @@
 // keys, callers and pool size.
 import type pg from "pg";
 import { RateLimiterPostgres, RateLimiterRes } from "rate-limiter-flexible";
-import { CALLERS, POLICY, measureMs, measureOurs, openPool, randomKey, setupOurs, type OursState } from "./rate-limits.ts";
+import {
+  CALLERS,
+  POLICY,
+  measureMs,
+  measureOurs,
+  openPool,
+  randomKey,
+  setupOurs,
+  type OursState,
+} from "./rate-limits.ts";
 import { defineScenario, throughput } from "./scenario.ts";
 
 interface State {

@@ -8,7 +8,11 @@ import type { Logger } from "../src/logger.ts";
 import { migrate } from "../src/migrate.ts";
 
 /** A scratch database next to `url`, migrated; dropped by the returned function. */
-export async function scratchDatabase(url: string, logger: Logger, purpose: "bench" | "load"): Promise<{ url: string; drop(): Promise<void> }> {
+export async function scratchDatabase(
+  url: string,
+  logger: Logger,
+  purpose: "bench" | "load",
+): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `steward_${purpose}_${randomBytes(4).toString("hex")}`;
   const admin = new pg.Client({ connectionString: url });
   await admin.connect();
@@ -40,4 +44,3 @@ export async function scratchDatabase(url: string, logger: Logger, purpose: "ben
     },
   };
 }
-

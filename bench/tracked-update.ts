@@ -14,13 +14,14 @@ export const trackedUpdate = defineScenario({
       await pool.query(
         `create table public.${table} (id bigint primary key, provider int not null, value int not null, note text)`,
       );
-      await pool.query(
-        `insert into public.${table} select g, g % 10, 0, md5(g::text) from generate_series(1, $1) g`,
-        [rows],
-      );
+      await pool.query(`insert into public.${table} select g, g % 10, 0, md5(g::text) from generate_series(1, $1) g`, [
+        rows,
+      ]);
       await pool.query(`vacuum analyze public.${table}`);
     }
-    await pool.query("select steward.track_table('public.bench_tracked', array['samples', 'samples:provider:{provider}'])");
+    await pool.query(
+      "select steward.track_table('public.bench_tracked', array['samples', 'samples:provider:{provider}'])",
+    );
     return { rows };
   },
   async ours(state, { pool }) {
@@ -32,7 +33,10 @@ export const trackedUpdate = defineScenario({
   },
   async baseline(state, { pool }) {
     await pool.query("vacuum public.bench_untracked");
-    return { value: await timed(() => pool.query("update public.bench_untracked set value = value + 1")), detail: { rows: state.rows } };
+    return {
+      value: await timed(() => pool.query("update public.bench_untracked set value = value + 1")),
+      detail: { rows: state.rows },
+    };
   },
   async teardown(_state, { pool }) {
     await pool.query("select steward.untrack_table('public.bench_tracked')");

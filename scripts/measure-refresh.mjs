@@ -20,7 +20,9 @@ if (!url) {
   process.exit(2);
 }
 const rows = Number(argv.rows ?? 1_000_000);
-const fractions = String(argv.changed ?? "0.01,0.5").split(",").map(Number);
+const fractions = String(argv.changed ?? "0.01,0.5")
+  .split(",")
+  .map(Number);
 const rounds = Number(argv.rounds ?? 3);
 const readerCount = Number(argv.readers ?? 4);
 
@@ -36,7 +38,9 @@ const percentile = (values, p) => {
 console.error(`building a ${rows.toLocaleString()}-row source and view…`);
 await q("drop materialized view if exists measure_refresh_view");
 await q("drop table if exists measure_refresh_source");
-await q("create table measure_refresh_source (id int primary key, customer_id int not null, amount numeric not null, note text not null)");
+await q(
+  "create table measure_refresh_source (id int primary key, customer_id int not null, amount numeric not null, note text not null)",
+);
 await q(
   `insert into measure_refresh_source
    select g, g % 10000, (g % 997) * 1.5, md5(g::text) from generate_series(1, $1) g`,
@@ -77,13 +81,19 @@ for (const fraction of fractions) {
         "update measure_refresh_source set amount = amount + 1 where id in (select id from measure_refresh_source order by random() limit $1)",
         [Math.round(rows * fraction)],
       );
-      await q("select steward.register_materialized_view('measure_refresh_view', concurrently => $1)", [mode === "concurrently"]);
+      await q("select steward.register_materialized_view('measure_refresh_view', concurrently => $1)", [
+        mode === "concurrently",
+      ]);
       reads = [];
       const began = performance.now();
-      const { rows: log } = await q("select status, duration_ms, l.concurrently from steward.refresh_materialized_view('measure_refresh_view') l");
+      const { rows: log } = await q(
+        "select status, duration_ms, l.concurrently from steward.refresh_materialized_view('measure_refresh_view') l",
+      );
       const ended = performance.now();
       if (log[0].status !== "ok") throw new Error(`refresh ${log[0].status}`);
-      const overlapping = reads.filter((read) => read.end >= began && read.start <= ended).map((read) => read.end - read.start);
+      const overlapping = reads
+        .filter((read) => read.end >= began && read.start <= ended)
+        .map((read) => read.end - read.start);
       byMode[mode].push({ refreshMs: log[0].duration_ms, reads: overlapping.length, latencies: overlapping });
       console.error(
         `changed ${fraction * 100}% round ${round + 1} ${mode}: ${Math.round(log[0].duration_ms)} ms, ` +

@@ -31,7 +31,9 @@ if (argv["skip-smoke"]) {
   record("skip", "smoke tests", "--skip-smoke");
 } else {
   const recalculation = await withPool(async (pool) => {
-    const { rows } = await pool.query("select name from steward.recalculations order by name limit 1").catch(() => ({ rows: [] }));
+    const { rows } = await pool
+      .query("select name from steward.recalculations order by name limit 1")
+      .catch(() => ({ rows: [] }));
     return rows[0]?.name;
   });
   // Harmless payloads: nothing is changed that the task would not change on its schedule.
@@ -49,13 +51,30 @@ if (argv["skip-smoke"]) {
     if (task === "recalculate_batch") continue; // enqueued by recalculate, never by hand
     const payload = smoke[task];
     if (payload === undefined) {
-      record("skip", `run ${task}`, task in smoke ? "nothing to run it on (see --view, or register a recalculation)" : "no smoke payload known");
+      record(
+        "skip",
+        `run ${task}`,
+        task in smoke ? "nothing to run it on (see --view, or register a recalculation)" : "no smoke payload known",
+      );
       continue;
     }
     const began = Date.now();
-    const ran = await steward(["run", task, JSON.stringify(payload), "--wait", "--timeout", timeout, "--max-attempts", "1"]);
+    const ran = await steward([
+      "run",
+      task,
+      JSON.stringify(payload),
+      "--wait",
+      "--timeout",
+      timeout,
+      "--max-attempts",
+      "1",
+    ]);
     const detail = ran.exitCode === 3 ? `no outcome within ${timeout}: is a worker running?` : said(ran);
-    record(ran.exitCode === 0 ? "pass" : "fail", `run ${task}`, ran.exitCode === 0 ? `${Date.now() - began} ms` : detail);
+    record(
+      ran.exitCode === 0 ? "pass" : "fail",
+      `run ${task}`,
+      ran.exitCode === 0 ? `${Date.now() - began} ms` : detail,
+    );
   }
 }
 

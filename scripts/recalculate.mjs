@@ -17,7 +17,14 @@ if (!name || (argv.keys && argv["keys-file"])) {
 let keys = argv.keys === undefined ? undefined : String(argv.keys);
 if (argv["keys-file"]) {
   const text = (await readFile(argv["keys-file"], "utf8")).trim();
-  keys = text.startsWith("[") ? text : JSON.stringify(text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line)));
+  keys = text.startsWith("[")
+    ? text
+    : JSON.stringify(
+        text
+          .split("\n")
+          .filter((line) => line.trim())
+          .map((line) => JSON.parse(line)),
+      );
 }
 const args = ["recalc", String(name), ...(keys === undefined ? ["--all"] : ["--keys", keys])];
 if (argv.timeout) args.push("--timeout", String(argv.timeout));

@@ -16,7 +16,10 @@ const check = argv.check === true;
 
 // graphile-migrate's calculateHash: sha1 over the previous hash, a newline and the trimmed body.
 const hashOf = (body, previous) =>
-  "sha1:" + createHash("sha1").update(((previous ?? "") + "\n" + body.trim()).trim() + "\n").digest("hex");
+  "sha1:" +
+  createHash("sha1")
+    .update(((previous ?? "") + "\n" + body.trim()).trim() + "\n")
+    .digest("hex");
 
 const files = (await readdir(folder)).filter((file) => /^\d{6}(-.*)?\.sql$/.test(file)).sort();
 let previous = null;

@@ -20,7 +20,9 @@ const code = await withPool(async (pool) => {
     "select to_regprocedure('steward.list_dead_letters(text,integer)') is not null as present",
   );
   if (!present[0].present) {
-    console.error("this database has no dead-letter queue (steward.list_dead_letters): run steward migrate with a version that has it");
+    console.error(
+      "this database has no dead-letter queue (steward.list_dead_letters): run steward migrate with a version that has it",
+    );
     return 1;
   }
   let after = null;

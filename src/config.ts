@@ -71,7 +71,10 @@ function sinkConfig(env: Env) {
     throw new ConfigError(`STEWARD_WEBHOOK_URL must be an http(s) URL, got "${webhookUrl}"`);
   }
   const defaultSinks = webhookUrl ? "notify,webhook" : "notify";
-  const sinks = (env.STEWARD_SINKS?.trim() || defaultSinks).split(",").map((sink) => sink.trim()).filter(Boolean);
+  const sinks = (env.STEWARD_SINKS?.trim() || defaultSinks)
+    .split(",")
+    .map((sink) => sink.trim())
+    .filter(Boolean);
   for (const sink of sinks) {
     if (sink !== "notify" && sink !== "webhook") {
       throw new ConfigError(`STEWARD_SINKS takes "notify" and "webhook", got "${sink}"`);
@@ -84,7 +87,7 @@ function sinkConfig(env: Env) {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(notifyChannel)) {
     throw new ConfigError(`STEWARD_NOTIFY_CHANNEL must be a lower-case identifier, got "${notifyChannel}"`);
   }
-  const drainer = (env.STEWARD_DRAINER?.trim().toLowerCase() || "on");
+  const drainer = env.STEWARD_DRAINER?.trim().toLowerCase() || "on";
   if (drainer !== "on" && drainer !== "off") {
     throw new ConfigError(`STEWARD_DRAINER must be "on" or "off", got "${env.STEWARD_DRAINER}"`);
   }

@@ -42,7 +42,10 @@ export async function openDatabase(
  * A pool whose connections say who they are (application_name) and which person or program
  * acts (`steward.actor`, read by the audit log).
  */
-export function createPool(url: string, options: { max?: number; applicationName?: string; actor?: string } = {}): pg.Pool {
+export function createPool(
+  url: string,
+  options: { max?: number; applicationName?: string; actor?: string } = {},
+): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,

@@ -121,7 +121,8 @@ async function rootOnlyBase(dir: string): Promise<string> {
           : (stat.mode & 0o001) === 0
             ? "is closed to other users (the postgres OS user must pass through it)"
             : undefined;
-    if (problem) throw new StewardError("EMBEDDED_UNSAFE_PATH", `${current} ${problem}, so it is no place for root's files`);
+    if (problem)
+      throw new StewardError("EMBEDDED_UNSAFE_PATH", `${current} ${problem}, so it is no place for root's files`);
   }
   return real;
 }
@@ -163,7 +164,8 @@ async function rootFolder(parent: string, name: string): Promise<string> {
     if (stat.uid !== 0) throw unsafePath(folder, `is owned by uid ${stat.uid}, not root`);
     if (created) await handle.chmod(0o755);
     else if ((stat.mode & 0o022) !== 0) throw unsafePath(folder, "is writable by users other than root");
-    else if ((stat.mode & 0o001) === 0) throw unsafePath(folder, "is closed to other users (the postgres OS user must pass through it)");
+    else if ((stat.mode & 0o001) === 0)
+      throw unsafePath(folder, "is closed to other users (the postgres OS user must pass through it)");
   } finally {
     await handle.close();
   }
@@ -326,7 +328,12 @@ async function cachedCopy(native: string, root: string, key: string, logger: Log
   const source = await listTree(native);
   const existing = await fs.lstat(folder).catch(() => null);
   if (existing) {
-    if (existing.isDirectory() && existing.uid === 0 && (existing.mode & 0o022) === 0 && sameTree(source, await listTree(folder))) {
+    if (
+      existing.isDirectory() &&
+      existing.uid === 0 &&
+      (existing.mode & 0o022) === 0 &&
+      sameTree(source, await listTree(folder))
+    ) {
       return folder;
     }
     logger.warn({ folder }, "the cached copy of the PostgreSQL binaries differs from the package; copying them again");
@@ -346,7 +353,10 @@ async function cachedCopy(native: string, root: string, key: string, logger: Log
     if ((code === "ENOTEMPTY" || code === "EEXIST") && sameTree(source, await listTree(folder))) return folder;
     throw error;
   }
-  logger.info({ folder, ms: Date.now() - began }, "copied the PostgreSQL binaries where the postgres OS user can run them");
+  logger.info(
+    { folder, ms: Date.now() - began },
+    "copied the PostgreSQL binaries where the postgres OS user can run them",
+  );
   return folder;
 }
 
@@ -355,9 +365,13 @@ async function cachedCopy(native: string, root: string, key: string, logger: Log
  * reach that folder, `/var/lib/pg-steward/<name>-<hash of dir>/pgdata`: a root-owned parent, so
  * no other user can plant anything there, and the same folder on every start from `dir`.
  */
-async function clusterDirectory(options: EmbeddedOptions, logger: Logger): Promise<{ cluster: string; fallback: boolean }> {
+async function clusterDirectory(
+  options: EmbeddedOptions,
+  logger: Logger,
+): Promise<{ cluster: string; fallback: boolean }> {
   const preferred = path.join(options.dir, "pgdata");
-  if (!isRoot() || (await reachableByOthers(await fs.realpath(options.dir)))) return { cluster: preferred, fallback: false };
+  if (!isRoot() || (await reachableByOthers(await fs.realpath(options.dir))))
+    return { cluster: preferred, fallback: false };
   const dataRoot = options.fallbackDataRoot ?? FALLBACK_DATA_ROOT;
   const folder = fallbackFolderName(options.dir);
   let parent: string;
@@ -402,7 +416,11 @@ export async function writePasswordFile(
   const folder = await fs.mkdtemp(path.join(parent, ".initdb-"));
   const file = path.join(folder, "password");
   // Handles, not paths: nothing swapped in on the way is written to or chowned.
-  const written = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+  const written = await fs.open(
+    file,
+    fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW,
+    0o600,
+  );
   try {
     await written.writeFile(password + "\n");
     if (owner) await written.chown(owner.uid, owner.gid);
@@ -540,11 +558,15 @@ async function initialiseCluster(
     await new Promise<void>((resolve, reject) => {
       child.once("error", (error) => reject(new Error(spawnFailure(binaries.initdb, error))));
       child.once("close", (code, signal) =>
-        code === 0 ? resolve() : reject(new Error(`initdb exited with ${signal ?? code}: ${recent.slice(-5).join(" | ")}`)),
+        code === 0
+          ? resolve()
+          : reject(new Error(`initdb exited with ${signal ?? code}: ${recent.slice(-5).join(" | ")}`)),
       );
     });
   } catch (error) {
-    throw new StewardError("EMBEDDED_INIT", `initdb failed for ${cluster}: ${(error as Error).message}`, { cause: error });
+    throw new StewardError("EMBEDDED_INIT", `initdb failed for ${cluster}: ${(error as Error).message}`, {
+      cause: error,
+    });
   } finally {
     await secret.remove();
   }
@@ -562,7 +584,10 @@ async function startServer(
 ): Promise<ChildProcess> {
   const recent: string[] = [];
   const log = serverLogger(logger, recent);
-  const flags = Object.entries({ ...settings, lc_messages: "C" }).flatMap(([name, value]) => ["-c", `${name}=${value}`]);
+  const flags = Object.entries({ ...settings, lc_messages: "C" }).flatMap(([name, value]) => [
+    "-c",
+    `${name}=${value}`,
+  ]);
   const child = spawnAs(binaries.postgres, ["-D", cluster, "-p", String(port), ...flags], user, detached);
   child.stdout!.on("data", log);
   const failure = (reason: string) =>
@@ -643,7 +668,12 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   }
 
   const began = Date.now();
-  const settings = { listen_addresses: "127.0.0.1", unix_socket_directories: "", max_connections: "300", ...options.settings };
+  const settings = {
+    listen_addresses: "127.0.0.1",
+    unix_socket_directories: "",
+    max_connections: "300",
+    ...options.settings,
+  };
   const child = await startServer(binaries, cluster, port, settings, user, options.ownProcessGroup ?? false, logger);
   logger.info({ port, cluster, ms: Date.now() - began }, "embedded PostgreSQL is up");
 

@@ -74,7 +74,11 @@ export async function migrationStatus(pool: pg.Pool): Promise<MigrationStatus> {
  * Applies graphile-worker's schema, then our committed migrations. Safe to run again.
  * `migrationsFolder` is for tests that install an earlier version first.
  */
-export async function migrate(url: string, logger: Logger, options: { migrationsFolder?: string } = {}): Promise<MigrationStatus> {
+export async function migrate(
+  url: string,
+  logger: Logger,
+  options: { migrationsFolder?: string } = {},
+): Promise<MigrationStatus> {
   const log = logger.child({ component: "migrate" });
   const began = Date.now();
   await runMigrations({ connectionString: url, logger: graphileLogger(log) });
@@ -99,9 +103,11 @@ export async function migrate(url: string, logger: Logger, options: { migrations
       "select pg_catalog.to_regprocedure('steward.install_dead_letter_trigger()') is not null as present",
     );
     const installed = present[0]?.present
-      ? (await pool.query<{ installed: boolean }>("select steward.install_dead_letter_trigger() as installed")).rows[0]?.installed
+      ? (await pool.query<{ installed: boolean }>("select steward.install_dead_letter_trigger() as installed")).rows[0]
+          ?.installed
       : false;
-    if (installed) log.warn("the dead-letter trigger was missing from graphile_worker._private_jobs; installed it again");
+    if (installed)
+      log.warn("the dead-letter trigger was missing from graphile_worker._private_jobs; installed it again");
     const status = await migrationStatus(pool);
     log.info({ ...status, ms: Date.now() - began }, "migrations applied");
     return status;

@@ -7,7 +7,8 @@ const TASK = "recalculate";
 
 export const recalculate = defineTask({
   identifier: TASK,
-  description: "starts a run of a registered recalculation (every key, or \"keys\") as one recalculate_batch job per batch, or joins the run in progress",
+  description:
+    'starts a run of a registered recalculation (every key, or "keys") as one recalculate_batch job per batch, or joins the run in progress',
   parse(payload) {
     const body = payloadObject(TASK, payload, ["name", "keys"]);
     return { name: requiredString(TASK, body, "name"), keys: optionalArray(TASK, body, "keys", 100_000) };

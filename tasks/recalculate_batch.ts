@@ -6,7 +6,8 @@ const TASK = "recalculate_batch";
 
 export const recalculateBatch = defineTask({
   identifier: TASK,
-  description: "one batch of a recalculation run (enqueued by recalculate): compute(keys) and the batch's completion in one transaction",
+  description:
+    "one batch of a recalculation run (enqueued by recalculate): compute(keys) and the batch's completion in one transaction",
   parse(payload) {
     const body = payloadObject(TASK, payload, ["run", "batch"]);
     return {

@@ -9,7 +9,7 @@ const TASK = "refresh_materialized_view";
 
 export const refreshMaterializedViewTask = defineTask<{ view: string }>({
   identifier: TASK,
-  description: "refresh one registered materialized view, e.g. {\"view\": \"public.orders_summary\"}",
+  description: 'refresh one registered materialized view, e.g. {"view": "public.orders_summary"}',
   parse(payload) {
     return { view: requiredString(TASK, payloadObject(TASK, payload, ["view"]), "view") };
   },

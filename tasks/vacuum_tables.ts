@@ -8,7 +8,7 @@ const TASK = "vacuum_tables";
 
 export const vacuumTablesTask = defineTask<{ tables?: string[] }>({
   identifier: TASK,
-  description: "vacuum the tables with many dead tuples, or {\"tables\": [\"public.orders\"]}",
+  description: 'vacuum the tables with many dead tuples, or {"tables": ["public.orders"]}',
   schedule: { pattern: "0 3 * * 0", description: "weekly, Sunday 03:00 UTC" },
   parse(payload) {
     const tables = optionalStringArray(TASK, payloadObject(TASK, payload, ["tables"]), "tables");

@@ -55,7 +55,14 @@ afterAll(async () => {
 describe("steward.batch_insert", () => {
   it("inserts every row in one call, converting JSON to the column types, and returns the count", async () => {
     const inserted = await batchInsert([
-      { id: 1, customer: "ada", amount: 12.5, placed_at: "2024-05-01T10:00:00Z", tags: ["a", "b"], detail: { gift: true } },
+      {
+        id: 1,
+        customer: "ada",
+        amount: 12.5,
+        placed_at: "2024-05-01T10:00:00Z",
+        tags: ["a", "b"],
+        detail: { gift: true },
+      },
       { id: 2, customer: "bob", amount: "7", placed_at: "2024-05-01T11:30:00+02:00", tags: [], detail: null },
     ]);
     expect(inserted).toBe(2);
@@ -78,7 +85,9 @@ describe("steward.batch_insert", () => {
         { id: 12, customer: "c" },
       ]),
     ).toBe(3);
-    const { rows } = await context.db.pool.query("select id, amount::text, status, serial from public.orders order by serial");
+    const { rows } = await context.db.pool.query(
+      "select id, amount::text, status, serial from public.orders order by serial",
+    );
     expect(rows.map((row) => [row.id, row.amount, row.status])).toEqual([
       [10, "0.00", "new"],
       [12, "0.00", "new"],
@@ -88,7 +97,10 @@ describe("steward.batch_insert", () => {
 
   it("inserts 10,000 rows in one call and refuses 10,001 without writing any", async () => {
     const rows = Array.from({ length: 10_001 }, (_, i) => ({ id: i + 1, customer: `c${i}` }));
-    await expect(batchInsert(rows)).rejects.toMatchObject({ code: "22023", message: expect.stringContaining("at most 10000 rows") });
+    await expect(batchInsert(rows)).rejects.toMatchObject({
+      code: "22023",
+      message: expect.stringContaining("at most 10000 rows"),
+    });
     expect(await orderCount()).toBe(0);
     expect(await batchInsert(rows.slice(0, 10_000))).toBe(10_000);
     expect(await orderCount()).toBe(10_000);
@@ -124,20 +136,47 @@ describe("steward.batch_insert", () => {
       ["rows that are null", null, "22023", /rows must be a JSON array of objects, got null/],
       ["a row that is not an object", [good, 42], "22023", /rows\[1\] is number, not a JSON object/],
       ["an empty row", [good, {}], "22023", /rows\[1\] is an empty object/],
-      ["unknown keys, named", [good, { id: 2, customer: "x", colour: "red", "name) values (1); drop table public.orders; --": 1 }],
-        "22023", /unknown key\(s\) "colour", "name\) values \(1\); drop table public\.orders; --": not columns of public\.orders/],
-      ["a value of the wrong type", [good, { id: "two", customer: "x" }], "22P02", /invalid input syntax for type integer: "two"/],
+      [
+        "unknown keys, named",
+        [good, { id: 2, customer: "x", colour: "red", "name) values (1); drop table public.orders; --": 1 }],
+        "22023",
+        /unknown key\(s\) "colour", "name\) values \(1\); drop table public\.orders; --": not columns of public\.orders/,
+      ],
+      [
+        "a value of the wrong type",
+        [good, { id: "two", customer: "x" }],
+        "22P02",
+        /invalid input syntax for type integer: "two"/,
+      ],
       ["a number out of range", [good, { id: 2, customer: "x", amount: 1e12 }], "22003", /numeric field overflow/],
-      ["a bad timestamp", [good, { id: 2, customer: "x", placed_at: "yesterday-ish" }], "22007", /invalid input syntax for type timestamp/],
-      ["null in a NOT NULL column", [good, { id: 2, customer: null }], "23502", /null value in column "customer" of relation "orders"/],
-      ["a generated column", [{ ...good, serial: 5 }], "428C9", /cannot insert a non-DEFAULT value into column "serial"/],
+      [
+        "a bad timestamp",
+        [good, { id: 2, customer: "x", placed_at: "yesterday-ish" }],
+        "22007",
+        /invalid input syntax for type timestamp/,
+      ],
+      [
+        "null in a NOT NULL column",
+        [good, { id: 2, customer: null }],
+        "23502",
+        /null value in column "customer" of relation "orders"/,
+      ],
+      [
+        "a generated column",
+        [{ ...good, serial: 5 }],
+        "428C9",
+        /cannot insert a non-DEFAULT value into column "serial"/,
+      ],
     ])("%s", async (_, rows, code, message) => {
       await expect(batchInsert(rows)).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
       expect(await orderCount()).toBe(0);
     });
 
     it("an on_conflict other than error or ignore", async () => {
-      await expect(batchInsert([good], "update")).rejects.toMatchObject({ code: "22023", hint: expect.stringContaining("ignore") });
+      await expect(batchInsert([good], "update")).rejects.toMatchObject({
+        code: "22023",
+        hint: expect.stringContaining("ignore"),
+      });
       expect(await orderCount()).toBe(0);
     });
 
@@ -160,9 +199,14 @@ describe("steward.batch_insert", () => {
     it("runs as the caller: without INSERT on the table it is refused", async () => {
       await expect(
         asRole(context.db, writer.name, (client) =>
-          client.query("select steward.batch_insert('public.orders', $1)", [JSON.stringify([{ id: 1, customer: "x" }])]),
+          client.query("select steward.batch_insert('public.orders', $1)", [
+            JSON.stringify([{ id: 1, customer: "x" }]),
+          ]),
         ),
-      ).rejects.toMatchObject({ code: "42501", message: expect.stringContaining("permission denied for table orders") });
+      ).rejects.toMatchObject({
+        code: "42501",
+        message: expect.stringContaining("permission denied for table orders"),
+      });
     });
 
     it("row-level security checks each new row", async () => {
@@ -176,11 +220,23 @@ describe("steward.batch_insert", () => {
         asRole(
           context.db,
           writer.name,
-          async (client) => (await client.query("select steward.batch_insert('public.tickets', $1) as count", [JSON.stringify(rows)])).rows[0].count,
+          async (client) =>
+            (await client.query("select steward.batch_insert('public.tickets', $1) as count", [JSON.stringify(rows)]))
+              .rows[0].count,
           { commit: true },
         );
-      expect(await insert([{ id: 1, owner: writer.name }, { id: 2, owner: writer.name }])).toBe(2);
-      await expect(insert([{ id: 3, owner: writer.name }, { id: 4, owner: "someone_else" }])).rejects.toMatchObject({
+      expect(
+        await insert([
+          { id: 1, owner: writer.name },
+          { id: 2, owner: writer.name },
+        ]),
+      ).toBe(2);
+      await expect(
+        insert([
+          { id: 3, owner: writer.name },
+          { id: 4, owner: "someone_else" },
+        ]),
+      ).rejects.toMatchObject({
         code: "42501",
         message: expect.stringContaining("row-level security policy"),
       });
@@ -189,7 +245,11 @@ describe("steward.batch_insert", () => {
     });
 
     it("is SECURITY INVOKER, executable by steward_client and not by PUBLIC", async () => {
-      expect(await functionAccess(context.db.pool, "steward.batch_insert(regclass, jsonb, text)")).toEqual({ client: true, public: false, definer: false });
+      expect(await functionAccess(context.db.pool, "steward.batch_insert(regclass, jsonb, text)")).toEqual({
+        client: true,
+        public: false,
+        definer: false,
+      });
     });
   });
 });

@@ -15,7 +15,11 @@ describe("the batch insert bench scenarios", () => {
     const result = await runScenario(batchVsCopy, bench(), 1);
     expect(result.detail).toMatchObject({ ours: { rows: 10_000 }, baseline: { rows: 10_000 } });
     const contents = async () =>
-      (await context.db.pool.query("select user_id, kind, amount, created_at, note from public.bench_batch_copy order by id")).rows;
+      (
+        await context.db.pool.query(
+          "select user_id, kind, amount, created_at, note from public.bench_batch_copy order by id",
+        )
+      ).rows;
     const state = await batchVsCopy.setup(bench());
     try {
       await batchVsCopy.ours(state, bench());

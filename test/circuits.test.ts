@@ -18,11 +18,19 @@ afterAll(async () => {
 const owner = (sql: string, values: unknown[] = []) => context.db.pool.query(sql, values);
 const configure = (name: string, threshold: number, cooldown: string, probes = 1) =>
   owner("select steward.circuit_configure($1, $2, $3::interval, $4)", [name, threshold, cooldown, probes]);
-const stateOf = async (name: string) => (await owner("select steward.circuit_state($1) as state", [name])).rows[0].state as string;
+const stateOf = async (name: string) =>
+  (await owner("select steward.circuit_state($1) as state", [name])).rows[0].state as string;
 const fail = (name: string, times = 1) =>
-  Array.from({ length: times }).reduce<Promise<unknown>>((previous) => previous.then(() => circuits.record(name, false, "boom")), Promise.resolve());
+  Array.from({ length: times }).reduce<Promise<unknown>>(
+    (previous) => previous.then(() => circuits.record(name, false, "boom")),
+    Promise.resolve(),
+  );
 const halfOpen = (name: string) =>
-  eventually(async () => (await stateOf(name)) === "half_open", { timeoutMs: 20_000, intervalMs: 100, what: `${name} to be half-open` });
+  eventually(async () => (await stateOf(name)) === "half_open", {
+    timeoutMs: 20_000,
+    intervalMs: 100,
+    what: `${name} to be half-open`,
+  });
 /** Moves the opening a day back, so a circuit with a long cooldown is half-open now (no waiting, no timing). */
 const endCooldown = async (name: string) => {
   await owner("update steward.circuit_states set opened_at = opened_at - interval '1 day' where name = $1", [name]);
@@ -45,7 +53,9 @@ describe("circuit breakers", () => {
     expect(await stateOf("counting")).toBe("closed");
     expect(await circuits.record("counting", false, "timeout")).toBe("open");
     expect(await circuits.allow("counting")).toBe(false);
-    const { rows } = await owner("select state, consecutive_failures, last_error from steward.circuit_status where name = 'counting'");
+    const { rows } = await owner(
+      "select state, consecutive_failures, last_error from steward.circuit_status where name = 'counting'",
+    );
     expect(rows).toEqual([{ state: "open", consecutive_failures: 3, last_error: "timeout" }]);
   });
 
@@ -57,16 +67,20 @@ describe("circuit breakers", () => {
     await endCooldown("cycle");
     expect(await circuits.allow("cycle")).toBe(true);
     expect(await circuits.allow("cycle")).toBe(false);
-    expect((await owner("select probes_in_flight from steward.circuit_status where name = 'cycle'")).rows[0].probes_in_flight).toBe(1);
+    expect(
+      (await owner("select probes_in_flight from steward.circuit_status where name = 'cycle'")).rows[0]
+        .probes_in_flight,
+    ).toBe(1);
     expect(await circuits.record("cycle", false, "still down")).toBe("open");
     expect(await circuits.allow("cycle")).toBe(false);
     await endCooldown("cycle");
     expect(await circuits.allow("cycle")).toBe(true);
     expect(await circuits.record("cycle", true)).toBe("closed");
     expect(await circuits.allow("cycle")).toBe(true);
-    expect((await owner("select consecutive_failures, probes_in_flight from steward.circuit_status where name = 'cycle'")).rows).toEqual([
-      { consecutive_failures: 0, probes_in_flight: 0 },
-    ]);
+    expect(
+      (await owner("select consecutive_failures, probes_in_flight from steward.circuit_status where name = 'cycle'"))
+        .rows,
+    ).toEqual([{ consecutive_failures: 0, probes_in_flight: 0 }]);
   });
 
   it("admits at most half_open_probes probes at once across 40 connections", async () => {
@@ -74,7 +88,9 @@ describe("circuit breakers", () => {
     await fail("probing");
     await endCooldown("probing");
     const clients = await app.connect(40);
-    const allowed = await Promise.all(clients.map(async (client) => (await client.query("select steward.circuit_allow('probing') as ok")).rows[0].ok));
+    const allowed = await Promise.all(
+      clients.map(async (client) => (await client.query("select steward.circuit_allow('probing') as ok")).rows[0].ok),
+    );
     expect(allowed.filter(Boolean)).toHaveLength(3);
   });
 
@@ -85,13 +101,18 @@ describe("circuit breakers", () => {
     await halfOpen("lost-probe");
     expect(await circuits.allow("lost-probe")).toBe(true);
     expect(await circuits.allow("lost-probe")).toBe(false);
-    await eventually(() => circuits.allow("lost-probe"), { timeoutMs: 20_000, intervalMs: 100, what: "the lost probe's slot" });
+    await eventually(() => circuits.allow("lost-probe"), {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      what: "the lost probe's slot",
+    });
   });
 
   it("ignores outcomes reported while open: late calls neither close it nor extend the cooldown", async () => {
     await configure("late", 1, "1 hour");
     await fail("late");
-    const openedAt = async () => (await owner("select opened_at from steward.circuit_states where name = 'late'")).rows[0].opened_at;
+    const openedAt = async () =>
+      (await owner("select opened_at from steward.circuit_states where name = 'late'")).rows[0].opened_at;
     const first = await openedAt();
     expect(await circuits.record("late", true)).toBe("open");
     expect(await circuits.record("late", false, "again")).toBe("open");
@@ -114,9 +135,13 @@ describe("Circuits.withCircuit", () => {
     await configure("webhook", 2, "1 hour");
     expect(await circuits.withCircuit("webhook", async () => 42)).toBe(42);
     for (let i = 0; i < 2; i++) {
-      await expect(circuits.withCircuit("webhook", async () => Promise.reject(new Error("503 from upstream")))).rejects.toThrow("503 from upstream");
+      await expect(
+        circuits.withCircuit("webhook", async () => Promise.reject(new Error("503 from upstream"))),
+      ).rejects.toThrow("503 from upstream");
     }
-    expect((await owner("select state, last_error from steward.circuit_status where name = 'webhook'")).rows[0]).toEqual({
+    expect(
+      (await owner("select state, last_error from steward.circuit_status where name = 'webhook'")).rows[0],
+    ).toEqual({
       state: "open",
       last_error: "503 from upstream",
     });
@@ -133,7 +158,11 @@ describe("Circuits.withCircuit", () => {
   it("counts an error the caller says is not a failure as a healthy answer", async () => {
     await configure("lookup", 1, "1 hour");
     const notFound = Object.assign(new Error("404"), { status: 404 });
-    await expect(circuits.withCircuit("lookup", async () => Promise.reject(notFound), { isFailure: (e) => (e as { status?: number }).status !== 404 })).rejects.toBe(notFound);
+    await expect(
+      circuits.withCircuit("lookup", async () => Promise.reject(notFound), {
+        isFailure: (e) => (e as { status?: number }).status !== 404,
+      }),
+    ).rejects.toBe(notFound);
     expect(await stateOf("lookup")).toBe("closed");
   });
 });
@@ -146,22 +175,40 @@ describe("circuit arguments and privileges", () => {
     ["a zero cooldown", "c", 5, "0 seconds", 1, "22023", "cooldown must be a positive interval, got 00:00:00"],
     ["a negative cooldown", "c", 5, "-1 minute", 1, "22023", "cooldown must be a positive interval, got -00:01:00"],
     ["zero probes", "c", 5, "1 minute", 0, "22023", "half_open_probes must be positive, got 0"],
-  ])("circuit_configure refuses %s and changes nothing", async (_what, name, threshold, cooldown, probes, code, message) => {
-    const count = async () => Number((await owner("select (select count(*) from steward.circuits) + (select count(*) from steward.audit_log) as n")).rows[0].n);
-    const before = await count();
-    expect(await sqlError(configure(name, threshold, cooldown, probes))).toMatchObject({ code, message });
-    expect(await count()).toBe(before);
-  });
+  ])(
+    "circuit_configure refuses %s and changes nothing",
+    async (_what, name, threshold, cooldown, probes, code, message) => {
+      const count = async () =>
+        Number(
+          (
+            await owner(
+              "select (select count(*) from steward.circuits) + (select count(*) from steward.audit_log) as n",
+            )
+          ).rows[0].n,
+        );
+      const before = await count();
+      expect(await sqlError(configure(name, threshold, cooldown, probes))).toMatchObject({ code, message });
+      expect(await count()).toBe(before);
+    },
+  );
 
   it("refuses empty names and a null outcome from clients", async () => {
-    expect(await sqlError(circuits.allow(""))).toMatchObject({ code: "22023", message: "circuit name must not be empty" });
-    expect(await sqlError(app.pool.query("select steward.circuit_record('x', null)"))).toMatchObject({ code: "22004", message: "success must be true or false" });
+    expect(await sqlError(circuits.allow(""))).toMatchObject({
+      code: "22023",
+      message: "circuit name must not be empty",
+    });
+    expect(await sqlError(app.pool.query("select steward.circuit_record('x', null)"))).toMatchObject({
+      code: "22004",
+      message: "success must be true or false",
+    });
   });
 
   it("uses defaults (5 failures, 60 s, 1 probe) and audits a configuration change with the previous values", async () => {
     await owner("select steward.circuit_configure('defaults')");
     await owner("select steward.circuit_configure('defaults', 7)");
-    const { rows } = await owner("select detail from steward.audit_log where action = 'circuit_configure' and target = 'defaults' order by id");
+    const { rows } = await owner(
+      "select detail from steward.audit_log where action = 'circuit_configure' and target = 'defaults' order by id",
+    );
     expect(rows[1].detail).toEqual({
       failure_threshold: 7,
       cooldown: "00:01:00",
@@ -194,7 +241,9 @@ describe("circuit cleanup", () => {
     try {
       await new Promise((resolve) => setTimeout(resolve, 5));
       expect(Number((await owner("select steward.cleanup_circuits(1000) as n")).rows[0].n)).toBeGreaterThanOrEqual(1);
-      const { rows } = await owner("select name from steward.circuit_states where name in ('healthy-again', 'failing')");
+      const { rows } = await owner(
+        "select name from steward.circuit_states where name in ('healthy-again', 'failing')",
+      );
       expect(rows).toEqual([{ name: "failing" }]);
     } finally {
       await owner("select steward.set_setting('circuits.state_retention', '7 days')");
@@ -206,7 +255,11 @@ describe("circuit metrics", () => {
   it("exports steward_circuit_state with 1 for each circuit's current state", async () => {
     await configure("metered", 1, "1 hour");
     await fail("metered");
-    const metrics = createMetrics(context.db.pool, testLogger(), DATABASE_GAUGES.filter((gauge) => gauge.name === "steward_circuit_state"));
+    const metrics = createMetrics(
+      context.db.pool,
+      testLogger(),
+      DATABASE_GAUGES.filter((gauge) => gauge.name === "steward_circuit_state"),
+    );
     const text = await metrics.registry.metrics();
     expect(text).toContain('steward_circuit_state{circuit="metered",state="open"} 1');
     expect(text).toContain('steward_circuit_state{circuit="metered",state="closed"} 0');

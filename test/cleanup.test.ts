@@ -62,12 +62,21 @@ describe("cleanup", () => {
     await query(`
       insert into steward.refresh_log (view, started_at, finished_at, duration_ms, status)
       select 'public.old', now() - interval '60 days', now() - interval '60 days', 1, 'ok' from generate_series(1, 250)`);
-    await withSettings(context.db.pool, { "maintenance.cleanup_time_budget": "0 seconds", "maintenance.cleanup_batch_size": "100" }, async () => {
-      expect(await runJob("cleanup")).toEqual({ state: "completed" });
-    });
+    await withSettings(
+      context.db.pool,
+      { "maintenance.cleanup_time_budget": "0 seconds", "maintenance.cleanup_batch_size": "100" },
+      async () => {
+        expect(await runJob("cleanup")).toEqual({ state: "completed" });
+      },
+    );
     const log = await maintenanceLog(context.db, "cleanup", "refresh_log");
-    expect(log.at(-1)).toEqual({ status: "ok", detail: { deleted: 100, batches: 1, batch_size: 100, complete: false } });
-    expect((await query("select count(*)::int as n from steward.refresh_log where view = 'public.old'")).rows[0].n).toBe(150);
+    expect(log.at(-1)).toEqual({
+      status: "ok",
+      detail: { deleted: 100, batches: 1, batch_size: 100, complete: false },
+    });
+    expect(
+      (await query("select count(*)::int as n from steward.refresh_log where view = 'public.old'")).rows[0].n,
+    ).toBe(150);
   });
 
   it("logs a failing step, runs the others, and fails the job naming the step", async () => {
@@ -85,7 +94,10 @@ describe("cleanup", () => {
     } finally {
       await query("delete from steward.cleanup_steps where name = 'broken'");
     }
-    expect((await maintenanceLog(context.db, "cleanup", "broken")).at(-1)).toMatchObject({ status: "failed", detail: { error: "the broken step broke" } });
+    expect((await maintenanceLog(context.db, "cleanup", "broken")).at(-1)).toMatchObject({
+      status: "failed",
+      detail: { error: "the broken step broke" },
+    });
     expect((await maintenanceLog(context.db, "cleanup", "refresh_log")).at(-1)).toMatchObject({ status: "ok" });
   });
 

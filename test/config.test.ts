@@ -38,7 +38,9 @@ describe("the example steward start offers", () => {
     expect(loadConfig({}).example).toBe("health-metrics");
     expect(loadConfig({ STEWARD_EXAMPLE: "none" }).example).toBeUndefined();
     expect(loadConfig({ DATABASE_URL: "postgres://db/app" }).example).toBeUndefined();
-    expect(loadConfig({ DATABASE_URL: "postgres://db/app", STEWARD_EXAMPLE: "health-metrics" }).example).toBe("health-metrics");
+    expect(loadConfig({ DATABASE_URL: "postgres://db/app", STEWARD_EXAMPLE: "health-metrics" }).example).toBe(
+      "health-metrics",
+    );
   });
 
   it("refuses an example it does not know, naming the variable", () => {

@@ -12,7 +12,16 @@ import { defineTask } from "../src/worker/task.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { TASK_NAMES } from "../tasks/index.ts";
 import { runCommand } from "../src/cli/commands/run.ts";
-import { adminUrl, eventually, runCli, startTestWorker, testConfig, testLogger, useTestDatabase, withAdmin } from "./helpers.ts";
+import {
+  adminUrl,
+  eventually,
+  runCli,
+  startTestWorker,
+  testConfig,
+  testLogger,
+  useTestDatabase,
+  withAdmin,
+} from "./helpers.ts";
 
 const context = useTestDatabase();
 let worker: RunningWorker | undefined;
@@ -58,10 +67,19 @@ const strict = defineTask<{ view: string }>({
   async run() {},
 });
 
-async function addJob(payload: object, options: { task?: string; maxAttempts?: number; key?: string; queue?: string } = {}) {
+async function addJob(
+  payload: object,
+  options: { task?: string; maxAttempts?: number; key?: string; queue?: string } = {},
+) {
   const { rows } = await context.db.pool.query(
     "select id::text from graphile_worker.add_job($1, $2::json, queue_name => $3, max_attempts => $4, job_key => $5)",
-    [options.task ?? "test_flaky", JSON.stringify(payload), options.queue ?? null, options.maxAttempts ?? null, options.key ?? null],
+    [
+      options.task ?? "test_flaky",
+      JSON.stringify(payload),
+      options.queue ?? null,
+      options.maxAttempts ?? null,
+      options.key ?? null,
+    ],
   );
   return rows[0].id as string;
 }
@@ -72,7 +90,10 @@ async function jobRow(id: string) {
 }
 
 async function deadLetterOf(id: string) {
-  const { rows } = await context.db.pool.query("select * from steward.dead_letters where source = 'job' and original_id = $1", [id]);
+  const { rows } = await context.db.pool.query(
+    "select * from steward.dead_letters where source = 'job' and original_id = $1",
+    [id],
+  );
   return rows[0];
 }
 
@@ -91,7 +112,10 @@ async function snapshot() {
   return rows[0];
 }
 
-async function insertDeadLetters(count: number, options: { failedAt?: string; source?: string; payload?: object } = {}) {
+async function insertDeadLetters(
+  count: number,
+  options: { failedAt?: string; source?: string; payload?: object } = {},
+) {
   const { rows } = await context.db.pool.query(
     `insert into steward.dead_letters (source, task_identifier, payload, attempts, max_attempts, last_error, failed_at)
      select $2, case when $2 = 'job' then 'test_flaky' end, $3::jsonb, 3, 3, 'error ' || i, coalesce($4::timestamptz, now())
@@ -106,7 +130,9 @@ describe("the move into the dead letters", () => {
   it("moves a job that fails its last attempt, in the same transaction, and frees its job key", async () => {
     worker = await startTestWorker(context.db, { tasks: [flaky] });
     const id = await addJob({ fail: "the sink said no" }, { maxAttempts: 2, key: "nightly-export", queue: "exports" });
-    await eventually(async () => (await jobRow(id))?.attempts === 1 && !(await jobRow(id)).locked_at, { what: "the first failure" });
+    await eventually(async () => (await jobRow(id))?.attempts === 1 && !(await jobRow(id)).locked_at, {
+      what: "the first failure",
+    });
     expect(await deadLetterOf(id)).toBeUndefined();
 
     // Poll while the last attempt fails: the job must be in exactly one of the two tables.
@@ -167,9 +193,15 @@ describe("the move into the dead letters", () => {
 
   it("dead-letters a job given up with permanently_fail_jobs", async () => {
     const id = await addJob({}, { task: "test_nobody_runs" });
-    await context.db.pool.query("select graphile_worker.permanently_fail_jobs(array[$1::bigint], 'obsolete export')", [id]);
+    await context.db.pool.query("select graphile_worker.permanently_fail_jobs(array[$1::bigint], 'obsolete export')", [
+      id,
+    ]);
     expect(await jobRow(id)).toBeUndefined();
-    expect(await deadLetterOf(id)).toMatchObject({ task_identifier: "test_nobody_runs", last_error: "obsolete export", attempts: 25 });
+    expect(await deadLetterOf(id)).toMatchObject({
+      task_identifier: "test_nobody_runs",
+      last_error: "obsolete export",
+      attempts: 25,
+    });
   });
 
   it("dead-letters a job whose worker died on its last attempt when the lock is released, saying so", async () => {
@@ -219,10 +251,18 @@ describe("replay_dead_letter", () => {
     const letter = await deadLetterOf(id);
     const { rows } = await pool.query("select steward.replay_dead_letter($1)::text as id", [letter.id]);
     const job = await jobRow(rows[0].id);
-    expect(job).toMatchObject({ task_identifier: "test_flaky", queue_name: "replays", max_attempts: 4, attempts: 0, key: null });
+    expect(job).toMatchObject({
+      task_identifier: "test_flaky",
+      queue_name: "replays",
+      max_attempts: 4,
+      attempts: 0,
+      key: null,
+    });
     const { rows: after } = await pool.query("select * from steward.dead_letters where id = $1", [letter.id]);
     expect(after[0]).toMatchObject({ replayed_as: rows[0].id, replayed_at: expect.any(Date) });
-    const { rows: audit } = await pool.query("select action, target, detail from steward.audit_log where action = 'replay_dead_letter'");
+    const { rows: audit } = await pool.query(
+      "select action, target, detail from steward.audit_log where action = 'replay_dead_letter'",
+    );
     expect(audit).toContainEqual({
       action: "replay_dead_letter",
       target: `dead_letter:${letter.id}`,
@@ -252,7 +292,9 @@ describe("replay_dead_letter", () => {
     const jobsBefore = (await snapshot()).jobs;
     const clients = await Promise.all(Array.from({ length: 12 }, () => context.db.pool.connect()));
     try {
-      const results = await Promise.allSettled(clients.map((client) => client.query("select steward.replay_dead_letter($1)", [letter])));
+      const results = await Promise.allSettled(
+        clients.map((client) => client.query("select steward.replay_dead_letter($1)", [letter])),
+      );
       expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
       const failures = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
       expect(failures.map((f) => f.reason.code)).toEqual(Array(11).fill("P0001"));
@@ -266,12 +308,18 @@ describe("replay_dead_letter", () => {
     const { pool } = context.db;
     const [letter] = await insertDeadLetters(1, { source: "invalidation", payload: { tag: "search:provider:7" } });
     const { rows } = await pool.query("select steward.replay_dead_letter($1)::text as id", [letter]);
-    const { rows: pending } = await pool.query("select id::text, tag from steward.invalidations where tag = 'search:provider:7'");
+    const { rows: pending } = await pool.query(
+      "select id::text, tag from steward.invalidations where tag = 'search:provider:7'",
+    );
     expect(pending).toEqual([{ id: rows[0].id, tag: "search:provider:7" }]);
-    const { rows: replayed } = await pool.query("select replayed_as::text from steward.dead_letters where id = $1", [letter]);
+    const { rows: replayed } = await pool.query("select replayed_as::text from steward.dead_letters where id = $1", [
+      letter,
+    ]);
     expect(replayed).toEqual([{ replayed_as: rows[0].id }]);
     const before = await snapshot();
-    await expect(pool.query("select steward.replay_dead_letter($1)", [letter])).rejects.toMatchObject({ code: "P0001" });
+    await expect(pool.query("select steward.replay_dead_letter($1)", [letter])).rejects.toMatchObject({
+      code: "P0001",
+    });
     expect(await snapshot()).toEqual(before);
     await pool.query("delete from steward.invalidations where tag = 'search:provider:7'");
   });
@@ -336,8 +384,12 @@ describe("purge_dead_letters and list_dead_letters", () => {
 
   it("refuses a negative or missing age, changing nothing", async () => {
     const before = await snapshot();
-    await expect(context.db.pool.query("select steward.purge_dead_letters('-1 day')")).rejects.toMatchObject({ code: "22023" });
-    await expect(context.db.pool.query("select steward.purge_dead_letters(null)")).rejects.toMatchObject({ code: "22004" });
+    await expect(context.db.pool.query("select steward.purge_dead_letters('-1 day')")).rejects.toMatchObject({
+      code: "22023",
+    });
+    await expect(context.db.pool.query("select steward.purge_dead_letters(null)")).rejects.toMatchObject({
+      code: "22004",
+    });
     expect(await snapshot()).toEqual(before);
   });
 
@@ -361,7 +413,9 @@ describe("purge_dead_letters and list_dead_letters", () => {
       after = rows.at(-1)!.cursor;
     }
     expect(pages).toEqual([50, 50, 30]);
-    const { rows: expected } = await pool.query("select d.id::text from steward.dead_letters d order by d.failed_at desc, d.id desc");
+    const { rows: expected } = await pool.query(
+      "select d.id::text from steward.dead_letters d order by d.failed_at desc, d.id desc",
+    );
     expect(seen).toEqual(expected.map((row) => row.id));
   });
 
@@ -371,8 +425,12 @@ describe("purge_dead_letters and list_dead_letters", () => {
       code: "22023",
       message: 'list_dead_letters: "12; drop table x" is not a cursor',
     });
-    await expect(pool.query("select * from steward.list_dead_letters(null, 0)")).rejects.toMatchObject({ code: "22023" });
-    await expect(pool.query("select * from steward.list_dead_letters(null, 1001)")).rejects.toMatchObject({ code: "22023" });
+    await expect(pool.query("select * from steward.list_dead_letters(null, 0)")).rejects.toMatchObject({
+      code: "22023",
+    });
+    await expect(pool.query("select * from steward.list_dead_letters(null, 1001)")).rejects.toMatchObject({
+      code: "22023",
+    });
   });
 });
 
@@ -497,12 +555,16 @@ describe("steward run --wait", () => {
     // The command accepts the tasks in tasks/index.ts; this file's test task joins them here.
     TASK_NAMES.push("test_strict");
     const printed: string[] = [];
-    const code = await runCommand.run(["test_strict", '{"view": ""}'], { wait: true, timeout: "30s" }, {
-      config: testConfig({ databaseUrl: context.db.url }),
-      logger: testLogger(),
-      print: (line) => printed.push(line),
-      isTerminal: false,
-    });
+    const code = await runCommand.run(
+      ["test_strict", '{"view": ""}'],
+      { wait: true, timeout: "30s" },
+      {
+        config: testConfig({ databaseUrl: context.db.url }),
+        logger: testLogger(),
+        print: (line) => printed.push(line),
+        isTerminal: false,
+      },
+    );
     expect(code).toBe(1);
     const id = /job (\d+)/.exec(printed[0]!)![1]!;
     const letter = await deadLetterOf(id);

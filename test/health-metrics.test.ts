@@ -85,11 +85,41 @@ describe("the confidence formula", () => {
     );
     expect(rows).toEqual([
       // 5 of 7 days; 12 h old with a 12 h half-life; apple 70 vs garmin 77 with tolerance 0.15.
-      { user_id: 900001, metric: "heart_rate", samples: 6, days: 5, providers: 2, completeness: 0.7143, freshness: 0.5, agreement: 0.3651, confidence: 0.1304 },
+      {
+        user_id: 900001,
+        metric: "heart_rate",
+        samples: 6,
+        days: 5,
+        providers: 2,
+        completeness: 0.7143,
+        freshness: 0.5,
+        agreement: 0.3651,
+        confidence: 0.1304,
+      },
       // 1 of 2 expected days; 3.5 days old with a 7-day half-life; one provider.
-      { user_id: 900001, metric: "weight", samples: 1, days: 1, providers: 1, completeness: 0.5, freshness: 0.7071, agreement: 1, confidence: 0.3536 },
+      {
+        user_id: 900001,
+        metric: "weight",
+        samples: 1,
+        days: 1,
+        providers: 1,
+        completeness: 0.5,
+        freshness: 0.7071,
+        agreement: 1,
+        confidence: 0.3536,
+      },
       // Nothing in the window: 0, though the last sample (10 days, half-life 1 day) still counts for freshness.
-      { user_id: 900002, metric: "sleep_minutes", samples: 0, days: 0, providers: 0, completeness: 0, freshness: 0.001, agreement: 1, confidence: 0 },
+      {
+        user_id: 900002,
+        metric: "sleep_minutes",
+        samples: 0,
+        days: 0,
+        providers: 0,
+        completeness: 0,
+        freshness: 0.001,
+        agreement: 1,
+        confidence: 0,
+      },
     ]);
   });
 });
@@ -125,9 +155,13 @@ describe("the health-metrics schema", () => {
     expect(await scalar("select health_metrics.ingest_webhook('fitbit', $1)", [body])).toBe(2);
     // The provider resends it: nothing new, but the delivery is kept.
     expect(await scalar("select health_metrics.ingest_webhook('fitbit', $1)", [body])).toBe(0);
-    expect(await scalar("select count(*)::int from health_metrics.webhook_events where body->>'user_id' = '700001'")).toBe(2);
+    expect(
+      await scalar("select count(*)::int from health_metrics.webhook_events where body->>'user_id' = '700001'"),
+    ).toBe(2);
     expect(await scalar("select count(*)::int from steward.invalidations where tag = 'health:user:700001'")).toBe(1);
-    await expect(pool.query("select health_metrics.ingest_webhook('fitbit', '{\"samples\": []}')")).rejects.toMatchObject({
+    await expect(
+      pool.query("select health_metrics.ingest_webhook('fitbit', '{\"samples\": []}')"),
+    ).rejects.toMatchObject({
       code: "22023",
     });
   });
@@ -139,17 +173,22 @@ describe("the health-metrics schema", () => {
     expect(samples).toBeGreaterThan(10_000);
     expect(await seedHealthMetrics(pool, 300)).toBe(0);
     expect(await scalar("select count(distinct user_id)::int from health_metrics.samples")).toBe(300);
-    const keys = await scalar<number>("select count(*)::int from (select distinct user_id, metric from health_metrics.samples) k");
+    const keys = await scalar<number>(
+      "select count(*)::int from (select distinct user_id, metric from health_metrics.samples) k",
+    );
     expect(await scalar("select count(*)::int from health_metrics.latest_unified_metrics")).toBe(keys);
 
     const worker = await startTestWorker(context.db, { tasks: [recalculate, recalculateBatch] });
     try {
       const { run } = await startRecalculation(pool, "metric_confidence");
       expect(run.keysTotal).toBe(keys);
-      const ended = await eventually(async () => {
-        const current = await readRun(pool, run.id);
-        return current?.status !== "running" && current;
-      }, { timeoutMs: 60_000, what: "the confidence run" });
+      const ended = await eventually(
+        async () => {
+          const current = await readRun(pool, run.id);
+          return current?.status !== "running" && current;
+        },
+        { timeoutMs: 60_000, what: "the confidence run" },
+      );
       expect(ended).toMatchObject({ status: "completed", keysDone: keys });
     } finally {
       await worker.stop();
@@ -169,7 +208,9 @@ describe("the health-metrics schema", () => {
        where (x.confidence, x.completeness, x.freshness, x.agreement, x.providers, x.samples)
              is distinct from (c.confidence, c.completeness, c.freshness, c.agreement, c.providers, c.samples)`);
     expect(mismatches).toBe(0);
-    expect(await scalar("select count(*)::int from health_metrics.metric_confidence_cache where confidence > 0")).toBeGreaterThan(keys / 2);
+    expect(
+      await scalar("select count(*)::int from health_metrics.metric_confidence_cache where confidence > 0"),
+    ).toBeGreaterThan(keys / 2);
   }, 120_000);
 });
 
@@ -223,15 +264,24 @@ describe("steward start with STEWARD_EXAMPLE=health-metrics", () => {
     expect(first.output()).toContain("generated synthetic samples");
     expect(first.output()).toMatch(/run \d+ of metric_confidence completed: [\d,]+ of [\d,]+ keys/);
     // The live traffic arrives through the webhook path.
-    await eventually(async () => Number(await db!.pool.query("select count(*) from health_metrics.webhook_events").then((r) => r.rows[0].count)) > 0, {
-      timeoutMs: 30_000,
-      what: "webhook traffic",
-    });
+    await eventually(
+      async () =>
+        Number(
+          await db!.pool.query("select count(*) from health_metrics.webhook_events").then((r) => r.rows[0].count),
+        ) > 0,
+      {
+        timeoutMs: 30_000,
+        what: "webhook traffic",
+      },
+    );
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
 
     const second = start();
-    await eventually(async () => (await metrics()).includes("steward_jobs_total"), { timeoutMs: 60_000, what: "the restart" });
+    await eventually(async () => (await metrics()).includes("steward_jobs_total"), {
+      timeoutMs: 60_000,
+      what: "the restart",
+    });
     second.child.kill("SIGTERM");
     expect(await second.exited).toBe(0);
     expect(second.output()).toContain("health-metrics example installed");

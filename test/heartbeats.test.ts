@@ -7,14 +7,20 @@ import { eventually, startTestWorker, useTestDatabase } from "./helpers.ts";
 const context = useTestDatabase();
 const children: ChildProcess[] = [];
 afterEach(() => {
-  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  for (const child of children.splice(0))
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 });
 
 /** A worker process (test/fixtures/worker.ts) against the test database. */
 function spawnWorker() {
   const child = spawn(process.execPath, ["--import", "tsx", path.join(PACKAGE_ROOT, "test", "fixtures", "worker.ts")], {
     cwd: PACKAGE_ROOT,
-    env: { ...process.env, DATABASE_URL: context.db.url, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn", STEWARD_CONCURRENCY: "2" },
+    env: {
+      ...process.env,
+      DATABASE_URL: context.db.url,
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
+      STEWARD_CONCURRENCY: "2",
+    },
     stdio: ["ignore", "inherit", "pipe"],
   });
   let stderr = "";
@@ -30,74 +36,87 @@ function spawnWorker() {
 }
 
 async function lockedJob(pool: string) {
-  const { rows } = await context.db.pool.query("select count(*)::int as n from graphile_worker.jobs where locked_by = $1", [pool]);
+  const { rows } = await context.db.pool.query(
+    "select count(*)::int as n from graphile_worker.jobs where locked_by = $1",
+    [pool],
+  );
   return rows[0].n as number;
 }
 
 describe("crash recovery", () => {
-  it("runs the job of a SIGKILLed worker on the other worker within the heartbeat timeout plus a margin", { timeout: 120_000 }, async () => {
-    const { pool } = context.db;
-    const timeoutMs = 3000;
-    const marginMs = 25_000;
-    await pool.query("select steward.set_setting('workers.heartbeat_timeout', $1)", [`${timeoutMs} milliseconds`]);
-    await pool.query("create table public.test_runs (job_id bigint, attempt int, pid int, at timestamptz default now())");
-    const workers = [spawnWorker(), spawnWorker()];
-    const pids = workers.map((w) => w.child.pid);
-    await eventually(
-      async () => {
-        const { rows } = await pool.query("select count(*)::int as n from steward.workers where pid = any($1)", [pids]);
-        return rows[0].n === 2;
-      },
-      { timeoutMs: 60_000, what: "both workers' heartbeats" },
-    );
+  it(
+    "runs the job of a SIGKILLed worker on the other worker within the heartbeat timeout plus a margin",
+    { timeout: 120_000 },
+    async () => {
+      const { pool } = context.db;
+      const timeoutMs = 3000;
+      const marginMs = 25_000;
+      await pool.query("select steward.set_setting('workers.heartbeat_timeout', $1)", [`${timeoutMs} milliseconds`]);
+      await pool.query(
+        "create table public.test_runs (job_id bigint, attempt int, pid int, at timestamptz default now())",
+      );
+      const workers = [spawnWorker(), spawnWorker()];
+      const pids = workers.map((w) => w.child.pid);
+      await eventually(
+        async () => {
+          const { rows } = await pool.query("select count(*)::int as n from steward.workers where pid = any($1)", [
+            pids,
+          ]);
+          return rows[0].n === 2;
+        },
+        { timeoutMs: 60_000, what: "both workers' heartbeats" },
+      );
 
-    const { rows: added } = await pool.query(
-      `select id::text from graphile_worker.add_job('test_slow', '{"ms": 600000}', max_attempts => 5)`,
-    );
-    const id = added[0].id as string;
-    const holder = await eventually(
-      async () => {
-        const { rows } = await pool.query(
-          `select w.pool_id, w.pid from graphile_worker.jobs j join steward.workers w on w.pool_id = j.locked_by where j.id = $1`,
-          [id],
-        );
-        return rows[0] as { pool_id: string; pid: number } | undefined;
-      },
-      { timeoutMs: 30_000, what: "a worker to take the job" },
-    );
-    const victim = workers.find((w) => w.child.pid === holder.pid)!;
-    const survivor = workers.find((w) => w !== victim)!;
+      const { rows: added } = await pool.query(
+        `select id::text from graphile_worker.add_job('test_slow', '{"ms": 600000}', max_attempts => 5)`,
+      );
+      const id = added[0].id as string;
+      const holder = await eventually(
+        async () => {
+          const { rows } = await pool.query(
+            `select w.pool_id, w.pid from graphile_worker.jobs j join steward.workers w on w.pool_id = j.locked_by where j.id = $1`,
+            [id],
+          );
+          return rows[0] as { pool_id: string; pid: number } | undefined;
+        },
+        { timeoutMs: 30_000, what: "a worker to take the job" },
+      );
+      const victim = workers.find((w) => w.child.pid === holder.pid)!;
+      const survivor = workers.find((w) => w !== victim)!;
 
-    victim.child.kill("SIGKILL");
-    const killedAt = Date.now();
-    expect((await victim.exited).signal).toBe("SIGKILL");
+      victim.child.kill("SIGKILL");
+      const killedAt = Date.now();
+      expect((await victim.exited).signal).toBe("SIGKILL");
 
-    const run = await eventually(
-      async () => {
-        const { rows } = await pool.query("select attempt, pid from public.test_runs where job_id = $1", [id]);
-        return rows[0] as { attempt: number; pid: number } | undefined;
-      },
-      { timeoutMs: timeoutMs + marginMs, intervalMs: 100, what: "the survivor to finish the job" },
-    );
-    const recoveredMs = Date.now() - killedAt;
-    console.log(`job finished by the survivor ${recoveredMs} ms after the kill (heartbeat timeout ${timeoutMs} ms)`);
-    expect(run).toEqual({ attempt: 2, pid: survivor.child.pid });
-    expect(recoveredMs).toBeLessThan(timeoutMs + marginMs);
-    await eventually(async () => (await pool.query("select 1 from graphile_worker.jobs where id = $1", [id])).rowCount === 0);
+      const run = await eventually(
+        async () => {
+          const { rows } = await pool.query("select attempt, pid from public.test_runs where job_id = $1", [id]);
+          return rows[0] as { attempt: number; pid: number } | undefined;
+        },
+        { timeoutMs: timeoutMs + marginMs, intervalMs: 100, what: "the survivor to finish the job" },
+      );
+      const recoveredMs = Date.now() - killedAt;
+      console.log(`job finished by the survivor ${recoveredMs} ms after the kill (heartbeat timeout ${timeoutMs} ms)`);
+      expect(run).toEqual({ attempt: 2, pid: survivor.child.pid });
+      expect(recoveredMs).toBeLessThan(timeoutMs + marginMs);
+      await eventually(
+        async () => (await pool.query("select 1 from graphile_worker.jobs where id = $1", [id])).rowCount === 0,
+      );
 
-    const { rows: audit } = await pool.query(
-      "select detail from steward.audit_log where action = 'release_dead_worker' and target = $1",
-      [holder.pool_id],
-    );
-    expect(audit).toEqual([{ detail: expect.objectContaining({ pid: victim.child.pid, released_jobs: 1 }) }]);
-    expect((await pool.query("select count(*)::int as n from steward.dead_letters")).rows[0].n).toBe(0);
+      const { rows: audit } = await pool.query(
+        "select detail from steward.audit_log where action = 'release_dead_worker' and target = $1",
+        [holder.pool_id],
+      );
+      expect(audit).toEqual([{ detail: expect.objectContaining({ pid: victim.child.pid, released_jobs: 1 }) }]);
+      expect((await pool.query("select count(*)::int as n from steward.dead_letters")).rows[0].n).toBe(0);
 
-    // A clean stop removes the survivor's row, leaving nothing to sweep.
-    survivor.child.kill("SIGTERM");
-    const exit = await survivor.exited;
-    expect(exit.code, exit.stderr).toBe(0);
-    expect((await pool.query("select pool_id from steward.workers")).rows).toEqual([]);
-  });
+      // A clean stop removes the survivor's row, leaving nothing to sweep.
+      survivor.child.kill("SIGTERM");
+      const exit = await survivor.exited;
+      expect(exit.code, exit.stderr).toBe(0);
+      expect((await pool.query("select pool_id from steward.workers")).rows).toEqual([]);
+    },
+  );
 
   it("unlocks only the jobs of pools whose heartbeat went stale, never those of pools without a row", async () => {
     const { pool } = context.db;

@@ -94,7 +94,12 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
 /** A worker in this process against `db`, with the given tasks (default: all). */
 export async function startTestWorker(
   db: TestDatabase,
-  options: { tasks?: TaskDefinition<unknown>[]; config?: Partial<Config>; health?: boolean; statsFlushMs?: number } = {},
+  options: {
+    tasks?: TaskDefinition<unknown>[];
+    config?: Partial<Config>;
+    health?: boolean;
+    statsFlushMs?: number;
+  } = {},
 ): Promise<RunningWorker> {
   return startWorker({
     url: db.url,
@@ -111,16 +116,24 @@ export async function startTestWorker(
  * Runs `work` with steward.settings changed (through steward.set_setting), restoring the previous
  * values afterwards, so tests of one file that share a database do not leak settings.
  */
-export async function withSettings<T>(pool: pg.Pool, settings: Record<string, string>, work: () => Promise<T>): Promise<T> {
+export async function withSettings<T>(
+  pool: pg.Pool,
+  settings: Record<string, string>,
+  work: () => Promise<T>,
+): Promise<T> {
   const previous: Record<string, string> = {};
   try {
     for (const [name, value] of Object.entries(settings)) {
-      const { rows } = await pool.query<{ previous: string }>("select steward.set_setting($1, $2) as previous", [name, value]);
+      const { rows } = await pool.query<{ previous: string }>("select steward.set_setting($1, $2) as previous", [
+        name,
+        value,
+      ]);
       previous[name] = rows[0]!.previous;
     }
     return await work();
   } finally {
-    for (const [name, value] of Object.entries(previous)) await pool.query("select steward.set_setting($1, $2)", [name, value]);
+    for (const [name, value] of Object.entries(previous))
+      await pool.query("select steward.set_setting($1, $2)", [name, value]);
   }
 }
 
@@ -204,7 +217,11 @@ export interface CliResult {
 }
 
 /** Runs `steward <args>` as a child process, the way a person or systemd would. */
-export function runCli(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  timeoutMs = 60_000,
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), ...args], {
       env: { ...process.env, LOG_LEVEL: "warn", ...env },
@@ -230,7 +247,10 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
  * A NOLOGIN role for the tests of one file, with a random name (roles are cluster-wide and test
  * files run in parallel). `drop()` removes its privileges in `db` and the role.
  */
-export async function createTestRole(db: TestDatabase, prefix: string): Promise<{ name: string; drop(): Promise<void> }> {
+export async function createTestRole(
+  db: TestDatabase,
+  prefix: string,
+): Promise<{ name: string; drop(): Promise<void> }> {
   const name = `${prefix}_${randomBytes(4).toString("hex")}`;
   await db.pool.query(`create role ${name} nologin`);
   return {
@@ -265,7 +285,10 @@ export async function asRole<T>(
 }
 
 /** Who may run a function: steward_client, PUBLIC; and whether it runs as its owner. */
-export async function functionAccess(pool: pg.Pool, signature: string): Promise<{ client: boolean; public: boolean; definer: boolean }> {
+export async function functionAccess(
+  pool: pg.Pool,
+  signature: string,
+): Promise<{ client: boolean; public: boolean; definer: boolean }> {
   const { rows } = await pool.query(
     `select has_function_privilege('steward_client', p.oid, 'execute') as client,
             exists (select from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a where a.grantee = 0) as public,

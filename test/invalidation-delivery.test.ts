@@ -22,7 +22,12 @@ interface Hook {
 }
 
 async function webhookServer(secret: string): Promise<Hook> {
-  const hook = { received: [] as string[], requests: 0, mode: 200 as number | "hang", signatures: [] as Hook["signatures"] };
+  const hook = {
+    received: [] as string[],
+    requests: 0,
+    mode: 200 as number | "hang",
+    signatures: [] as Hook["signatures"],
+  };
   const hanging: http.ServerResponse[] = [];
   const server = http.createServer((request, response) => {
     let body = "";
@@ -36,7 +41,10 @@ async function webhookServer(secret: string): Promise<Hook> {
       if (hook.mode >= 200 && hook.mode < 300) {
         hook.received.push(...(JSON.parse(body) as { tags: string[] }).tags);
         const timestamp = String(request.headers["x-steward-timestamp"]);
-        hook.signatures.push({ header: request.headers["x-steward-signature"] as string | undefined, expected: signature(secret, timestamp, body) });
+        hook.signatures.push({
+          header: request.headers["x-steward-signature"] as string | undefined,
+          expected: signature(secret, timestamp, body),
+        });
       }
       response.writeHead(hook.mode).end();
     });
@@ -73,28 +81,36 @@ describe("the webhook sink", () => {
     const tags = Array.from({ length: 40 }, (_, i) => `product:${i}`);
     await pool.query("select steward.enqueue_invalidations($1::text[])", [tags]);
 
-    await withSettings(pool, { "invalidations.backoff_base": "100 milliseconds", "invalidations.backoff_max": "300 milliseconds" }, async () => {
-      const drainer = new InvalidationDrainer({
-        url: context.db.url,
-        pool,
-        sinks: [webhookSink({ url: hook.url, secret: "s3cret", timeoutMs: 2000, circuit, pool })],
-        logger: testLogger(),
-        batchSize: 500,
-        visibilityMs: 30_000,
-        pollIntervalMs: 100,
-      });
-      await drainer.start();
-      cleanups.push(() => drainer.stop());
-      await eventually(
-        async () => (await pool.query("select steward.circuit_state($1) as state", [circuit])).rows[0].state === "open",
-        { what: "the circuit to open", timeoutMs: 15_000 },
-      );
-      const requestsWhileOpen = hook.requests;
-      hook.mode = 200;
-      await eventually(async () => tags.every((tag) => hook.received.includes(tag)), { what: "every tag", timeoutMs: 20_000 });
-      // The open circuit kept the drainer from calling: only the half-open probe got through first.
-      expect(requestsWhileOpen).toBeGreaterThanOrEqual(2);
-    });
+    await withSettings(
+      pool,
+      { "invalidations.backoff_base": "100 milliseconds", "invalidations.backoff_max": "300 milliseconds" },
+      async () => {
+        const drainer = new InvalidationDrainer({
+          url: context.db.url,
+          pool,
+          sinks: [webhookSink({ url: hook.url, secret: "s3cret", timeoutMs: 2000, circuit, pool })],
+          logger: testLogger(),
+          batchSize: 500,
+          visibilityMs: 30_000,
+          pollIntervalMs: 100,
+        });
+        await drainer.start();
+        cleanups.push(() => drainer.stop());
+        await eventually(
+          async () =>
+            (await pool.query("select steward.circuit_state($1) as state", [circuit])).rows[0].state === "open",
+          { what: "the circuit to open", timeoutMs: 15_000 },
+        );
+        const requestsWhileOpen = hook.requests;
+        hook.mode = 200;
+        await eventually(async () => tags.every((tag) => hook.received.includes(tag)), {
+          what: "every tag",
+          timeoutMs: 20_000,
+        });
+        // The open circuit kept the drainer from calling: only the half-open probe got through first.
+        expect(requestsWhileOpen).toBeGreaterThanOrEqual(2);
+      },
+    );
     expect((await pool.query("select steward.circuit_state($1) as state", [circuit])).rows[0].state).toBe("closed");
     expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(0);
     expect(hook.signatures.every((s) => s.header === s.expected)).toBe(true);
@@ -147,7 +163,10 @@ describe("a drainer killed mid-delivery", () => {
       await exited;
     });
     await pool.query("select steward.enqueue_invalidation('survives:kill')");
-    await eventually(async () => hanging.requests > 0, { what: "the first worker to start delivering", timeoutMs: 30_000 });
+    await eventually(async () => hanging.requests > 0, {
+      what: "the first worker to start delivering",
+      timeoutMs: 30_000,
+    });
     child.kill("SIGKILL");
     await exited;
 
@@ -156,7 +175,9 @@ describe("a drainer killed mid-delivery", () => {
     const drainer = new InvalidationDrainer({
       url: context.db.url,
       pool,
-      sinks: [webhookSink({ url: working.url, secret: "x", timeoutMs: 2000, circuit: `webhook:${working.host}`, pool })],
+      sinks: [
+        webhookSink({ url: working.url, secret: "x", timeoutMs: 2000, circuit: `webhook:${working.host}`, pool }),
+      ],
       logger: testLogger(),
       batchSize: 10,
       visibilityMs: 30_000,

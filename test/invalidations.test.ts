@@ -106,10 +106,14 @@ describe("track_table", () => {
     `);
     await pool.query("delete from steward.invalidations");
     await pool.query("update public.providers_samples set value = value + 1");
-    const { rows } = await pool.query("select tag, count(*)::int as n from steward.invalidations group by tag order by tag");
+    const { rows } = await pool.query(
+      "select tag, count(*)::int as n from steward.invalidations group by tag order by tag",
+    );
     expect(rows).toEqual([
       { tag: "samples", n: 1 },
-      ...Array.from({ length: 7 }, (_, p) => ({ tag: `samples:provider:${p}`, n: 1 })).sort((a, b) => a.tag.localeCompare(b.tag)),
+      ...Array.from({ length: 7 }, (_, p) => ({ tag: `samples:provider:${p}`, n: 1 })).sort((a, b) =>
+        a.tag.localeCompare(b.tag),
+      ),
     ]);
   });
 
@@ -136,17 +140,23 @@ describe("track_table", () => {
   it("refuses a placeholder naming a column the table lacks, with the columns in the hint", async () => {
     const { pool } = context.db;
     await pool.query("create table public.widgets (id int, name text)");
-    await expect(pool.query("select steward.track_table('public.widgets', array['widget:{nope}'])")).rejects.toMatchObject({
+    await expect(
+      pool.query("select steward.track_table('public.widgets', array['widget:{nope}'])"),
+    ).rejects.toMatchObject({
       code: "42703",
       hint: "Columns: id, name",
     });
-    const { rows } = await pool.query("select count(*)::int as n from pg_trigger where tgrelid = 'public.widgets'::regclass");
+    const { rows } = await pool.query(
+      "select count(*)::int as n from pg_trigger where tgrelid = 'public.widgets'::regclass",
+    );
     expect(rows[0].n).toBe(0);
   });
 
   it("untrack_table removes the triggers and says whether it did", async () => {
     const { pool } = context.db;
-    await pool.query("create table public.gadgets (id int); select steward.track_table('public.gadgets', array['gadgets'])");
+    await pool.query(
+      "create table public.gadgets (id int); select steward.track_table('public.gadgets', array['gadgets'])",
+    );
     expect((await pool.query("select steward.untrack_table('public.gadgets') as done")).rows[0].done).toBe(true);
     expect((await pool.query("select steward.untrack_table('public.gadgets') as done")).rows[0].done).toBe(false);
     await pool.query("delete from steward.invalidations; insert into public.gadgets values (1)");
@@ -166,22 +176,34 @@ describe("claiming and delivering", () => {
     const sink = recordingSink();
     await eventually(
       async () => {
-        const batch = await drainBatch({ pool, sinks: [sink], logger: testLogger(), batchSize: 10, visibilityMs: 60_000 });
+        const batch = await drainBatch({
+          pool,
+          sinks: [sink],
+          logger: testLogger(),
+          batchSize: 10,
+          visibilityMs: 60_000,
+        });
         return batch.delivered;
       },
       { timeoutMs: 10_000, intervalMs: 200, what: "redelivery after the visibility timeout" },
     );
     expect(sink.received).toEqual([["orphan"]]);
     // Delivered entries are deleted.
-    expect((await pool.query("select count(*)::int as n from steward.invalidations where tag = 'orphan'")).rows[0].n).toBe(0);
+    expect(
+      (await pool.query("select count(*)::int as n from steward.invalidations where tag = 'orphan'")).rows[0].n,
+    ).toBe(0);
   });
 
   it("never hands one entry to two concurrent claimers", async () => {
     const { pool } = context.db;
     await pool.query("delete from steward.invalidations");
-    await pool.query("select steward.enqueue_invalidations(array(select 'many:' || g from generate_series(1, 2000) g))");
+    await pool.query(
+      "select steward.enqueue_invalidations(array(select 'many:' || g from generate_series(1, 2000) g))",
+    );
     const batches = await Promise.all(
-      Array.from({ length: 8 }, () => pool.query("select id from steward.claim_invalidations(400)").then((r) => r.rows.map((x) => x.id))),
+      Array.from({ length: 8 }, () =>
+        pool.query("select id from steward.claim_invalidations(400)").then((r) => r.rows.map((x) => x.id)),
+      ),
     );
     const all = batches.flat();
     expect(all.length).toBe(2000);
@@ -209,7 +231,9 @@ describe("the notify sink", () => {
     listener.on("notification", (message) => received.push(...JSON.parse(message.payload!)));
     await listener.query("listen steward_test_channel");
     try {
-      await pool.query("select steward.enqueue_invalidations(array(select 'note:' || g || ':' || repeat('y', 200) from generate_series(1, 300) g))");
+      await pool.query(
+        "select steward.enqueue_invalidations(array(select 'note:' || g || ':' || repeat('y', 200) from generate_series(1, 300) g))",
+      );
       await pool.query("select steward.enqueue_invalidation('later', '1 hour')");
       const { rows } = await pool.query("select * from steward.drain_notify(1000, 'steward_test_channel')");
       expect(rows).toEqual([{ delivered: 300, refreshes: 0 }]);
@@ -258,7 +282,11 @@ describe("mv: tags", () => {
       "select source, payload, last_error from steward.dead_letters where payload->>'tag' = 'mv:public.no_such_view'",
     );
     expect(dead).toEqual([
-      { source: "invalidation", payload: { tag: "mv:public.no_such_view" }, last_error: expect.stringContaining("does not exist") },
+      {
+        source: "invalidation",
+        payload: { tag: "mv:public.no_such_view" },
+        last_error: expect.stringContaining("does not exist"),
+      },
     ]);
   });
 });
@@ -317,26 +345,37 @@ describe("failures", () => {
   it("move an entry out of attempts to the dead letters, whence a replay queues its tag again", async () => {
     const { pool } = context.db;
     await pool.query("delete from steward.invalidations");
-    await withSettings(pool, { "invalidations.max_attempts": "2", "invalidations.backoff_base": "1 millisecond" }, async () => {
-      await pool.query("select steward.enqueue_invalidation('doomed')");
-      for (let attempt = 1; attempt <= 2; attempt++) {
-        const { rows } = await eventually(
-          async () => {
-            const result = await pool.query("select id from steward.claim_invalidations(10) where tag = 'doomed'");
-            return result.rows.length ? result : undefined;
-          },
-          { what: `claim ${attempt}` },
-        );
-        await pool.query("select steward.fail_invalidations($1::bigint[], $2)", [[rows[0].id], `sink said no (${attempt})`]);
-      }
-    });
-    expect((await pool.query("select count(*)::int as n from steward.invalidations where tag = 'doomed'")).rows[0].n).toBe(0);
+    await withSettings(
+      pool,
+      { "invalidations.max_attempts": "2", "invalidations.backoff_base": "1 millisecond" },
+      async () => {
+        await pool.query("select steward.enqueue_invalidation('doomed')");
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          const { rows } = await eventually(
+            async () => {
+              const result = await pool.query("select id from steward.claim_invalidations(10) where tag = 'doomed'");
+              return result.rows.length ? result : undefined;
+            },
+            { what: `claim ${attempt}` },
+          );
+          await pool.query("select steward.fail_invalidations($1::bigint[], $2)", [
+            [rows[0].id],
+            `sink said no (${attempt})`,
+          ]);
+        }
+      },
+    );
+    expect(
+      (await pool.query("select count(*)::int as n from steward.invalidations where tag = 'doomed'")).rows[0].n,
+    ).toBe(0);
     const { rows: dead } = await pool.query(
       "select id, attempts, max_attempts, last_error from steward.dead_letters where payload->>'tag' = 'doomed'",
     );
     expect(dead).toEqual([{ id: expect.anything(), attempts: 2, max_attempts: 2, last_error: "sink said no (2)" }]);
     await pool.query("select steward.replay_dead_letter($1)", [dead[0].id]);
-    expect((await pool.query("select attempts from steward.invalidations where tag = 'doomed'")).rows).toEqual([{ attempts: 0 }]);
+    expect((await pool.query("select attempts from steward.invalidations where tag = 'doomed'")).rows).toEqual([
+      { attempts: 0 },
+    ]);
   });
 });
 
@@ -354,7 +393,10 @@ describe("an idle drainer", () => {
       pollIntervalMs: 60_000,
     });
     const commits = async () =>
-      Number((await pool.query("select xact_commit from pg_stat_database where datname = current_database()")).rows[0].xact_commit);
+      Number(
+        (await pool.query("select xact_commit from pg_stat_database where datname = current_database()")).rows[0]
+          .xact_commit,
+      );
     await drainer.start();
     try {
       await new Promise((resolve) => setTimeout(resolve, 200));

@@ -27,45 +27,70 @@ async function pendingJobs(): Promise<number> {
 }
 
 describe("job statistics", () => {
-  it("counts completed, retried and failed attempts per task and day, with avg and p95", { timeout: 60_000 }, async () => {
-    const { pool } = context.db;
-    worker = await startTestWorker(context.db, { tasks: [timed], statsFlushMs: 600_000 });
-    await pool.query(`
+  it(
+    "counts completed, retried and failed attempts per task and day, with avg and p95",
+    { timeout: 60_000 },
+    async () => {
+      const { pool } = context.db;
+      worker = await startTestWorker(context.db, { tasks: [timed], statsFlushMs: 600_000 });
+      await pool.query(`
       select graphile_worker.add_jobs(array(
         select row('test_timed', json_build_object('ms', case when i <= 10 then 60 else 0 end),
                    null, null, null, null, null, null)::graphile_worker.job_spec
           from generate_series(1, 100) i))`);
-    await pool.query(`select graphile_worker.add_job('test_timed', '{"fail": true}', max_attempts => 2) from generate_series(1, 3)`);
-    await eventually(async () => (await pendingJobs()) === 3 && (await pool.query("select 1 from graphile_worker.jobs where attempts = 1 and locked_at is null")).rowCount === 3, {
-      timeoutMs: 30_000,
-      what: "100 jobs done and 3 failed once",
-    });
-    await pool.query(`update graphile_worker._private_jobs set run_at = now(); select pg_notify('jobs:insert', '{"count":3}')`);
-    await eventually(async () => (await pendingJobs()) === 0, { timeoutMs: 30_000, what: "the failing jobs to fail for good" });
+      await pool.query(
+        `select graphile_worker.add_job('test_timed', '{"fail": true}', max_attempts => 2) from generate_series(1, 3)`,
+      );
+      await eventually(
+        async () =>
+          (await pendingJobs()) === 3 &&
+          (await pool.query("select 1 from graphile_worker.jobs where attempts = 1 and locked_at is null")).rowCount ===
+            3,
+        {
+          timeoutMs: 30_000,
+          what: "100 jobs done and 3 failed once",
+        },
+      );
+      await pool.query(
+        `update graphile_worker._private_jobs set run_at = now(); select pg_notify('jobs:insert', '{"count":3}')`,
+      );
+      await eventually(async () => (await pendingJobs()) === 0, {
+        timeoutMs: 30_000,
+        what: "the failing jobs to fail for good",
+      });
 
-    // Nothing is written per job: the counts reach the table with the flush.
-    expect((await pool.query("select * from steward.job_stats")).rows).toEqual([]);
-    await worker.stats.flush();
-    const { rows } = await pool.query("select *, day::text as day from steward.job_stats");
-    const today = new Date().toISOString().slice(0, 10);
-    expect(rows).toHaveLength(1);
-    const stats = rows[0];
-    expect(stats).toMatchObject({ task: "test_timed", completed: "100", retried: "3", failed: "3" });
-    expect(stats.day).toBe(today);
-    // 106 attempts, 10 of them sleeping 60 ms: the 95th percentile (the 101st) is a slow one.
-    expect(Number(stats.p95_ms)).toBeGreaterThanOrEqual(55);
-    expect(Number(stats.avg_ms)).toBeGreaterThanOrEqual((10 * 60) / 106);
-    expect(Number(stats.avg_ms)).toBeLessThan(Number(stats.p95_ms));
-    const { rows: buckets } = await pool.query("select count(*)::int as n from steward.job_stat_durations");
-    expect(buckets[0].n).toBeLessThan(20);
-  });
+      // Nothing is written per job: the counts reach the table with the flush.
+      expect((await pool.query("select * from steward.job_stats")).rows).toEqual([]);
+      await worker.stats.flush();
+      const { rows } = await pool.query("select *, day::text as day from steward.job_stats");
+      const today = new Date().toISOString().slice(0, 10);
+      expect(rows).toHaveLength(1);
+      const stats = rows[0];
+      expect(stats).toMatchObject({ task: "test_timed", completed: "100", retried: "3", failed: "3" });
+      expect(stats.day).toBe(today);
+      // 106 attempts, 10 of them sleeping 60 ms: the 95th percentile (the 101st) is a slow one.
+      expect(Number(stats.p95_ms)).toBeGreaterThanOrEqual(55);
+      expect(Number(stats.avg_ms)).toBeGreaterThanOrEqual((10 * 60) / 106);
+      expect(Number(stats.avg_ms)).toBeLessThan(Number(stats.p95_ms));
+      const { rows: buckets } = await pool.query("select count(*)::int as n from steward.job_stat_durations");
+      expect(buckets[0].n).toBeLessThan(20);
+    },
+  );
 
   it("adds up exactly when 16 connections write the same days and tasks at once", async () => {
     const { pool } = context.db;
     await pool.query("truncate steward.job_stat_counts, steward.job_stat_durations");
     const batch = (reversed: boolean) => {
       const rows = ["a", "b", "c", "d"].flatMap((task) =>
-        ["2026-03-01", "2026-03-02"].map((day) => ({ task: `test_${task}`, day, completed: 2, retried: 1, failed: 1, total_ms: 10, durations: { "0": 3, "8": 1 } })),
+        ["2026-03-01", "2026-03-02"].map((day) => ({
+          task: `test_${task}`,
+          day,
+          completed: 2,
+          retried: 1,
+          failed: 1,
+          total_ms: 10,
+          durations: { "0": 3, "8": 1 },
+        })),
       );
       return JSON.stringify(reversed ? rows.reverse() : rows);
     };
@@ -74,7 +99,8 @@ describe("job statistics", () => {
       await Promise.all(
         clients.map(async (client, i) => {
           await client.query("begin");
-          for (let n = 0; n < 5; n++) await client.query("select steward.record_job_stats($1::jsonb)", [batch((i + n) % 2 === 1)]);
+          for (let n = 0; n < 5; n++)
+            await client.query("select steward.record_job_stats($1::jsonb)", [batch((i + n) % 2 === 1)]);
           await client.query("commit");
         }),
       );
@@ -84,8 +110,16 @@ describe("job statistics", () => {
     const { rows } = await pool.query(
       "select count(*)::int as rows, sum(completed)::int as completed, sum(retried)::int as retried, sum(failed)::int as failed, sum(total_ms)::int as ms from steward.job_stat_counts",
     );
-    expect(rows[0]).toEqual({ rows: 8, completed: 8 * 16 * 5 * 2, retried: 8 * 16 * 5, failed: 8 * 16 * 5, ms: 8 * 16 * 5 * 10 });
-    const { rows: histogram } = await pool.query("select bucket, sum(attempts)::int as n from steward.job_stat_durations group by 1 order by 1");
+    expect(rows[0]).toEqual({
+      rows: 8,
+      completed: 8 * 16 * 5 * 2,
+      retried: 8 * 16 * 5,
+      failed: 8 * 16 * 5,
+      ms: 8 * 16 * 5 * 10,
+    });
+    const { rows: histogram } = await pool.query(
+      "select bucket, sum(attempts)::int as n from steward.job_stat_durations group by 1 order by 1",
+    );
     expect(histogram).toEqual([
       { bucket: 0, n: 8 * 16 * 5 * 3 },
       { bucket: 8, n: 8 * 16 * 5 },
@@ -124,7 +158,9 @@ describe("job statistics", () => {
   it("cleans up exactly the days before the retention began (UTC), in both tables, in any session time zone", async () => {
     const { pool } = context.db;
     await pool.query("truncate steward.job_stat_counts, steward.job_stat_durations");
-    const { rows: registered } = await pool.query("select function::text from steward.cleanup_steps where name = 'job_stats'");
+    const { rows: registered } = await pool.query(
+      "select function::text from steward.cleanup_steps where name = 'job_stats'",
+    );
     expect(registered).toEqual([{ function: "steward.cleanup_job_stats(integer)" }]);
     // The first day kept is today (UTC) minus job_stats.retention (400 days); the day before goes.
     await pool.query(`

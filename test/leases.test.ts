@@ -13,7 +13,12 @@ afterAll(async () => {
   await app?.drop();
 });
 
-async function acquire(key: string, max: number, ttl = "60 seconds", client: pg.Pool | pg.Client = app.pool): Promise<string | null> {
+async function acquire(
+  key: string,
+  max: number,
+  ttl = "60 seconds",
+  client: pg.Pool | pg.Client = app.pool,
+): Promise<string | null> {
   const { rows } = await client.query("select steward.lease_acquire($1, $2, $3::interval) as lease", [key, max, ttl]);
   return rows[0].lease;
 }
@@ -21,7 +26,14 @@ async function release(lease: string | null): Promise<boolean> {
   return (await app.pool.query("select steward.lease_release($1) as released", [lease])).rows[0].released;
 }
 const liveLeases = async (key: string) =>
-  Number((await context.db.pool.query("select count(*) from steward.leases where key = $1 and expires_at > clock_timestamp()", [key])).rows[0].count);
+  Number(
+    (
+      await context.db.pool.query(
+        "select count(*) from steward.leases where key = $1 and expires_at > clock_timestamp()",
+        [key],
+      )
+    ).rows[0].count,
+  );
 
 describe("lease_acquire", () => {
   it("grants exactly max_concurrent of 64 concurrent acquisitions", async () => {
@@ -51,9 +63,15 @@ describe("lease_acquire", () => {
     await context.db.pool.query("select pg_terminate_backend($1)", [pid]);
     expect(await acquire("crashy", 1)).toBeNull();
     // No cleanup runs: the expired row is still there and simply stops counting.
-    const next = await eventually(() => acquire("crashy", 1), { timeoutMs: 20_000, intervalMs: 200, what: "the slot to free" });
+    const next = await eventually(() => acquire("crashy", 1), {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      what: "the slot to free",
+    });
     expect(next).not.toBe(lease);
-    expect(Number((await context.db.pool.query("select count(*) from steward.leases where key = 'crashy'")).rows[0].count)).toBe(2);
+    expect(
+      Number((await context.db.pool.query("select count(*) from steward.leases where key = 'crashy'")).rows[0].count),
+    ).toBe(2);
     expect(await release(lease)).toBe(false);
   });
 });
@@ -110,9 +128,18 @@ describe("lease arguments and privileges", () => {
     ["a negative ttl", "k", 1, "-5 seconds", "22023", "ttl must be a positive interval, got -00:00:05"],
     ["a null key", null, 1, "1 minute", "22004", "lease_acquire needs a key, max_concurrent and ttl"],
   ])("lease_acquire refuses %s and changes nothing", async (_what, key, max, ttl, code, message) => {
-    const count = async () => Number((await context.db.pool.query("select (select count(*) from steward.leases) + (select count(*) from steward.lease_keys) as n")).rows[0].n);
+    const count = async () =>
+      Number(
+        (
+          await context.db.pool.query(
+            "select (select count(*) from steward.leases) + (select count(*) from steward.lease_keys) as n",
+          )
+        ).rows[0].n,
+      );
     const before = await count();
-    expect(await sqlError(app.pool.query("select steward.lease_acquire($1, $2, $3::interval)", [key, max, ttl]))).toMatchObject({ code, message });
+    expect(
+      await sqlError(app.pool.query("select steward.lease_acquire($1, $2, $3::interval)", [key, max, ttl])),
+    ).toMatchObject({ code, message });
     expect(await count()).toBe(before);
   });
 

@@ -64,10 +64,19 @@ describe("steward load", () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/threshold broken: p95 .* is over --max-p95-ms 0.001/);
     const report = JSON.parse(await fs.readFile(file, "utf8"));
-    expect(Object.keys(report)).toEqual(expect.arrayContaining(["ops_per_s", "p50_ms", "p95_ms", "p99_ms", "error_rate", "by_op"]));
-    expect(Object.keys(report.by_op).sort()).toEqual(["enqueue_invalidation", "lease", "rate_limit_hit", "record_requests"]);
+    expect(Object.keys(report)).toEqual(
+      expect.arrayContaining(["ops_per_s", "p50_ms", "p95_ms", "p99_ms", "error_rate", "by_op"]),
+    );
+    expect(Object.keys(report.by_op).sort()).toEqual([
+      "enqueue_invalidation",
+      "lease",
+      "rate_limit_hit",
+      "record_requests",
+    ]);
     expect(report.error_rate).toBe(0);
-    const { rows } = await context.db.pool.query("select count(*)::int as n from pg_database where datname like 'steward_load_%'");
+    const { rows } = await context.db.pool.query(
+      "select count(*)::int as n from pg_database where datname like 'steward_load_%'",
+    );
     expect(rows[0].n).toBe(0);
   });
 });

@@ -6,7 +6,15 @@ import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";
 import { TASKS } from "../tasks/index.ts";
-import { eventually, runJobOnce, startTestWorker, testLogger, useTestDatabase, whileLocked, withSettings } from "./helpers.ts";
+import {
+  eventually,
+  runJobOnce,
+  startTestWorker,
+  testLogger,
+  useTestDatabase,
+  whileLocked,
+  withSettings,
+} from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -117,7 +125,9 @@ describe("register_materialized_view", () => {
       code: "22023",
       message: "public.not_a_view is not a materialized view (it is a table)",
     });
-    await expect(query("select steward.register_materialized_view('plain_view', concurrently => false)")).rejects.toMatchObject({
+    await expect(
+      query("select steward.register_materialized_view('plain_view', concurrently => false)"),
+    ).rejects.toMatchObject({
       code: "22023",
       message: "public.plain_view is not a materialized view (it is a view)",
       hint: expect.stringContaining("always current"),
@@ -127,7 +137,9 @@ describe("register_materialized_view", () => {
 
   it("refuses a bad refresh_every or debounce", async () => {
     await createView("bad_arguments");
-    await expect(query("select steward.register_materialized_view('bad_arguments', '0 seconds')")).rejects.toMatchObject({
+    await expect(
+      query("select steward.register_materialized_view('bad_arguments', '0 seconds')"),
+    ).rejects.toMatchObject({
       code: "22023",
       message: "refresh_every must be a positive interval or null, got 00:00:00",
     });
@@ -137,7 +149,9 @@ describe("register_materialized_view", () => {
   });
 
   it("warns when the key holds NULLs, from the data and from pg_stats", async () => {
-    await query("create materialized view null_keys as select v as key, 'x' as label from (values (1), (null), (null)) t(v)");
+    await query(
+      "create materialized view null_keys as select v as key, 'x' as label from (values (1), (null), (null)) t(v)",
+    );
     await query("create unique index on null_keys (key)");
     await createView("no_null_keys");
     const client = await context.db.pool.connect();
@@ -153,16 +167,24 @@ describe("register_materialized_view", () => {
       client.release();
     }
     expect(notices).toHaveLength(2);
-    expect(notices[0]).toMatch(/^the key of public\.null_keys \(index public\.null_keys_key_idx\) holds NULLs in key: /);
+    expect(notices[0]).toMatch(
+      /^the key of public\.null_keys \(index public\.null_keys_key_idx\) holds NULLs in key: /,
+    );
     expect(notices[1]).toBe(notices[0]);
   });
 
   it("unregisters, auditing it, and says whether there was anything to remove", async () => {
     await createView("short_lived");
     await query("select steward.register_materialized_view('short_lived')");
-    expect((await query("select steward.unregister_materialized_view('short_lived') as removed")).rows[0].removed).toBe(true);
-    expect((await query("select steward.unregister_materialized_view('short_lived') as removed")).rows[0].removed).toBe(false);
-    const { rows } = await query("select action from steward.audit_log where target = 'public.short_lived' order by id");
+    expect((await query("select steward.unregister_materialized_view('short_lived') as removed")).rows[0].removed).toBe(
+      true,
+    );
+    expect((await query("select steward.unregister_materialized_view('short_lived') as removed")).rows[0].removed).toBe(
+      false,
+    );
+    const { rows } = await query(
+      "select action from steward.audit_log where target = 'public.short_lived' order by id",
+    );
     expect(rows.map((row) => row.action)).toEqual(["register_materialized_view", "unregister_materialized_view"]);
   });
 });
@@ -194,8 +216,14 @@ describe("refreshing", () => {
   it("fills an unpopulated view plainly, then refreshes it concurrently", async () => {
     await createView("empty_view", { withData: false });
     await query("select steward.register_materialized_view('empty_view')");
-    expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({ status: "ok", concurrently: false });
-    expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({ status: "ok", concurrently: true });
+    expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({
+      status: "ok",
+      concurrently: false,
+    });
+    expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({
+      status: "ok",
+      concurrently: true,
+    });
     expect((await query("select count(*)::int as n from empty_view")).rows[0].n).toBe(1000);
   });
 
@@ -218,17 +246,27 @@ describe("refreshing", () => {
   it("records skipped when another refresh of the view holds it past refresh_lock_wait", async () => {
     await createView("held_view");
     await query("select steward.register_materialized_view('held_view')");
-    await whileLocked(context.db, "select pg_advisory_xact_lock(steward.refresh_lock_key('public.held_view'))", async () => {
-      const waited = await withSettings(context.db.pool, { "maintenance.refresh_lock_wait": "300 milliseconds" }, () =>
-        refreshMaterializedView(context.db.pool, "public.held_view"),
-      );
-      expect(waited).toMatchObject({ status: "skipped", concurrently: null, error: expect.stringContaining("another refresh") });
-      expect(waited.waited_ms).toBeGreaterThanOrEqual(300);
-      const immediate = await withSettings(context.db.pool, { "maintenance.refresh_lock_wait": "0 seconds" }, () =>
-        refreshMaterializedView(context.db.pool, "public.held_view"),
-      );
-      expect(immediate.status).toBe("skipped");
-    });
+    await whileLocked(
+      context.db,
+      "select pg_advisory_xact_lock(steward.refresh_lock_key('public.held_view'))",
+      async () => {
+        const waited = await withSettings(
+          context.db.pool,
+          { "maintenance.refresh_lock_wait": "300 milliseconds" },
+          () => refreshMaterializedView(context.db.pool, "public.held_view"),
+        );
+        expect(waited).toMatchObject({
+          status: "skipped",
+          concurrently: null,
+          error: expect.stringContaining("another refresh"),
+        });
+        expect(waited.waited_ms).toBeGreaterThanOrEqual(300);
+        const immediate = await withSettings(context.db.pool, { "maintenance.refresh_lock_wait": "0 seconds" }, () =>
+          refreshMaterializedView(context.db.pool, "public.held_view"),
+        );
+        expect(immediate.status).toBe("skipped");
+      },
+    );
     expect(await refreshMaterializedView(context.db.pool, "public.held_view")).toMatchObject({ status: "ok" });
   });
 
@@ -239,12 +277,16 @@ describe("refreshing", () => {
     await query("create unique index on fragile (id)");
     await query("select steward.register_materialized_view('fragile')");
     expect(await refreshMaterializedView(context.db.pool, "public.fragile")).toMatchObject({ status: "ok" });
-    const { rows: before } = await query("select last_refreshed_at from steward.materialized_views where view = 'public.fragile'");
+    const { rows: before } = await query(
+      "select last_refreshed_at from steward.materialized_views where view = 'public.fragile'",
+    );
 
     await query("update fragile_source set divisor = 0");
     const failed = await refreshMaterializedView(context.db.pool, "public.fragile");
     expect(failed).toMatchObject({ status: "failed", concurrently: true, error: "division by zero" });
-    const { rows: after } = await query("select last_refreshed_at from steward.materialized_views where view = 'public.fragile'");
+    const { rows: after } = await query(
+      "select last_refreshed_at from steward.materialized_views where view = 'public.fragile'",
+    );
     expect(after[0].last_refreshed_at).toEqual(before[0].last_refreshed_at);
 
     worker = await startTestWorker(context.db, { tasks: TASKS });
@@ -257,8 +299,10 @@ describe("refreshing", () => {
   it("applies refresh_statement_timeout", async () => {
     await createView("slow_view", { sleepSeconds: 3 });
     await query("select steward.register_materialized_view('slow_view')");
-    const entry = await withSettings(context.db.pool, { "maintenance.refresh_statement_timeout": "200 milliseconds" }, () =>
-      refreshMaterializedView(context.db.pool, "public.slow_view"),
+    const entry = await withSettings(
+      context.db.pool,
+      { "maintenance.refresh_statement_timeout": "200 milliseconds" },
+      () => refreshMaterializedView(context.db.pool, "public.slow_view"),
     );
     expect(entry).toMatchObject({ status: "failed", error: "canceling statement due to statement timeout" });
   });
@@ -274,17 +318,29 @@ describe("refreshing", () => {
     );
     await eventually(
       async () =>
-        (await query("select 1 from pg_stat_activity where wait_event = 'PgSleep' and query like '%refresh_materialized_view%'"))
-          .rowCount === 1,
+        (
+          await query(
+            "select 1 from pg_stat_activity where wait_event = 'PgSleep' and query like '%refresh_materialized_view%'",
+          )
+        ).rowCount === 1,
       { what: "the refresh to be running" },
     );
     // Without the cancel, stop() would wait for the 10-minute refresh and the test would time out.
     await worker.stop("test");
     worker = undefined;
-    const { rows: log } = await query("select status, error from steward.refresh_log where view = 'public.endless_view'");
+    const { rows: log } = await query(
+      "select status, error from steward.refresh_log where view = 'public.endless_view'",
+    );
     expect(log).toEqual([{ status: "failed", error: "canceling statement due to user request" }]);
-    const { rows: job } = await query("select attempts, locked_at, last_error from graphile_worker.jobs where id = $1", [rows[0].id]);
-    expect(job[0]).toMatchObject({ attempts: 1, locked_at: null, last_error: expect.stringContaining("canceling statement") });
+    const { rows: job } = await query(
+      "select attempts, locked_at, last_error from graphile_worker.jobs where id = $1",
+      [rows[0].id],
+    );
+    expect(job[0]).toMatchObject({
+      attempts: 1,
+      locked_at: null,
+      last_error: expect.stringContaining("canceling statement"),
+    });
     await query("delete from graphile_worker._private_jobs where id = $1", [rows[0].id]);
   });
 
@@ -303,11 +359,16 @@ describe("refreshing", () => {
       expect(error.message).toContain(`refresh_materialized_view: ${message}`);
     }
     expect(() => refreshMaterializedViewTask.parse({})).toThrow(PermanentError);
-    expect(() => refreshMaterializedViewTask.parse({ view: "public.x", force: true })).toThrow('unknown payload field "force"');
+    expect(() => refreshMaterializedViewTask.parse({ view: "public.x", force: true })).toThrow(
+      'unknown payload field "force"',
+    );
 
     worker = await startTestWorker(context.db, { tasks: TASKS });
     const outcome = await runJobOnce(context.db, "refresh_materialized_view", { view: "public.just_a_table" });
-    expect(outcome).toMatchObject({ state: "failed", error: expect.stringContaining("is not a materialized view (it is a table)") });
+    expect(outcome).toMatchObject({
+      state: "failed",
+      error: expect.stringContaining("is not a materialized view (it is a table)"),
+    });
   });
 });
 
@@ -316,7 +377,8 @@ describe("scheduling refreshes", () => {
     await query("create table chain_source (id int primary key)");
     await query("insert into chain_source select generate_series(1, 10)");
     // chain_c reads chain_b through a plain view: the order must see through it.
-    const slowly = (source: string) => `with pause as materialized (select pg_sleep(0.3)) select id from ${source}, pause`;
+    const slowly = (source: string) =>
+      `with pause as materialized (select pg_sleep(0.3)) select id from ${source}, pause`;
     await query(`create materialized view chain_a as ${slowly("chain_source")}`);
     await query(`create materialized view chain_b as ${slowly("chain_a")}`);
     await query("create view chain_b_view as select id from chain_b");
@@ -367,9 +429,13 @@ describe("scheduling refreshes", () => {
     await query("select steward.register_materialized_view('due_a', '1 minute')");
     await query("select steward.register_materialized_view('due_never')");
 
-    const { rows: first } = await query("select view, job_id::text from steward.schedule_due_refreshes() where view like 'public.due_%'");
+    const { rows: first } = await query(
+      "select view, job_id::text from steward.schedule_due_refreshes() where view like 'public.due_%'",
+    );
     expect(first.map((row) => row.view)).toEqual(["public.due_a", "public.due_b"]);
-    const { rows: second } = await query("select view from steward.schedule_due_refreshes() where view like 'public.due_%'");
+    const { rows: second } = await query(
+      "select view from steward.schedule_due_refreshes() where view like 'public.due_%'",
+    );
     expect(second).toEqual([]);
     // An explicit request joins the pending job instead of adding one.
     const { rows: again } = await query("select steward.schedule_refresh('due_a')::text as job_id");
@@ -410,7 +476,8 @@ describe("scheduling refreshes", () => {
     await query("select graphile_worker.add_job('schedule_refreshes', '{}')");
     await eventually(
       async () =>
-        (await query("select 1 from steward.refresh_log where view = 'public.scheduled_view' and status = 'ok'")).rowCount === 1,
+        (await query("select 1 from steward.refresh_log where view = 'public.scheduled_view' and status = 'ok'"))
+          .rowCount === 1,
       { timeoutMs: 30_000, what: "the scheduled refresh" },
     );
   });
@@ -420,12 +487,16 @@ describe("view staleness on /metrics", () => {
   it("reports seconds since the last good refresh of each registered view", async () => {
     await createView("watched_view");
     await query("select steward.register_materialized_view('watched_view')");
-    await query("update steward.materialized_views set last_refreshed_at = now() - interval '1 hour' where view = 'public.watched_view'");
+    await query(
+      "update steward.materialized_views set last_refreshed_at = now() - interval '1 hour' where view = 'public.watched_view'",
+    );
     const gauge = DATABASE_GAUGES.filter((g) => g.name === "steward_materialized_view_staleness_seconds");
     expect(gauge).toHaveLength(1);
     const metrics = createMetrics(context.db.pool, testLogger(), gauge);
     const text = await metrics.registry.metrics();
-    const seconds = Number(/steward_materialized_view_staleness_seconds\{view="public.watched_view"\} ([\d.]+)/.exec(text)?.[1]);
+    const seconds = Number(
+      /steward_materialized_view_staleness_seconds\{view="public.watched_view"\} ([\d.]+)/.exec(text)?.[1],
+    );
     expect(seconds).toBeGreaterThanOrEqual(3600);
     expect(seconds).toBeLessThan(3600 + 600);
   });

@@ -56,7 +56,12 @@ describe("steward migrate", () => {
                  (select nspowner::regrole::text from pg_namespace where nspname = 'steward') as steward_owner,
                  (select nspowner::regrole::text from pg_namespace where nspname = 'graphile_worker') as worker_owner,
                  (select count(*)::int from graphile_migrate.migrations) as applied`);
-        expect(rows[0]).toEqual({ superuser: false, steward_owner: owner, worker_owner: owner, applied: expect.any(Number) });
+        expect(rows[0]).toEqual({
+          superuser: false,
+          steward_owner: owner,
+          worker_owner: owner,
+          applied: expect.any(Number),
+        });
         expect(rows[0].applied).toBeGreaterThan(0);
       } finally {
         await client.end();
@@ -119,7 +124,9 @@ describe("settings", () => {
       code: "22023",
       message: 'setting "test.retention" takes a value of type interval, got "soon"',
     });
-    expect((await pool.query("select steward.setting_interval('test.retention') as v")).rows[0].v).toMatchObject({ days: 7 });
+    expect((await pool.query("select steward.setting_interval('test.retention') as v")).rows[0].v).toMatchObject({
+      days: 7,
+    });
     const client = await pool.connect();
     try {
       await client.query("set steward.actor = 'cli:alice'");

@@ -7,7 +7,11 @@ let reader: Awaited<ReturnType<typeof createTestRole>>;
 let stranger: Awaited<ReturnType<typeof createTestRole>>;
 
 /** Every row of a walk through all pages, in the order the pages returned them. */
-async function walk(db: TestDatabase | { query: TestDatabase["pool"]["query"] }, target: string, options: Omit<PageOptions, "after">) {
+async function walk(
+  db: TestDatabase | { query: TestDatabase["pool"]["query"] },
+  target: string,
+  options: Omit<PageOptions, "after">,
+) {
   const queryable = "pool" in db ? db.pool : db;
   const all: Array<Record<string, unknown>> = [];
   for await (const rows of pages(queryable, target, options)) all.push(...rows);
@@ -77,7 +81,11 @@ describe("steward.page", () => {
   });
 
   it("filters by equality on columns, null meaning IS NULL, across pages", async () => {
-    const walked = await walk(context.db, "public.items", { orderBy: ["created_at desc", "id"], filter: { grp: 3, name: null }, max: 4 });
+    const walked = await walk(context.db, "public.items", {
+      orderBy: ["created_at desc", "id"],
+      filter: { grp: 3, name: null },
+      max: 4,
+    });
     expect(walked.map((row) => row.id)).toEqual(
       await ids("select id from public.items where grp = 3 and name is null order by created_at desc, id"),
     );
@@ -109,7 +117,9 @@ describe("steward.page", () => {
     expect(seen.filter((id) => id === 299)).toHaveLength(2);
     const others = seen.filter((id) => id <= 300 && id !== 299);
     expect(new Set(others).size).toBe(others.length);
-    expect(others.sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1).filter((id) => id !== 5 && id !== 299));
+    expect(others.sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 300 }, (_, i) => i + 1).filter((id) => id !== 5 && id !== 299),
+    );
   });
 
   it("orders uuid, varchar, enum, domain and timestamptz keys as ORDER BY does", async () => {
@@ -137,28 +147,64 @@ describe("steward.page", () => {
       const { rows } = await pool.query<{ id: string }>(`select id from public.typed order by ${sql}`);
       expect(walked.map((row) => row.id)).toEqual(rows.map((row) => row.id));
     }
-    const filtered = await walk(context.db, "public.typed", { orderBy: ["id"], filter: { mood: "ok", rank: 2 }, max: 5 });
-    const { rows: expected } = await pool.query("select id from public.typed where mood = 'ok' and rank = 2 order by id");
+    const filtered = await walk(context.db, "public.typed", {
+      orderBy: ["id"],
+      filter: { mood: "ok", rank: 2 },
+      max: 5,
+    });
+    const { rows: expected } = await pool.query(
+      "select id from public.typed where mood = 'ok' and rank = 2 order by id",
+    );
     expect(filtered.map((row) => row.id)).toEqual(expected.map((row) => row.id));
   });
 
   describe("refuses bad arguments with SQLSTATE 22023 and runs nothing", () => {
     const refusals: Array<[string, string, PageOptions & { target?: string }, RegExp]> = [
-      ["an order_by item that is SQL", "22023", { orderBy: ["id; drop table public.other; --"] }, /not a column of public\.items/],
+      [
+        "an order_by item that is SQL",
+        "22023",
+        { orderBy: ["id; drop table public.other; --"] },
+        /not a column of public\.items/,
+      ],
       ["an order_by expression", "22023", { orderBy: ["id desc, (select 1)"] }, /not a column/],
       ["a quoted identifier", "22023", { orderBy: ['"id"'] }, /not a column/],
-      ["a direction that is SQL", "22023", { orderBy: ["id desc nulls first; drop table public.other"] }, /not a column/],
+      [
+        "a direction that is SQL",
+        "22023",
+        { orderBy: ["id desc nulls first; drop table public.other"] },
+        /not a column/,
+      ],
       ["no order_by", "22023", { orderBy: [] }, /at least one column/],
       ["a column named twice", "22023", { orderBy: ["id", "id desc"] }, /twice/],
       ["a nullable sort column", "22023", { orderBy: ["name", "id"] }, /it may be null/],
       ["an order that is not unique", "22023", { orderBy: ["grp", "created_at"] }, /does not make the order unique/],
-      ["a filter key that is SQL", "22023", { orderBy: ["id"], filter: { "grp = grp or true --": 1 } }, /filter key .* is not a column/],
-      ["a filter value that is SQL, for an integer", "22P02", { orderBy: ["id"], filter: { grp: "1 or 1=1" } }, /invalid input syntax for type integer/],
+      [
+        "a filter key that is SQL",
+        "22023",
+        { orderBy: ["id"], filter: { "grp = grp or true --": 1 } },
+        /filter key .* is not a column/,
+      ],
+      [
+        "a filter value that is SQL, for an integer",
+        "22P02",
+        { orderBy: ["id"], filter: { grp: "1 or 1=1" } },
+        /invalid input syntax for type integer/,
+      ],
       ["max 0", "22023", { orderBy: ["id"], max: 0 }, /max must be from 1 to 1000/],
       ["max 1001", "22023", { orderBy: ["id"], max: 1001 }, /max must be from 1 to 1000/],
       ["a view", "22023", { orderBy: ["id"], target: "public.items_view" }, /is not a table/],
-      ["a cursor that is not base64", "22023", { orderBy: ["id"], after: "'; drop table public.other; --" }, /not a cursor of this query/],
-      ["a cursor of made-up JSON", "22023", { orderBy: ["id"], after: Buffer.from('{"k":[400],"c":"0"}').toString("base64url") }, /not a cursor of this query/],
+      [
+        "a cursor that is not base64",
+        "22023",
+        { orderBy: ["id"], after: "'; drop table public.other; --" },
+        /not a cursor of this query/,
+      ],
+      [
+        "a cursor of made-up JSON",
+        "22023",
+        { orderBy: ["id"], after: Buffer.from('{"k":[400],"c":"0"}').toString("base64url") },
+        /not a cursor of this query/,
+      ],
     ];
     it.each(refusals)("%s", async (_, code, { target, ...options }, message) => {
       await expect(page(context.db.pool, target ?? "public.items", options)).rejects.toMatchObject({
@@ -175,7 +221,9 @@ describe("steward.page", () => {
     });
 
     it("a target that is SQL is not a table name", async () => {
-      await expect(page(context.db.pool, "public.other; drop table public.other", { orderBy: ["id"] })).rejects.toThrow();
+      await expect(
+        page(context.db.pool, "public.other; drop table public.other", { orderBy: ["id"] }),
+      ).rejects.toThrow();
       expect(await ids("select count(*)::int as id from public.other")).toEqual([100]);
     });
 
@@ -199,7 +247,9 @@ describe("steward.page", () => {
       // Change the key inside the cursor but keep its checksum.
       const decoded = JSON.parse(Buffer.from(next!, "base64url").toString()) as { k: number[]; c: string };
       const forged = Buffer.from(JSON.stringify({ ...decoded, k: [decoded.k[0]! + 100] })).toString("base64url");
-      await expect(page(pool, "public.items", { orderBy: ["id"], filter: { grp: 1 }, after: forged })).rejects.toMatchObject({
+      await expect(
+        page(pool, "public.items", { orderBy: ["id"], filter: { grp: 1 }, after: forged }),
+      ).rejects.toMatchObject({
         code: "22023",
       });
       // The same query accepts it.
@@ -210,7 +260,9 @@ describe("steward.page", () => {
 
   describe("privileges", () => {
     it("runs as the caller: a role with SELECT and steward_client pages the table", async () => {
-      const walked = await asRole(context.db, reader.name, (client) => walk(client, "public.items", { orderBy: ["id"], max: 100 }));
+      const walked = await asRole(context.db, reader.name, (client) =>
+        walk(client, "public.items", { orderBy: ["id"], max: 100 }),
+      );
       expect(walked).toHaveLength(500);
     });
 
@@ -229,19 +281,27 @@ describe("steward.page", () => {
         alter table public.notes enable row level security;
         create policy own_notes on public.notes using (owner = current_user);
         grant select on public.notes to ${reader.name}, ${stranger.name};`);
-      const mine = await asRole(context.db, reader.name, (client) => walk(client, "public.notes", { orderBy: ["id desc"], max: 4 }));
+      const mine = await asRole(context.db, reader.name, (client) =>
+        walk(client, "public.notes", { orderBy: ["id desc"], max: 4 }),
+      );
       expect(mine.map((row) => row.id)).toEqual(Array.from({ length: 30 }, (_, i) => 90 - 3 * i));
       expect(mine.every((row) => row.owner === reader.name)).toBe(true);
       const theirs = await asRole(context.db, reader.name, (client) =>
         walk(client, "public.notes", { orderBy: ["id"], filter: { owner: stranger.name } }),
       );
       expect(theirs).toEqual([]);
-      const strangers = await asRole(context.db, stranger.name, (client) => walk(client, "public.notes", { orderBy: ["id"], max: 1000 }));
+      const strangers = await asRole(context.db, stranger.name, (client) =>
+        walk(client, "public.notes", { orderBy: ["id"], max: 1000 }),
+      );
       expect(strangers).toHaveLength(60);
     });
 
     it("is executable by steward_client and not by PUBLIC", async () => {
-      expect(await functionAccess(context.db.pool, "steward.page(regclass, text[], text, integer, jsonb)")).toEqual({ client: true, public: false, definer: false });
+      expect(await functionAccess(context.db.pool, "steward.page(regclass, text[], text, integer, jsonb)")).toEqual({
+        client: true,
+        public: false,
+        definer: false,
+      });
     });
   });
 });

@@ -11,7 +11,9 @@ beforeAll(async () => {
   app = await createClientRole(context.db);
   // Every statement the client sends checks a connection out of the pool once.
   app.pool.on("acquire", () => statements++);
-  await context.db.pool.query("select steward.set_rate_limit('api', 10, '1 minute'), steward.set_rate_limit('api', 100, '1 hour')");
+  await context.db.pool.query(
+    "select steward.set_rate_limit('api', 10, '1 minute'), steward.set_rate_limit('api', 100, '1 hour')",
+  );
   await context.db.pool.query("select steward.set_rate_limit('single', 10, '1 hour')");
 });
 afterAll(async () => {
@@ -60,7 +62,11 @@ describe("RateLimiter.hit", () => {
     expect(unknown.status).toBe("rejected");
     const error = (unknown as PromiseRejectedResult).reason;
     expect(error).toBeInstanceOf(RateLimitArgumentError);
-    expect(error).toMatchObject({ code: "RATE_LIMIT_ARGUMENT", sqlstate: "22023", message: 'unknown rate-limit policy "no-such-policy"' });
+    expect(error).toMatchObject({
+      code: "RATE_LIMIT_ARGUMENT",
+      sqlstate: "22023",
+      message: 'unknown rate-limit policy "no-such-policy"',
+    });
   });
 
   it("refuses, before the database, what would fail the whole batch", async () => {

@@ -32,7 +32,11 @@ const numbers = <T extends Record<string, unknown>>(row: T): T =>
   Object.fromEntries(
     Object.entries(row).map(([name, value]) => [
       name,
-      typeof value === "string" && /_ms$/.test(name) ? Number(value) : Array.isArray(value) && /_ms$/.test(name) ? value.map(Number) : value,
+      typeof value === "string" && /_ms$/.test(name)
+        ? Number(value)
+        : Array.isArray(value) && /_ms$/.test(name)
+          ? value.map(Number)
+          : value,
     ]),
   ) as T;
 
@@ -51,8 +55,17 @@ async function hit(policyName: string, key: string, cost = 1, client: pg.Pool | 
   return numbers(rows[0]);
 }
 
-async function hits(policies: string[], keys: string[], costs?: number[], client: pg.Pool | pg.Client = app.pool): Promise<BatchAnswer[]> {
-  const { rows } = await client.query("select * from steward.rate_limit_hits($1, $2, $3)", [policies, keys, costs ?? null]);
+async function hits(
+  policies: string[],
+  keys: string[],
+  costs?: number[],
+  client: pg.Pool | pg.Client = app.pool,
+): Promise<BatchAnswer[]> {
+  const { rows } = await client.query("select * from steward.rate_limit_hits($1, $2, $3)", [
+    policies,
+    keys,
+    costs ?? null,
+  ]);
   return rows.map(numbers);
 }
 
@@ -60,7 +73,8 @@ async function hits(policies: string[], keys: string[], costs?: number[], client
 const burst = (policyName: string, key: string, n: number, cost = 1) =>
   hits(Array(n).fill(policyName), Array(n).fill(key), Array(n).fill(cost));
 
-const databaseNow = async () => Number((await context.db.pool.query("select extract(epoch from clock_timestamp()) * 1000 as ms")).rows[0].ms);
+const databaseNow = async () =>
+  Number((await context.db.pool.query("select extract(epoch from clock_timestamp()) * 1000 as ms")).rows[0].ms);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("rate_limit_hit", () => {
@@ -214,25 +228,37 @@ describe("rate_limit_hit under concurrency", () => {
 describe("rate_limit_hit in REPEATABLE READ", () => {
   it.each([
     ["one window (one statement)", [[2, "1 hour"]]],
-    ["two windows (general path)", [[2, "1 hour"], [5, "1 day"]]],
-  ] as [string, [number, string][]][])("fails with 40001 instead of deciding on an old snapshot: %s", async (_what, windows) => {
-    const name = await policy(...windows);
-    const [first, second] = await app.connect(2);
-    await hit(name, "snapshot", 1, first!);
-    await second!.query("begin isolation level repeatable read");
-    await second!.query("select 1");
-    await hit(name, "snapshot", 1, first!);
-    expect((await sqlError(hit(name, "snapshot", 1, second!))).code).toBe("40001");
-    await second!.query("rollback");
-    expect((await hit(name, "snapshot", 1, second!)).allowed).toBe(false);
-  });
+    [
+      "two windows (general path)",
+      [
+        [2, "1 hour"],
+        [5, "1 day"],
+      ],
+    ],
+  ] as [string, [number, string][]][])(
+    "fails with 40001 instead of deciding on an old snapshot: %s",
+    async (_what, windows) => {
+      const name = await policy(...windows);
+      const [first, second] = await app.connect(2);
+      await hit(name, "snapshot", 1, first!);
+      await second!.query("begin isolation level repeatable read");
+      await second!.query("select 1");
+      await hit(name, "snapshot", 1, first!);
+      expect((await sqlError(hit(name, "snapshot", 1, second!))).code).toBe("40001");
+      await second!.query("rollback");
+      expect((await hit(name, "snapshot", 1, second!)).allowed).toBe(false);
+    },
+  );
 });
 
 describe("rate-limit arguments", () => {
-  const stateRows = async () => Number((await context.db.pool.query("select count(*) from steward.rate_limit_state")).rows[0].count);
+  const stateRows = async () =>
+    Number((await context.db.pool.query("select count(*) from steward.rate_limit_state")).rows[0].count);
   const windowRows = async () =>
-    (await context.db.pool.query("select policy, max_requests, per_us from steward.rate_limit_windows order by id")).rows;
-  const auditRows = async () => Number((await context.db.pool.query("select count(*) from steward.audit_log")).rows[0].count);
+    (await context.db.pool.query("select policy, max_requests, per_us from steward.rate_limit_windows order by id"))
+      .rows;
+  const auditRows = async () =>
+    Number((await context.db.pool.query("select count(*) from steward.audit_log")).rows[0].count);
 
   it.each([
     ["a zero limit", "api", 0, "1 minute", "22023", "max_requests must be positive, got 0"],
@@ -241,10 +267,19 @@ describe("rate-limit arguments", () => {
     ["a negative interval", "api", 10, "-1 minute", "22023", "per must be a positive interval, got -00:01:00"],
     ["an empty policy name", "", 10, "1 minute", "22023", 'policy name "" is not allowed'],
     ["a policy name with spaces", "my api", 10, "1 minute", "22023", 'policy name "my api" is not allowed'],
-    ["a window too large to count exactly", "api", 2_000_000_000, "1 year", "22023", "a window of 2000000000 per 1 year is too large"],
+    [
+      "a window too large to count exactly",
+      "api",
+      2_000_000_000,
+      "1 year",
+      "22023",
+      "a window of 2000000000 per 1 year is too large",
+    ],
   ])("set_rate_limit refuses %s and changes nothing", async (_what, name, max, per, code, message) => {
     const [windows, audits] = [await windowRows(), await auditRows()];
-    const error = await sqlError(context.db.pool.query("select steward.set_rate_limit($1, $2, $3::interval)", [name, max, per]));
+    const error = await sqlError(
+      context.db.pool.query("select steward.set_rate_limit($1, $2, $3::interval)", [name, max, per]),
+    );
     expect(error).toMatchObject({ code, message });
     expect(await windowRows()).toEqual(windows);
     expect(await auditRows()).toBe(audits);
@@ -254,17 +289,32 @@ describe("rate-limit arguments", () => {
     const name = await policy([3, "1 minute"], [10, "1 hour"]);
     const before = await stateRows();
     const cases: [string | null, string | null, number | null, string, string, string?][] = [
-      ["nope", "k", 1, "22023", 'unknown rate-limit policy "nope"', "Create it with steward.set_rate_limit(policy, max_requests, per)."],
+      [
+        "nope",
+        "k",
+        1,
+        "22023",
+        'unknown rate-limit policy "nope"',
+        "Create it with steward.set_rate_limit(policy, max_requests, per).",
+      ],
       [name, "", 1, "22023", "key must not be empty"],
       [name, null, 1, "22004", "key must not be null"],
       [null, "k", 1, "22004", "policy must not be null"],
       [name, "k", 0, "22023", "cost must be a positive integer, got 0"],
       [name, "k", -2, "22023", "cost must be a positive integer, got -2"],
-      [name, "k", 4, "22023", `cost 4 exceeds the limit of policy "${name}" (3 per 00:01:00): it could never be admitted`],
+      [
+        name,
+        "k",
+        4,
+        "22023",
+        `cost 4 exceeds the limit of policy "${name}" (3 per 00:01:00): it could never be admitted`,
+      ],
       [name, "k".repeat(1025), 1, "22023", "key is 1025 bytes long; at most 1024 are allowed"],
     ];
     for (const [policyName, key, cost, code, message, hint] of cases) {
-      const error = await sqlError(app.pool.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]));
+      const error = await sqlError(
+        app.pool.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]),
+      );
       expect(error).toMatchObject({ code, message, ...(hint ? { hint } : {}) });
     }
     expect(await stateRows()).toBe(before);
@@ -284,11 +334,14 @@ describe("rate-limit arguments", () => {
 
   it("reports null keys and costs in a batch as bad hits of their own", async () => {
     const name = await policy([2, "1 hour"]);
-    const { rows } = await app.pool.query("select hit, allowed, error_code, error_message from steward.rate_limit_hits($1, $2, $3)", [
-      [name, name, name],
-      ["null-a", null, "null-b"],
-      [1, 1, null],
-    ]);
+    const { rows } = await app.pool.query(
+      "select hit, allowed, error_code, error_message from steward.rate_limit_hits($1, $2, $3)",
+      [
+        [name, name, name],
+        ["null-a", null, "null-b"],
+        [1, 1, null],
+      ],
+    );
     expect(rows).toEqual([
       { hit: 1, allowed: true, error_code: null, error_message: null },
       { hit: 2, allowed: null, error_code: "22004", error_message: "key must not be null" },
@@ -298,7 +351,11 @@ describe("rate-limit arguments", () => {
 
   it("refuses a batch whose arrays differ in length", async () => {
     const error = await sqlError(hits(["a", "b"], ["k"]));
-    expect(error).toEqual({ code: "22023", message: "policies, keys and costs must have the same length, got 2, 1 and null", hint: undefined });
+    expect(error).toEqual({
+      code: "22023",
+      message: "policies, keys and costs must have the same length, got 2, 1 and null",
+      hint: undefined,
+    });
   });
 });
 
@@ -308,7 +365,12 @@ describe("rate-limit administration", () => {
     await burst(name, "kim", 2);
     expect((await hit(name, "kim")).allowed).toBe(false);
     const audits = async () =>
-      (await context.db.pool.query("select action, target, detail from steward.audit_log where target = $1 order by id", [name])).rows;
+      (
+        await context.db.pool.query(
+          "select action, target, detail from steward.audit_log where target = $1 order by id",
+          [name],
+        )
+      ).rows;
     expect(await audits()).toHaveLength(1);
     await context.db.pool.query("select steward.set_rate_limit($1, 5, '60 minutes')", [name]);
     await context.db.pool.query("select steward.set_rate_limit($1, 5, '1 hour')", [name]);
@@ -316,13 +378,19 @@ describe("rate-limit administration", () => {
     expect((await burst(name, "kim", 6)).map((a) => a.allowed)).toEqual([true, true, true, true, true, false]);
     expect(await audits()).toEqual([
       expect.objectContaining({ action: "set_rate_limit" }),
-      { action: "set_rate_limit", target: name, detail: { max_requests: 5, per: "01:00:00", previous_max_requests: 2 } },
+      {
+        action: "set_rate_limit",
+        target: name,
+        detail: { max_requests: 5, per: "01:00:00", previous_max_requests: 2 },
+      },
     ]);
   });
 
   it("drop_rate_limit removes one window or the whole policy", async () => {
     const name = await policy([2, "1 minute"], [5, "1 hour"]);
-    expect((await context.db.pool.query("select steward.drop_rate_limit($1, '1 minute')", [name])).rows[0].drop_rate_limit).toBe(1);
+    expect(
+      (await context.db.pool.query("select steward.drop_rate_limit($1, '1 minute')", [name])).rows[0].drop_rate_limit,
+    ).toBe(1);
     expect((await burst(name, "leo", 6)).filter((a) => a.allowed)).toHaveLength(5);
     expect((await context.db.pool.query("select steward.drop_rate_limit($1)", [name])).rows[0].drop_rate_limit).toBe(1);
     expect((await sqlError(hit(name, "leo"))).message).toBe(`unknown rate-limit policy "${name}"`);
@@ -364,7 +432,12 @@ describe("rate-limit cleanup", () => {
     await hit(longPolicy, "kept");
     await sleep(5);
     const live = async () =>
-      (await context.db.pool.query("select key from steward.rate_limit_state s join steward.rate_limit_windows w on w.id = s.window_id where w.policy = any($1)", [[shortPolicy, longPolicy]])).rows.map((r) => r.key);
+      (
+        await context.db.pool.query(
+          "select key from steward.rate_limit_state s join steward.rate_limit_windows w on w.id = s.window_id where w.policy = any($1)",
+          [[shortPolicy, longPolicy]],
+        )
+      ).rows.map((r) => r.key);
     const removed: number[] = [];
     for (;;) {
       const count = Number((await context.db.pool.query("select steward.cleanup_rate_limits(2) as n")).rows[0].n);
@@ -373,7 +446,9 @@ describe("rate-limit cleanup", () => {
     }
     expect(removed.slice(0, 2)).toEqual([2, 2]);
     expect(await live()).toEqual(["kept"]);
-    const { rows } = await context.db.pool.query("select function::text from steward.cleanup_steps where name = 'rate_limits'");
+    const { rows } = await context.db.pool.query(
+      "select function::text from steward.cleanup_steps where name = 'rate_limits'",
+    );
     expect(rows).toEqual([{ function: "steward.cleanup_rate_limits(integer)" }]);
   });
 

@@ -4,7 +4,14 @@ import type pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { computeBatch, progressBar, progressText, readRun, startRecalculation, type RecalcRun } from "../src/worker/recalculation.ts";
+import {
+  computeBatch,
+  progressBar,
+  progressText,
+  readRun,
+  startRecalculation,
+  type RecalcRun,
+} from "../src/worker/recalculation.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { recalculate } from "../tasks/recalculate.ts";
 import { recalculateBatch } from "../tasks/recalculate_batch.ts";
@@ -89,24 +96,71 @@ async function batchJobs(pool: pg.Pool, run: number) {
 
 describe("register_recalculation", () => {
   const bad: Array<[string, unknown[], string, RegExp]> = [
-    ["a compute function taking an integer", ["bad1", "select to_jsonb(1) as key", "pg_catalog.abs(integer)", 500], "22023", /one jsonb argument/],
-    ["a keys_sql that does not parse", ["bad2", "selec key from x", "pg_catalog.jsonb_typeof(jsonb)", 500], "22023", /keys_sql is not a query/],
-    ["a keys_sql naming an unqualified table", ["bad3", "select to_jsonb(id) as key from items", "pg_catalog.jsonb_typeof(jsonb)", 500], "22023", /relation "items" does not exist/],
-    ["a keys_sql without a key column", ["bad4", "select to_jsonb(id) as id from calc.items", "pg_catalog.jsonb_typeof(jsonb)", 500], "22023", /column s.key does not exist/],
-    ["a key of type integer", ["bad5", "select id as key from calc.items", "pg_catalog.jsonb_typeof(jsonb)", 500], "22023", /key of type integer, not jsonb/],
-    ["two statements in keys_sql", ["bad6", "select to_jsonb(1) as key; delete from calc.items", "pg_catalog.jsonb_typeof(jsonb)", 500], "22023", /keys_sql is not a query/],
-    ["a batch size of 0", ["bad7", "select to_jsonb(1) as key", "pg_catalog.jsonb_typeof(jsonb)", 0], "22023", /batch_size must be from 1 to 10000, got 0/],
-    ["a batch size of 10001", ["bad8", "select to_jsonb(1) as key", "pg_catalog.jsonb_typeof(jsonb)", 10001], "22023", /got 10001/],
-    ["a name with spaces", ["bad name", "select to_jsonb(1) as key", "pg_catalog.jsonb_typeof(jsonb)", 500], "22023", /is not allowed/],
+    [
+      "a compute function taking an integer",
+      ["bad1", "select to_jsonb(1) as key", "pg_catalog.abs(integer)", 500],
+      "22023",
+      /one jsonb argument/,
+    ],
+    [
+      "a keys_sql that does not parse",
+      ["bad2", "selec key from x", "pg_catalog.jsonb_typeof(jsonb)", 500],
+      "22023",
+      /keys_sql is not a query/,
+    ],
+    [
+      "a keys_sql naming an unqualified table",
+      ["bad3", "select to_jsonb(id) as key from items", "pg_catalog.jsonb_typeof(jsonb)", 500],
+      "22023",
+      /relation "items" does not exist/,
+    ],
+    [
+      "a keys_sql without a key column",
+      ["bad4", "select to_jsonb(id) as id from calc.items", "pg_catalog.jsonb_typeof(jsonb)", 500],
+      "22023",
+      /column s.key does not exist/,
+    ],
+    [
+      "a key of type integer",
+      ["bad5", "select id as key from calc.items", "pg_catalog.jsonb_typeof(jsonb)", 500],
+      "22023",
+      /key of type integer, not jsonb/,
+    ],
+    [
+      "two statements in keys_sql",
+      ["bad6", "select to_jsonb(1) as key; delete from calc.items", "pg_catalog.jsonb_typeof(jsonb)", 500],
+      "22023",
+      /keys_sql is not a query/,
+    ],
+    [
+      "a batch size of 0",
+      ["bad7", "select to_jsonb(1) as key", "pg_catalog.jsonb_typeof(jsonb)", 0],
+      "22023",
+      /batch_size must be from 1 to 10000, got 0/,
+    ],
+    [
+      "a batch size of 10001",
+      ["bad8", "select to_jsonb(1) as key", "pg_catalog.jsonb_typeof(jsonb)", 10001],
+      "22023",
+      /got 10001/,
+    ],
+    [
+      "a name with spaces",
+      ["bad name", "select to_jsonb(1) as key", "pg_catalog.jsonb_typeof(jsonb)", 500],
+      "22023",
+      /is not allowed/,
+    ],
     ["a null keys_sql", ["bad9", null, "pg_catalog.jsonb_typeof(jsonb)", 500], "22004", /must not be null/],
   ];
   it.each(bad)("refuses %s with its SQLSTATE and a hint, changing nothing", async (_what, args, code, message) => {
     const { pool } = context.db;
-    const count = "select (select count(*) from steward.recalculations) as r, (select count(*) from steward.audit_log) as a";
+    const count =
+      "select (select count(*) from steward.recalculations) as r, (select count(*) from steward.audit_log) as a";
     const before = (await pool.query(count)).rows[0];
-    const error = await pool
-      .query("select steward.register_recalculation($1, $2, $3::regprocedure, $4)", args)
-      .then(() => undefined, (e: unknown) => e as { code: string; message: string; hint?: string });
+    const error = await pool.query("select steward.register_recalculation($1, $2, $3::regprocedure, $4)", args).then(
+      () => undefined,
+      (e: unknown) => e as { code: string; message: string; hint?: string },
+    );
     expect(error).toMatchObject({ code });
     expect(error!.message).toMatch(message);
     if (code === "22023") expect(error!.hint).toBeTruthy();
@@ -117,8 +171,12 @@ describe("register_recalculation", () => {
 
   it("replaces a registration and audits both", async () => {
     const { pool } = context.db;
-    await pool.query("select steward.register_recalculation('twice', 'select to_jsonb(1) as key', 'pg_catalog.jsonb_typeof(jsonb)', 10)");
-    await pool.query("select steward.register_recalculation('twice', 'select to_jsonb(2) as key;', 'pg_catalog.jsonb_typeof(jsonb)')");
+    await pool.query(
+      "select steward.register_recalculation('twice', 'select to_jsonb(1) as key', 'pg_catalog.jsonb_typeof(jsonb)', 10)",
+    );
+    await pool.query(
+      "select steward.register_recalculation('twice', 'select to_jsonb(2) as key;', 'pg_catalog.jsonb_typeof(jsonb)')",
+    );
     const { rows } = await pool.query("select keys_sql, batch_size from steward.recalculations where name = 'twice'");
     expect(rows).toEqual([{ keys_sql: "select to_jsonb(2) as key", batch_size: 500 }]);
     const { rows: audits } = await pool.query(
@@ -135,7 +193,9 @@ describe("a recalculation run", () => {
     worker = await startTestWorker(context.db, { tasks: TASKS });
     await pool.query(`select graphile_worker.add_job('recalculate', '{"name": "full"}'::json)`);
     const started = await eventually(
-      async () => (await pool.query("select id::int from steward.recalc_runs where name = 'full'")).rows[0]?.id as number | undefined,
+      async () =>
+        (await pool.query("select id::int from steward.recalc_runs where name = 'full'")).rows[0]?.id as
+          number | undefined,
       { what: "the run to start" },
     );
     const run = await waitForEnd(pool, started);
@@ -163,7 +223,9 @@ describe("a recalculation run", () => {
     const { pool } = context.db;
     await registerCounter(pool, "joined", { keys: 2000, batchSize: 100 });
     const results = await Promise.all(
-      Array.from({ length: 12 }, () => startRecalculation(pool, "joined").then((s) => ({ id: s.run.id, joined: s.joined }))),
+      Array.from({ length: 12 }, () =>
+        startRecalculation(pool, "joined").then((s) => ({ id: s.run.id, joined: s.joined })),
+      ),
     );
     expect(new Set(results.map((r) => r.id)).size).toBe(1);
     expect(results.filter((r) => !r.joined)).toHaveLength(1);
@@ -249,10 +311,13 @@ describe("a recalculation run", () => {
       );
       expect(rows).toHaveLength(2);
       for (const row of rows) await pool.query("select steward.replay_dead_letter($1)", [row.id]);
-      const healed = await eventually(async () => {
-        const current = await readRun(pool, run.id);
-        return current?.status === "completed" && current;
-      }, { timeoutMs: 60_000, what: "the replayed batches to heal the run" });
+      const healed = await eventually(
+        async () => {
+          const current = await readRun(pool, run.id);
+          return current?.status === "completed" && current;
+        },
+        { timeoutMs: 60_000, what: "the replayed batches to heal the run" },
+      );
       expect(healed).toMatchObject({ keysDone: 1000, keysFailed: 0, batchesDone: 10, batchesFailed: 0, error: null });
       expect(await callCounts(pool, "poisoned")).toMatchObject({ calls: 1000, keys: 1000, repeated: 0 });
     } finally {
@@ -289,7 +354,13 @@ describe("a recalculation run", () => {
     expect(run.batchesTotal).toBe(40);
 
     const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "worker"], {
-      env: { ...process.env, DATABASE_URL: context.db.url, STEWARD_CONCURRENCY: "4", STEWARD_HEALTH_PORT: "0", LOG_LEVEL: "warn" },
+      env: {
+        ...process.env,
+        DATABASE_URL: context.db.url,
+        STEWARD_CONCURRENCY: "4",
+        STEWARD_HEALTH_PORT: "0",
+        LOG_LEVEL: "warn",
+      },
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
@@ -330,8 +401,13 @@ describe("a recalculation run", () => {
     const { run } = await startRecalculation(pool, "cancelled");
     const { rows } = await pool.query("select steward.cancel_recalculation($1) as n", [run.id]);
     expect(rows[0].n).toBe(10);
-    await expect(pool.query("select steward.cancel_recalculation($1)", [run.id])).rejects.toMatchObject({ code: "P0001" });
-    expect(await readRun(pool, run.id)).toMatchObject({ status: "cancelled", error: "cancelled with 10 of 10 batches pending" });
+    await expect(pool.query("select steward.cancel_recalculation($1)", [run.id])).rejects.toMatchObject({
+      code: "P0001",
+    });
+    expect(await readRun(pool, run.id)).toMatchObject({
+      status: "cancelled",
+      error: "cancelled with 10 of 10 batches pending",
+    });
     worker = await startTestWorker(context.db, { tasks: TASKS });
     await eventually(async () => (await batchJobs(pool, run.id)).length === 0, { what: "the cancelled jobs to run" });
     expect(await callCounts(pool, "cancelled")).toMatchObject({ calls: 0 });
@@ -343,7 +419,10 @@ describe("a recalculation run", () => {
 
   it("refuses an unknown name (P0002, a permanent error for the task) and unregisters only when idle", async () => {
     const { pool } = context.db;
-    await expect(startRecalculation(pool, "nope")).rejects.toMatchObject({ code: "P0002", message: 'unknown recalculation "nope"' });
+    await expect(startRecalculation(pool, "nope")).rejects.toMatchObject({
+      code: "P0002",
+      message: 'unknown recalculation "nope"',
+    });
     await expect(computeBatch(pool, 987654, 0, false)).rejects.toBeInstanceOf(PermanentError);
     expect(() => recalculate.parse({ name: "x", keys: "all" })).toThrow(PermanentError);
     expect(() => recalculateBatch.parse({ run: 1 })).toThrow(/"batch" is required/);
@@ -351,7 +430,9 @@ describe("a recalculation run", () => {
 
     await registerCounter(pool, "removed", { keys: 10 });
     const { run } = await startRecalculation(pool, "removed");
-    await expect(pool.query("select steward.unregister_recalculation('removed')")).rejects.toMatchObject({ code: "P0001" });
+    await expect(pool.query("select steward.unregister_recalculation('removed')")).rejects.toMatchObject({
+      code: "P0001",
+    });
     await pool.query("select steward.cancel_recalculation($1)", [run.id]);
     expect((await pool.query("select steward.unregister_recalculation('removed') as r")).rows[0].r).toBe(true);
     expect((await pool.query("select steward.unregister_recalculation('removed') as r")).rows[0].r).toBe(false);
@@ -442,7 +523,9 @@ describe("steward recalc", () => {
   it("starts without following with --no-wait", async () => {
     const { pool } = context.db;
     await registerCounter(pool, "cli_nowait", { keys: 10 });
-    const result = await runCli(["recalc", "cli_nowait", "--keys", "[1, 2]", "--no-wait"], { DATABASE_URL: context.db.url });
+    const result = await runCli(["recalc", "cli_nowait", "--keys", "[1, 2]", "--no-wait"], {
+      DATABASE_URL: context.db.url,
+    });
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^started run (\d+) of cli_nowait: 2 keys in 1 batches\n$/);
     const { rows } = await pool.query(

@@ -27,9 +27,10 @@ interface RequestRow {
 }
 
 async function record(rows: unknown): Promise<number> {
-  const { rows: result } = await context.db.pool.query<{ count: number }>("select steward.record_requests($1) as count", [
-    JSON.stringify(rows),
-  ]);
+  const { rows: result } = await context.db.pool.query<{ count: number }>(
+    "select steward.record_requests($1) as count",
+    [JSON.stringify(rows)],
+  );
   return result[0]!.count;
 }
 
@@ -81,7 +82,9 @@ function spread(count: number, hoursBack: number, endpoints = ["/users/:id", "/o
 }
 
 beforeAll(async () => {
-  ({ rows: defaults } = await context.db.pool.query("select name, value from steward.settings where name like 'request_metrics.%'"));
+  ({ rows: defaults } = await context.db.pool.query(
+    "select name, value from steward.settings where name like 'request_metrics.%'",
+  ));
   client = await createTestRole(context.db, "metrics_client");
   await context.db.pool.query(`grant steward_client to ${client.name}`);
 });
@@ -102,13 +105,29 @@ describe("steward.record_requests", () => {
     expect(
       await record([
         { endpoint: "/a", method: "get", status: 200, duration_ms: 12.5 },
-        { at: "2020-01-01T00:00:00Z".replace("2020-01-01", new Date().toISOString().slice(0, 10)), endpoint: "/b", method: "POST", status: 201, duration_ms: 0, cache_hit: true, request_id: "r1" },
+        {
+          at: "2020-01-01T00:00:00Z".replace("2020-01-01", new Date().toISOString().slice(0, 10)),
+          endpoint: "/b",
+          method: "POST",
+          status: 201,
+          duration_ms: 0,
+          cache_hit: true,
+          request_id: "r1",
+        },
       ]),
     ).toBe(2);
     const { rows } = await context.db.pool.query(
       "select endpoint, method, status, duration_ms, cache_hit, request_id, now() - at < interval '1 minute' as recent from steward.requests order by endpoint",
     );
-    expect(rows[0]).toEqual({ endpoint: "/a", method: "GET", status: 200, duration_ms: 12.5, cache_hit: false, request_id: null, recent: true });
+    expect(rows[0]).toEqual({
+      endpoint: "/a",
+      method: "GET",
+      status: 200,
+      duration_ms: 12.5,
+      cache_hit: false,
+      request_id: null,
+      recent: true,
+    });
     expect(rows[1]).toMatchObject({ endpoint: "/b", method: "POST", cache_hit: true, request_id: "r1" });
     expect(await record([])).toBe(0);
   });
@@ -119,20 +138,52 @@ describe("steward.record_requests", () => {
     ["rows that are not an array", good, /rows must be a JSON array of objects, got object/],
     ["a row that is not an object", [good, "GET /a"], /rows\[1\] must be a JSON object, got "GET \/a"/],
     ["an unknown field", [good, { ...good, user: 7 }], /rows\[1\]\.user is not a field \(the fields are at, endpoint/],
-    ["no endpoint", [{ method: "GET", status: 200, duration_ms: 1 }], /rows\[0\]\.endpoint must be a string of 1 to 300 characters.*got nothing/],
+    [
+      "no endpoint",
+      [{ method: "GET", status: 200, duration_ms: 1 }],
+      /rows\[0\]\.endpoint must be a string of 1 to 300 characters.*got nothing/,
+    ],
     ["an empty endpoint", [{ ...good, endpoint: "" }], /rows\[0\]\.endpoint must be a string/],
     ["a method that is not one", [{ ...good, method: "GET /a" }], /rows\[0\]\.method must be an HTTP method/],
-    ["a status as text", [good, good, { ...good, status: "200" }], /rows\[2\]\.status must be an integer from 100 to 599, got "200"/],
-    ["a status out of range", [{ ...good, status: 600 }], /rows\[0\]\.status must be an integer from 100 to 599, got 600/],
+    [
+      "a status as text",
+      [good, good, { ...good, status: "200" }],
+      /rows\[2\]\.status must be an integer from 100 to 599, got "200"/,
+    ],
+    [
+      "a status out of range",
+      [{ ...good, status: 600 }],
+      /rows\[0\]\.status must be an integer from 100 to 599, got 600/,
+    ],
     ["a fractional status", [{ ...good, status: 200.5 }], /rows\[0\]\.status must be an integer/],
-    ["a negative duration", [{ ...good, duration_ms: -1 }], /rows\[0\]\.duration_ms must be a number of milliseconds, 0 or more, got -1/],
+    [
+      "a negative duration",
+      [{ ...good, duration_ms: -1 }],
+      /rows\[0\]\.duration_ms must be a number of milliseconds, 0 or more, got -1/,
+    ],
     ["a duration as text", [{ ...good, duration_ms: "5ms" }], /rows\[0\]\.duration_ms must be a number/],
     ["a cache_hit as text", [{ ...good, cache_hit: "yes" }], /rows\[0\]\.cache_hit must be true, false or absent/],
     ["a request_id as a number", [{ ...good, request_id: 5 }], /rows\[0\]\.request_id must be a string/],
-    ["an at that is not a timestamp", [{ ...good, at: "yesterday" }], /rows\[0\]\.at must be an ISO 8601 timestamp with a time zone/],
-    ["an at without a time zone", [{ ...good, at: "2024-05-01T10:00:00" }], /rows\[0\]\.at must be an ISO 8601 timestamp with a time zone/],
-    ["an at older than the retention", [{ ...good, at: "2020-01-01T00:00:00Z" }], /rows\[0\]\.at must be within request_metrics\.raw_retention \(7 days\)/],
-    ["an at in the future", [{ ...good, at: soon(60) }], /rows\[0\]\.at must not be later than now plus request_metrics\.max_clock_skew/],
+    [
+      "an at that is not a timestamp",
+      [{ ...good, at: "yesterday" }],
+      /rows\[0\]\.at must be an ISO 8601 timestamp with a time zone/,
+    ],
+    [
+      "an at without a time zone",
+      [{ ...good, at: "2024-05-01T10:00:00" }],
+      /rows\[0\]\.at must be an ISO 8601 timestamp with a time zone/,
+    ],
+    [
+      "an at older than the retention",
+      [{ ...good, at: "2020-01-01T00:00:00Z" }],
+      /rows\[0\]\.at must be within request_metrics\.raw_retention \(7 days\)/,
+    ],
+    [
+      "an at in the future",
+      [{ ...good, at: soon(60) }],
+      /rows\[0\]\.at must not be later than now plus request_metrics\.max_clock_skew/,
+    ],
   ])("refuses %s, naming the row and field, and writes nothing", async (_, rows, message) => {
     await expect(record(rows)).rejects.toMatchObject({ code: "22023", message: expect.stringMatching(message) });
     const { rows: counts } = await context.db.pool.query(
@@ -161,11 +212,19 @@ describe("steward.record_requests", () => {
               (select count(*) from pg_inherits where inhparent = 'steward.requests'::regclass and inhrelid = 'steward.${name}'::regclass)::int as partitions,
               obj_description('steward.${name}'::regclass, 'pg_class') as comment`,
     );
-    expect(rows[0]).toMatchObject({ rows: 8, partitions: 1, comment: expect.stringContaining("a partition of steward.requests") });
+    expect(rows[0]).toMatchObject({
+      rows: 8,
+      partitions: 1,
+      comment: expect.stringContaining("a partition of steward.requests"),
+    });
   });
 
   it("is the one metrics function steward_client may run: it records, but cannot read or roll up", async () => {
-    expect(await functionAccess(context.db.pool, "steward.record_requests(jsonb)")).toEqual({ client: true, public: false, definer: true });
+    expect(await functionAccess(context.db.pool, "steward.record_requests(jsonb)")).toEqual({
+      client: true,
+      public: false,
+      definer: true,
+    });
     for (const internal of [
       "steward.rollup_requests(integer)",
       "steward.requeue_request_rollup(timestamptz, timestamptz)",
@@ -174,17 +233,29 @@ describe("steward.record_requests", () => {
       "steward.cleanup_request_stats(integer)",
       "steward.request_stats_of(interval, timestamptz[], text[], text[])",
     ]) {
-      expect(await functionAccess(context.db.pool, internal), internal).toEqual({ client: false, public: false, definer: false });
+      expect(await functionAccess(context.db.pool, internal), internal).toEqual({
+        client: false,
+        public: false,
+        definer: false,
+      });
     }
     const recorded = await asRole(
       context.db,
       client.name,
-      async (db) => (await db.query("select steward.record_requests($1) as count", [JSON.stringify([good])])).rows[0].count,
+      async (db) =>
+        (await db.query("select steward.record_requests($1) as count", [JSON.stringify([good])])).rows[0].count,
       { commit: true },
     );
     expect(recorded).toBe(1);
-    for (const statement of ["select * from steward.requests", "select * from steward.request_stats_5m", "select steward.rollup_requests()"]) {
-      await expect(asRole(context.db, client.name, (db) => db.query(statement)), statement).rejects.toMatchObject({ code: "42501" });
+    for (const statement of [
+      "select * from steward.requests",
+      "select * from steward.request_stats_5m",
+      "select steward.rollup_requests()",
+    ]) {
+      await expect(
+        asRole(context.db, client.name, (db) => db.query(statement)),
+        statement,
+      ).rejects.toMatchObject({ code: "42501" });
     }
   });
 });
@@ -210,7 +281,9 @@ describe("the request rollup", () => {
     const before = await statsAndExpected("request_stats_5m");
     const beforeHourly = await statsAndExpected("request_stats_hourly");
     expect((await rollup())[0]).toEqual({ buckets_5m: 0, buckets_hourly: 0, more: false });
-    const { rows } = await context.db.pool.query("select steward.requeue_request_rollup(now() - interval '1 day') as queued");
+    const { rows } = await context.db.pool.query(
+      "select steward.requeue_request_rollup(now() - interval '1 day') as queued",
+    );
     expect(Number(rows[0].queued)).toBe(before.actual.length);
     const steps = await rollup();
     expect(steps[0]!.buckets_5m).toBe(before.actual.length);
@@ -237,7 +310,8 @@ describe("the request rollup", () => {
         "select id from graphile_worker.add_job('rollup_requests', '{\"max_buckets\": 7}'::json)",
       );
       await eventually(
-        async () => (await context.db.pool.query("select 1 from graphile_worker.jobs where id = $1", [job[0].id])).rowCount === 0,
+        async () =>
+          (await context.db.pool.query("select 1 from graphile_worker.jobs where id = $1", [job[0].id])).rowCount === 0,
         { what: "the rollup job to finish", timeoutMs: 30_000 },
       );
     } finally {
@@ -279,7 +353,9 @@ describe("the request rollup", () => {
     ]);
     expect((await rollup())[0]).toMatchObject({ buckets_5m: 2, buckets_hourly: 1 });
     const hourly = async () =>
-      (await context.db.pool.query("select endpoint from steward.request_stats_hourly order by endpoint")).rows.map((row) => row.endpoint);
+      (await context.db.pool.query("select endpoint from steward.request_stats_hourly order by endpoint")).rows.map(
+        (row) => row.endpoint,
+      );
     expect(await hourly()).toEqual(["/closed"]);
     await setSetting("request_metrics.hourly_refresh", "0 seconds");
     expect((await rollup())[0]).toMatchObject({ buckets_5m: 0, buckets_hourly: 1 });
@@ -377,9 +453,11 @@ describe("request metrics cleanup", () => {
       select date_bin('5 minutes', now() - interval '5 days', timestamptz '2000-01-01 00:00:00+00'), '/old', 'GET';`);
     await record([{ endpoint: "/new", method: "GET", status: 200, duration_ms: 1 }]);
     const partitions = async () =>
-      (await pool.query("select inhrelid::regclass::text as name from pg_inherits where inhparent = 'steward.requests'::regclass")).rows.map(
-        (row) => row.name,
-      );
+      (
+        await pool.query(
+          "select inhrelid::regclass::text as name from pg_inherits where inhparent = 'steward.requests'::regclass",
+        )
+      ).rows.map((row) => row.name);
 
     // The step reports the rows a dropped day held as the planner estimates them: analyzed, exactly.
     await pool.query(`analyze steward.${dayName(6)}`);

@@ -27,10 +27,18 @@ afterAll(async () => {
 
 function zx(script: string, args: string[]): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "node_modules", "zx", "build", "cli.js"), path.join(PACKAGE_ROOT, "scripts", script), ...args], {
-      env: { ...process.env, DATABASE_URL: context.db.url, LOG_LEVEL: "warn" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(PACKAGE_ROOT, "node_modules", "zx", "build", "cli.js"),
+        path.join(PACKAGE_ROOT, "scripts", script),
+        ...args,
+      ],
+      {
+        env: { ...process.env, DATABASE_URL: context.db.url, LOG_LEVEL: "warn" },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
@@ -51,7 +59,9 @@ describe("scripts/", () => {
     expect(result.stdout).not.toContain("recalculate_batch");
     expect(result.stdout).toMatch(/, 0 failed$/m);
     // The recalculate smoke test is a run over no keys: nothing was recomputed.
-    const { rows } = await context.db.pool.query("select keys_total, status from steward.recalc_runs where name = 'scores'");
+    const { rows } = await context.db.pool.query(
+      "select keys_total, status from steward.recalc_runs where name = 'scores'",
+    );
     expect(rows).toEqual([{ keys_total: 0, status: "completed" }]);
   }, 180_000);
 

@@ -71,13 +71,20 @@ describe("a role holding only steward_client", () => {
   });
 
   it("cannot use page or batch_insert to touch a table it has no privilege on", async () => {
-    expect(await sqlError(app.pool.query("select steward.page('public.private_notes', array['id'])"))).toMatchObject({ code: "42501" });
+    expect(await sqlError(app.pool.query("select steward.page('public.private_notes', array['id'])"))).toMatchObject({
+      code: "42501",
+    });
     expect(
       await sqlError(app.pool.query(`select steward.batch_insert('public.private_notes', '[{"id": 1, "body": "x"}]')`)),
     ).toMatchObject({ code: "42501" });
     // On a table it may use, both work as the role itself.
-    expect((await app.pool.query(`select steward.batch_insert('public.shared_notes', '[{"id": 1, "body": "x"}]') as n`)).rows[0].n).toBe(1);
-    expect((await app.pool.query("select steward.page('public.shared_notes', array['id']) as p")).rows[0].p.rows).toHaveLength(1);
+    expect(
+      (await app.pool.query(`select steward.batch_insert('public.shared_notes', '[{"id": 1, "body": "x"}]') as n`))
+        .rows[0].n,
+    ).toBe(1);
+    expect(
+      (await app.pool.query("select steward.page('public.shared_notes', array['id']) as p")).rows[0].p.rows,
+    ).toHaveLength(1);
   });
 });
 
@@ -103,7 +110,10 @@ describe("hostile strings in every text argument", () => {
         () => app.pool.query("select steward.circuit_record($1, false, $1)", [text]),
         () => app.pool.query("select steward.enqueue_invalidation($1)", [text]),
       ]) {
-        const outcome = await call().then(() => "ok", (error: { code: string }) => error.code);
+        const outcome = await call().then(
+          () => "ok",
+          (error: { code: string }) => error.code,
+        );
         // Either it worked on the string as data, or it refused it as a bad argument.
         expect(["ok", "22023", "22001", "P0002"]).toContain(outcome);
       }
@@ -116,11 +126,22 @@ describe("hostile strings in every text argument", () => {
       for (const call of [
         () => app.pool.query("select steward.page('public.shared_notes', array[$1])", [text]),
         () => app.pool.query("select steward.page('public.shared_notes', array['id'], $1)", [text]),
-        () => app.pool.query("select steward.page('public.shared_notes', array['id'], null, 10, jsonb_build_object($1::text, 1))", [text]),
-        () => app.pool.query("select steward.batch_insert('public.shared_notes', jsonb_build_array(jsonb_build_object($1::text, 1)))", [text]),
+        () =>
+          app.pool.query(
+            "select steward.page('public.shared_notes', array['id'], null, 10, jsonb_build_object($1::text, 1))",
+            [text],
+          ),
+        () =>
+          app.pool.query(
+            "select steward.batch_insert('public.shared_notes', jsonb_build_array(jsonb_build_object($1::text, 1)))",
+            [text],
+          ),
         () => app.pool.query("select steward.batch_insert('public.shared_notes', '[]', $1)", [text]),
       ]) {
-        const code = await call().then(() => "ok", (error: { code: string }) => error.code);
+        const code = await call().then(
+          () => "ok",
+          (error: { code: string }) => error.code,
+        );
         expect(code.startsWith("22") || code === "42703", `${text.slice(0, 30)}: ${code}`).toBe(true);
       }
     }
@@ -137,9 +158,11 @@ describe("hostile strings in every text argument", () => {
       cache_hit: false,
       request_id: `hostile-${i}`,
     }));
-    await app.pool.query("select steward.record_requests($1::jsonb)", [JSON.stringify(rows)]).catch((error: { code: string }) => {
-      expect(error.code.startsWith("22")).toBe(true);
-    });
+    await app.pool
+      .query("select steward.record_requests($1::jsonb)", [JSON.stringify(rows)])
+      .catch((error: { code: string }) => {
+        expect(error.code.startsWith("22")).toBe(true);
+      });
     await sentinelIntact();
   });
 });
@@ -170,7 +193,10 @@ describe("search_path attacks", () => {
       // The rate limit still counts: 3 per hour admits 3, then refuses.
       const decisions: boolean[] = [];
       for (let i = 0; i < 4; i++) {
-        decisions.push((await attacker.query("select allowed from steward.rate_limit_hit('security', 'path-attack')")).rows[0].allowed);
+        decisions.push(
+          (await attacker.query("select allowed from steward.rate_limit_hit('security', 'path-attack')")).rows[0]
+            .allowed,
+        );
       }
       expect(decisions).toEqual([true, true, true, false]);
       // Enqueueing still dedups into the real queue.
@@ -178,13 +204,19 @@ describe("search_path attacks", () => {
       const b = (await attacker.query("select steward.enqueue_invalidation('path:attack') as id")).rows[0].id;
       expect(a).toBe(b);
       // page (SECURITY INVOKER) still filters with the real = operator.
-      const page = (await attacker.query(`select steward.page('public.shared_notes', array['id'], null, 10, '{"body": "nope"}') as p`)).rows[0].p;
+      const page = (
+        await attacker.query(
+          `select steward.page('public.shared_notes', array['id'], null, 10, '{"body": "nope"}') as p`,
+        )
+      ).rows[0].p;
       expect(page.rows).toEqual([]);
     } finally {
       await attacker.query("reset search_path").catch(() => undefined);
       attacker.release();
     }
-    const { rows } = await context.db.pool.query("select count(*)::int as n from steward.invalidations where tag = 'path:attack'");
+    const { rows } = await context.db.pool.query(
+      "select count(*)::int as n from steward.invalidations where tag = 'path:attack'",
+    );
     expect(rows[0].n).toBe(1);
   });
 });

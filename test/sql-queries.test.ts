@@ -12,10 +12,14 @@ const context = useTestDatabase();
 const files = fs.readdirSync(path.join(PACKAGE_ROOT, "sql")).filter((file) => file.endsWith(".sql"));
 
 function run(file: string) {
-  return spawnSync("psql", ["-X", "-v", "ON_ERROR_STOP=1", "-d", context.db.url, "-f", path.join(PACKAGE_ROOT, "sql", file)], {
-    encoding: "utf8",
-    timeout: 30_000,
-  });
+  return spawnSync(
+    "psql",
+    ["-X", "-v", "ON_ERROR_STOP=1", "-d", context.db.url, "-f", path.join(PACKAGE_ROOT, "sql", file)],
+    {
+      encoding: "utf8",
+      timeout: 30_000,
+    },
+  );
 }
 
 beforeAll(async () => {
@@ -47,7 +51,9 @@ describe.skipIf(!psql)("the DBA queries in sql/", () => {
   });
 
   it("slow_statements explains what to do when pg_stat_statements is missing", async () => {
-    const { rows } = await context.db.pool.query("select count(*)::int as n from pg_extension where extname = 'pg_stat_statements'");
+    const { rows } = await context.db.pool.query(
+      "select count(*)::int as n from pg_extension where extname = 'pg_stat_statements'",
+    );
     expect(run("slow-statements.sql").stdout).toContain(
       rows[0].n ? "Top 20 statements by total execution time" : "pg_stat_statements is not installed",
     );

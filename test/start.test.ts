@@ -62,7 +62,9 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
   async function runningJob(seconds: number): Promise<string> {
     return onCluster(async (client) => {
       const view = `public.slow_${seconds}`;
-      await client.query(`create materialized view if not exists ${view} as select 1 as id from pg_catalog.pg_sleep(${seconds}) with no data`);
+      await client.query(
+        `create materialized view if not exists ${view} as select 1 as id from pg_catalog.pg_sleep(${seconds}) with no data`,
+      );
       await client.query("select steward.register_materialized_view($1, null, false)", [view]);
       const { rows } = await client.query<{ id: string }>(
         "select id::text from graphile_worker.add_job('refresh_materialized_view', json_build_object('view', $1::text))",
@@ -70,7 +72,9 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
       );
       const id = rows[0]!.id;
       await eventually(
-        async () => (await client.query("select 1 from graphile_worker.jobs where id = $1 and locked_at is not null", [id])).rowCount,
+        async () =>
+          (await client.query("select 1 from graphile_worker.jobs where id = $1 and locked_at is not null", [id]))
+            .rowCount,
         { timeoutMs: 30_000, what: "the job to run" },
       );
       return id;
@@ -120,7 +124,11 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
 
   it("answers /readyz with the database, the migrations and the worker ok", async () => {
     const body = await readyz(healthPort);
-    expect(body.checks).toMatchObject({ database: { status: "ok" }, migrations: { status: "ok" }, worker: { status: "ok" } });
+    expect(body.checks).toMatchObject({
+      database: { status: "ok" },
+      migrations: { status: "ok" },
+      worker: { status: "ok" },
+    });
   });
 
   it("binds the health server to 127.0.0.1 only", async () => {
@@ -164,7 +172,9 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
     const again = start({ STEWARD_SHUTDOWN_TIMEOUT_MS: "1000" });
     await ready(again);
     expect(again.output()).not.toContain("initialised the embedded PostgreSQL cluster");
-    const kept = await onCluster(async (client) => (await client.query("select to_regclass('public.survives_restart')::text as t")).rows[0].t);
+    const kept = await onCluster(
+      async (client) => (await client.query("select to_regclass('public.survives_restart')::text as t")).rows[0].t,
+    );
     expect(kept).toBe("survives_restart");
   }, 120_000);
 
@@ -181,7 +191,10 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
     expect(Date.now() - began).toBeLessThan(15_000);
     await stopsCompletely(second);
     const row = await onCluster(async (client) => {
-      const { rows } = await client.query("select locked_at, attempts, last_error from graphile_worker.jobs where id = $1", [job]);
+      const { rows } = await client.query(
+        "select locked_at, attempts, last_error from graphile_worker.jobs where id = $1",
+        [job],
+      );
       // Out of the way of the next start.
       await client.query("select graphile_worker.complete_jobs(array[$1::bigint])", [job]);
       return rows[0];
@@ -202,13 +215,19 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
     const exit = await third.exited;
     expect(exit.code === 0 && exit.signal === null).toBe(false);
     expect(third.output()).toContain("forced exit");
-    await eventually(async () => (await serverProcesses(cluster())).length === 0, { what: "the embedded server to stop" });
+    await eventually(async () => (await serverProcesses(cluster())).length === 0, {
+      what: "the embedded server to stop",
+    });
     await eventually(async () => !groupAlive(third.pid), { what: "every process of the group to exit" });
   }, 120_000);
 
   it("on Ctrl-C while starting, finishes the step under way, stops the server and exits 0", async () => {
     const fourth = start();
-    await eventually(async () => fourth.output().includes("embedded PostgreSQL is up"), { timeoutMs: 60_000, intervalMs: 20, what: "the server" });
+    await eventually(async () => fourth.output().includes("embedded PostgreSQL is up"), {
+      timeoutMs: 60_000,
+      intervalMs: 20,
+      what: "the server",
+    });
     fourth.signalGroup("SIGINT");
     expect(await fourth.exited).toEqual({ code: 0, signal: null });
     await stopsCompletely(fourth);

@@ -34,11 +34,12 @@ async function tableWithDeadTuples(name: string, live: number, dead: number) {
   }
   await eventually(
     async () =>
-      (await query("select n_dead_tup >= $2 and n_live_tup >= $3 as counted from pg_stat_all_tables where relid = $1::regclass", [
-        name,
-        dead,
-        live,
-      ])).rows[0]?.counted,
+      (
+        await query(
+          "select n_dead_tup >= $2 and n_live_tup >= $3 as counted from pg_stat_all_tables where relid = $1::regclass",
+          [name, dead, live],
+        )
+      ).rows[0]?.counted,
     { timeoutMs: 30_000, what: `the statistics of ${name}` },
   );
 }
@@ -51,7 +52,9 @@ describe("vacuum_tables", () => {
     await tableWithDeadTuples("steward.test_queue", 120_000, 11_000);
     await tableWithDeadTuples("public.few_dead", 120_000, 11_000);
 
-    const { rows: plan } = await query("select target, is_queue_table, reason from steward.vacuum_plan() where target ~ 'dead|clean|queue'");
+    const { rows: plan } = await query(
+      "select target, is_queue_table, reason from steward.vacuum_plan() where target ~ 'dead|clean|queue'",
+    );
     expect(plan).toEqual([
       { target: "steward.test_queue", is_queue_table: true, reason: "dead tuples" },
       { target: "public.dead_rows", is_queue_table: false, reason: "dead tuples" },
@@ -68,7 +71,9 @@ describe("vacuum_tables", () => {
         }),
       },
     ]);
-    expect(await maintenanceLog(context.db, "vacuum", "steward.test_queue")).toEqual([{ status: "ok", detail: expect.anything() }]);
+    expect(await maintenanceLog(context.db, "vacuum", "steward.test_queue")).toEqual([
+      { status: "ok", detail: expect.anything() },
+    ]);
     expect(await maintenanceLog(context.db, "vacuum", "public.clean_rows")).toEqual([]);
     expect(await maintenanceLog(context.db, "vacuum", "public.few_dead")).toEqual([]);
     const { rows } = await query(`
@@ -77,8 +82,11 @@ describe("vacuum_tables", () => {
     expect(rows[0].queue_first).toBe(true);
     await eventually(
       async () =>
-        (await query("select vacuum_count > 0 and analyze_count > 0 as done from pg_stat_user_tables where relname = 'dead_rows'"))
-          .rows[0].done,
+        (
+          await query(
+            "select vacuum_count > 0 and analyze_count > 0 as done from pg_stat_user_tables where relname = 'dead_rows'",
+          )
+        ).rows[0].done,
       { timeoutMs: 30_000, what: "the VACUUM to show in the statistics" },
     );
   });
@@ -94,9 +102,17 @@ describe("vacuum_tables", () => {
     );
     expect(outcome).toEqual({ state: "completed" });
     expect(await maintenanceLog(context.db, "vacuum", "public.locked_rows")).toEqual([
-      { status: "skipped", detail: expect.objectContaining({ reason: "requested", warning: expect.stringContaining("lock not available") }) },
+      {
+        status: "skipped",
+        detail: expect.objectContaining({
+          reason: "requested",
+          warning: expect.stringContaining("lock not available"),
+        }),
+      },
     ]);
-    expect(await maintenanceLog(context.db, "vacuum", "public.free_rows")).toEqual([{ status: "ok", detail: expect.anything() }]);
+    expect(await maintenanceLog(context.db, "vacuum", "public.free_rows")).toEqual([
+      { status: "ok", detail: expect.anything() },
+    ]);
   });
 
   it("stops starting tables when the time budget is spent", async () => {
@@ -116,7 +132,9 @@ describe("vacuum_tables", () => {
       [["real_table", "public.no_such_table"], 'relation "public.no_such_table" does not exist'],
       [["a_view"], "public.a_view is not a table (it is a view)"],
     ] as const) {
-      const error = await vacuumTables(context.db.pool, [...tables], { logger: testLogger() }).catch((caught) => caught);
+      const error = await vacuumTables(context.db.pool, [...tables], { logger: testLogger() }).catch(
+        (caught) => caught,
+      );
       expect(error).toBeInstanceOf(PermanentError);
       expect(error.message).toContain(`vacuum_tables: ${message}`);
     }
@@ -148,7 +166,9 @@ describe("vacuum_tables", () => {
       await other.query("reset role");
       await other.query("create temporary table scratch (id int)");
       const { rows: scratch } = await other.query("select 'scratch'::regclass::oid::int as oid");
-      await expect(query("select * from steward.vacuum_plan(array[$1::int::oid::regclass])", [scratch[0].oid])).rejects.toMatchObject({
+      await expect(
+        query("select * from steward.vacuum_plan(array[$1::int::oid::regclass])", [scratch[0].oid]),
+      ).rejects.toMatchObject({
         code: "22023",
         message: expect.stringMatching(/^role \w+ may not vacuum pg_temp_\d+\.scratch$/),
       });
@@ -177,11 +197,17 @@ describe("steward run", () => {
     ];
     const results = await Promise.all(
       runs.map(([task, payload]) =>
-        runCli(["run", task, ...(payload ? [payload] : []), "--wait", "--timeout", "60s"], { DATABASE_URL: context.db.url }),
+        runCli(["run", task, ...(payload ? [payload] : []), "--wait", "--timeout", "60s"], {
+          DATABASE_URL: context.db.url,
+        }),
       ),
     );
     for (const [index, result] of results.entries()) {
-      expect({ task: runs[index]![0], code: result.code, stderr: result.stderr }).toEqual({ task: runs[index]![0], code: 0, stderr: "" });
+      expect({ task: runs[index]![0], code: result.code, stderr: result.stderr }).toEqual({
+        task: runs[index]![0],
+        code: 0,
+        stderr: "",
+      });
       expect(result.stdout).toMatch(/completed/);
     }
     const { rows } = await query("select target from steward.audit_log where action = 'run' order by id");
@@ -191,7 +217,10 @@ describe("steward run", () => {
 
 describe("schedules", () => {
   it("runs schedule_refreshes every minute, vacuum_tables weekly and cleanup hourly, each overridable", () => {
-    const schedules = effectiveSchedules(schedulesOf(TASKS), { STEWARD_CRON_CLEANUP: "*/15 * * * *", STEWARD_CRON_VACUUM_TABLES: "off" });
+    const schedules = effectiveSchedules(schedulesOf(TASKS), {
+      STEWARD_CRON_CLEANUP: "*/15 * * * *",
+      STEWARD_CRON_VACUUM_TABLES: "off",
+    });
     const maintenance = schedules.filter((s) => ["schedule_refreshes", "vacuum_tables", "cleanup"].includes(s.task));
     expect(maintenance.map((s) => [s.task, s.pattern, s.enabled])).toEqual([
       ["schedule_refreshes", "* * * * *", true],

@@ -15,7 +15,9 @@ interface Check {
 }
 
 async function checks(): Promise<Check[]> {
-  const { rows } = await context.db.pool.query<Check>('select "check", status, detail from steward.verify_installation()');
+  const { rows } = await context.db.pool.query<Check>(
+    'select "check", status, detail from steward.verify_installation()',
+  );
   return rows;
 }
 
@@ -33,9 +35,18 @@ describe("verify_installation on a fresh install", () => {
     expect(warnings.every((name) => ["workers", "pg_stat_statements"].includes(name))).toBe(true);
     expect(rows.map((row) => row.check)).toEqual(
       expect.arrayContaining([
-        "schema version", "public API", "graphile-worker schema", "dead-letter trigger", "security definer search_path",
-        "steward_client role", "table privileges", "function privileges", "cleanup steps", "recalculations",
-        "workers", "pg_stat_statements",
+        "schema version",
+        "public API",
+        "graphile-worker schema",
+        "dead-letter trigger",
+        "security definer search_path",
+        "steward_client role",
+        "table privileges",
+        "function privileges",
+        "cleanup steps",
+        "recalculations",
+        "workers",
+        "pg_stat_statements",
       ]),
     );
   });
@@ -46,7 +57,9 @@ describe("verify_installation on a fresh install", () => {
     expect(result.stdout).toMatch(/✓ dead-letter trigger/);
     expect(result.stdout).toMatch(/0 failed/);
     const json = await runCli(["verify", "--json"], { DATABASE_URL: context.db.url });
-    expect(JSON.parse(json.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ check: "public API", status: "ok" })]));
+    expect(JSON.parse(json.stdout)).toEqual(
+      expect.arrayContaining([expect.objectContaining({ check: "public API", status: "ok" })]),
+    );
   });
 });
 
@@ -54,7 +67,10 @@ describe("verify_installation catches a broken deploy", () => {
   it("fails when the dead-letter trigger is gone, and steward migrate puts it back", async () => {
     const { pool } = context.db;
     await pool.query("drop trigger _steward_dead_letters on graphile_worker._private_jobs");
-    expect(await checkNamed("dead-letter trigger")).toMatchObject({ status: "fail", detail: expect.stringContaining("steward migrate") });
+    expect(await checkNamed("dead-letter trigger")).toMatchObject({
+      status: "fail",
+      detail: expect.stringContaining("steward migrate"),
+    });
     const result = await runCli(["verify"], { DATABASE_URL: context.db.url });
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/✗ dead-letter trigger/);
@@ -115,7 +131,9 @@ describe("verify_installation catches a broken deploy", () => {
         detail: expect.stringMatching(/steward\.audit_log \(public\).*steward\.settings \(steward_client\)/),
       });
     } finally {
-      await pool.query("revoke select on steward.settings from steward_client; revoke select on steward.audit_log from public");
+      await pool.query(
+        "revoke select on steward.settings from steward_client; revoke select on steward.audit_log from public",
+      );
     }
     expect(await checkNamed("table privileges")).toMatchObject({ status: "ok" });
   });
@@ -147,7 +165,10 @@ describe("verify_installation catches a broken deploy", () => {
       insert into steward.cleanup_steps values ('gone', 'public.cleanup_gone(integer)', 'test');
       drop function public.cleanup_gone(integer);`);
     try {
-      expect(await checkNamed("cleanup steps")).toMatchObject({ status: "fail", detail: expect.stringContaining("gone") });
+      expect(await checkNamed("cleanup steps")).toMatchObject({
+        status: "fail",
+        detail: expect.stringContaining("gone"),
+      });
     } finally {
       await pool.query("delete from steward.cleanup_steps where name = 'gone'");
     }
@@ -162,9 +183,14 @@ describe("verify_installation catches a broken deploy", () => {
     try {
       expect(await checkNamed("cleanup steps")).toMatchObject({ status: "ok" });
       await pool.query("drop table public.expiring_rows");
-      expect(await checkNamed("cleanup steps")).toMatchObject({ status: "fail", detail: expect.stringContaining("vanished") });
+      expect(await checkNamed("cleanup steps")).toMatchObject({
+        status: "fail",
+        detail: expect.stringContaining("vanished"),
+      });
     } finally {
-      await pool.query("delete from steward.cleanup_steps where name = 'vanished'; drop table if exists public.expiring_rows");
+      await pool.query(
+        "delete from steward.cleanup_steps where name = 'vanished'; drop table if exists public.expiring_rows",
+      );
     }
   });
 });
@@ -188,13 +214,19 @@ describe("steward migrate", () => {
       const client = new pg.Client({ connectionString: url });
       await client.connect();
       try {
-        expect((await client.query("select count(*)::int as n from graphile_migrate.migrations")).rows[0].n).toBe(earlier.length);
+        expect((await client.query("select count(*)::int as n from graphile_migrate.migrations")).rows[0].n).toBe(
+          earlier.length,
+        );
         await client.query("select steward.set_rate_limit('api', 10, '1 minute')");
         await migrate(url, testLogger());
         const { rows } = await client.query("select count(*)::int as n from graphile_migrate.migrations");
         expect(rows[0].n).toBe(files.length);
-        expect((await client.query("select allowed from steward.rate_limit_hit('api', 'k')")).rows[0].allowed).toBe(true);
-        const { rows: failed } = await client.query(`select "check" from steward.verify_installation() where status = 'fail'`);
+        expect((await client.query("select allowed from steward.rate_limit_hit('api', 'k')")).rows[0].allowed).toBe(
+          true,
+        );
+        const { rows: failed } = await client.query(
+          `select "check" from steward.verify_installation() where status = 'fail'`,
+        );
         expect(failed).toEqual([]);
       } finally {
         await client.end();
@@ -213,10 +245,22 @@ describe("status", () => {
     await pool.query("select steward.enqueue_invalidation('status:probe')");
     const { rows } = await pool.query("select steward.status() as status");
     const status = rows[0].status;
-    expect(status.queues).toEqual(expect.arrayContaining([expect.objectContaining({ task: "status_probe", ready: 1 })]));
+    expect(status.queues).toEqual(
+      expect.arrayContaining([expect.objectContaining({ task: "status_probe", ready: 1 })]),
+    );
     expect(status.invalidations.pending).toBeGreaterThanOrEqual(1);
     expect(Object.keys(status)).toEqual(
-      expect.arrayContaining(["queues", "running", "workers", "dead_letters", "invalidations", "views", "circuits", "last_vacuum", "recalculations"]),
+      expect.arrayContaining([
+        "queues",
+        "running",
+        "workers",
+        "dead_letters",
+        "invalidations",
+        "views",
+        "circuits",
+        "last_vacuum",
+        "recalculations",
+      ]),
     );
     const cli = await runCli(["status"], { DATABASE_URL: context.db.url });
     expect(cli.code).toBe(0);

@@ -109,7 +109,10 @@ describe("the health server", () => {
       const response = await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`);
       expect(response.status).toBe(503);
       const body = await response.json();
-      expect(body.checks.migrations).toMatchObject({ status: "fail", error: expect.stringContaining("steward migrate") });
+      expect(body.checks.migrations).toMatchObject({
+        status: "fail",
+        error: expect.stringContaining("steward migrate"),
+      });
       expect(body.checks.database.status).toBe("ok");
     } finally {
       await pool.query(

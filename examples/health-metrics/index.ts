@@ -22,15 +22,21 @@ export async function installHealthMetrics(pool: pg.Pool): Promise<void> {
 
 /** Generates synthetic history for `users` users unless there are samples already; returns how many it made. */
 export async function seedHealthMetrics(pool: pg.Pool, users: number): Promise<number> {
-  const { rows } = await pool.query<{ present: boolean }>("select exists (select from health_metrics.samples) as present");
+  const { rows } = await pool.query<{ present: boolean }>(
+    "select exists (select from health_metrics.samples) as present",
+  );
   if (rows[0]!.present) return 0;
-  const { rows: generated } = await pool.query<{ samples: string }>("select health_metrics.generate($1) as samples", [users]);
+  const { rows: generated } = await pool.query<{ samples: string }>("select health_metrics.generate($1) as samples", [
+    users,
+  ]);
   return Number(generated[0]!.samples);
 }
 
 /** Asks the worker for a confidence recalculation of every key (joined if one is running). */
 async function requestRecalculation(pool: pg.Pool): Promise<void> {
-  await pool.query("select graphile_worker.add_job('recalculate', json_build_object('name', $1::text))", [RECALCULATION]);
+  await pool.query("select graphile_worker.add_job('recalculate', json_build_object('name', $1::text))", [
+    RECALCULATION,
+  ]);
 }
 
 export interface ExampleOptions {
@@ -121,7 +127,10 @@ export async function startExample(url: string, config: Config, logger: Logger):
   try {
     return await startHealthMetrics(url, logger, { ...DEFAULT_OPTIONS, users: config.exampleUsers });
   } catch (error) {
-    logger.error({ err: error }, "the health-metrics example could not be installed; running without it (STEWARD_EXAMPLE=none skips it)");
+    logger.error(
+      { err: error },
+      "the health-metrics example could not be installed; running without it (STEWARD_EXAMPLE=none skips it)",
+    );
     return undefined;
   }
 }

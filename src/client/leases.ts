@@ -60,7 +60,12 @@ export class Leases {
    * Runs `work` holding one of `maxConcurrent` slots of `key`, and releases the slot however
    * `work` ends. Throws LeaseUnavailableError, without running `work`, when every slot is held.
    */
-  async withLease<T>(key: string, maxConcurrent: number, work: (lease: string) => Promise<T>, options: LeaseOptions = {}): Promise<T> {
+  async withLease<T>(
+    key: string,
+    maxConcurrent: number,
+    work: (lease: string) => Promise<T>,
+    options: LeaseOptions = {},
+  ): Promise<T> {
     const lease = await this.acquire(key, maxConcurrent, options);
     if (lease === null) throw new LeaseUnavailableError(key, maxConcurrent);
     try {

@@ -29,10 +29,13 @@ export function rateLimitHeaders(decision: DecisionForHeaders): RateLimitHeaders
   // The older fields carry one window: the one closest to exhaustion, as remaining/resetMs do.
   let closest = windows[0];
   for (const w of windows) {
-    if (w.remaining < closest!.remaining || (w.remaining === closest!.remaining && w.resetMs > closest!.resetMs)) closest = w;
+    if (w.remaining < closest!.remaining || (w.remaining === closest!.remaining && w.resetMs > closest!.resetMs))
+      closest = w;
   }
   const headers: RateLimitHeaders = {
-    "RateLimit-Policy": windows.map((w, i) => `${names[i]};q=${w.limit};w=${Math.max(1, seconds(w.windowMs))}`).join(", "),
+    "RateLimit-Policy": windows
+      .map((w, i) => `${names[i]};q=${w.limit};w=${Math.max(1, seconds(w.windowMs))}`)
+      .join(", "),
     RateLimit: windows.map((w, i) => `${names[i]};r=${w.remaining};t=${seconds(w.resetMs)}`).join(", "),
     "RateLimit-Limit": String(closest?.limit ?? 0),
     "RateLimit-Remaining": String(decision.remaining),

@@ -113,7 +113,8 @@ export class RateLimiter {
     if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 10_000) {
       throw new RangeError(`maxBatch must be an integer from 1 to 10000, got ${maxBatch}`);
     }
-    if (!Number.isInteger(parallel) || parallel < 1) throw new RangeError(`parallel must be a positive integer, got ${parallel}`);
+    if (!Number.isInteger(parallel) || parallel < 1)
+      throw new RangeError(`parallel must be a positive integer, got ${parallel}`);
     this.#pool = pool;
     this.#maxBatch = maxBatch;
     this.#parallel = parallel;
@@ -166,13 +167,18 @@ export class RateLimiter {
       if (!pending) continue;
       answered[row.hit - 1] = true;
       if (row.error_code) {
-        pending.reject(new RateLimitArgumentError(row.error_message ?? "bad hit", row.error_code, row.error_hint ?? undefined));
+        pending.reject(
+          new RateLimitArgumentError(row.error_message ?? "bad hit", row.error_code, row.error_hint ?? undefined),
+        );
         continue;
       }
       pending.resolve(decisionOf(pending.policy, row));
     }
     answered.forEach((done, index) => {
-      if (!done) batch[index]!.reject(new StewardError("RATE_LIMIT_NO_ANSWER", "steward.rate_limit_hits returned no row for this hit"));
+      if (!done)
+        batch[index]!.reject(
+          new StewardError("RATE_LIMIT_NO_ANSWER", "steward.rate_limit_hits returned no row for this hit"),
+        );
     });
   }
 }

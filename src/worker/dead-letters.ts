@@ -48,7 +48,10 @@ export async function listDeadLetters(
 export async function getDeadLetter(
   pool: pg.Pool,
   id: string,
-): Promise<(DeadLetter & { job_key: string | null; priority: number | null; flags: string[] | null; enqueued_at: Date | null }) | undefined> {
+): Promise<
+  | (DeadLetter & { job_key: string | null; priority: number | null; flags: string[] | null; enqueued_at: Date | null })
+  | undefined
+> {
   const { rows } = await pool.query(
     `select ${COLUMNS}, job_key, priority, flags, enqueued_at from steward.dead_letters where id = $1`,
     [id],
@@ -64,9 +67,10 @@ export async function replayDeadLetter(pool: pg.Pool, id: string): Promise<strin
 
 /** Deletes dead letters that failed longer ago than `olderThan` (a PostgreSQL interval); returns how many. */
 export async function purgeDeadLetters(pool: pg.Pool, olderThan: string): Promise<number> {
-  const { rows } = await pool.query<{ purged: string }>("select steward.purge_dead_letters($1::interval)::text as purged", [
-    olderThan,
-  ]);
+  const { rows } = await pool.query<{ purged: string }>(
+    "select steward.purge_dead_letters($1::interval)::text as purged",
+    [olderThan],
+  );
   return Number(rows[0]!.purged);
 }
 

@@ -64,7 +64,13 @@ export function startHeartbeat(options: { pool: pg.Pool; logger: Logger }): Hear
     intervalMs = heartbeatInterval(Number(rows[0]!.timeout_ms));
     for (const worker of rows[0]!.released) {
       logger.warn(
-        { poolId: worker.pool_id, host: worker.host, pid: worker.pid, lastHeartbeatAt: worker.last_heartbeat_at, releasedJobs: worker.released_jobs },
+        {
+          poolId: worker.pool_id,
+          host: worker.host,
+          pid: worker.pid,
+          lastHeartbeatAt: worker.last_heartbeat_at,
+          releasedJobs: worker.released_jobs,
+        },
         "released the jobs of a dead worker",
       );
     }
@@ -107,7 +113,9 @@ export function startHeartbeat(options: { pool: pg.Pool; logger: Logger }): Hear
       await running;
       for (const poolId of poolIds) {
         try {
-          const { rows } = await pool.query<{ released: string }>("select steward.unregister_worker($1) as released", [poolId]);
+          const { rows } = await pool.query<{ released: string }>("select steward.unregister_worker($1) as released", [
+            poolId,
+          ]);
           const released = Number(rows[0]?.released ?? 0);
           if (released > 0) logger.warn({ poolId, released }, "released jobs this worker still held");
         } catch (error) {

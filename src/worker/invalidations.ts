@@ -234,7 +234,10 @@ export async function drainBatch(options: DrainOptions): Promise<BatchResult> {
 }
 
 /** Drains until the queue has nothing due or `budgetMs` passes; for the drain_invalidations task. */
-export async function drainUntilEmpty(options: DrainOptions, budgetMs: number): Promise<BatchResult & { batches: number }> {
+export async function drainUntilEmpty(
+  options: DrainOptions,
+  budgetMs: number,
+): Promise<BatchResult & { batches: number }> {
   const deadline = Date.now() + budgetMs;
   const total = { claimed: 0, delivered: 0, failed: 0, released: 0, refreshes: 0, batches: 0 };
   while (Date.now() < deadline) {
@@ -283,9 +286,7 @@ export class InvalidationDrainer {
   private loop: Promise<void> | undefined;
   private listener: pg.Client | undefined;
 
-  constructor(
-    private readonly options: DrainOptions & { url: string; pollIntervalMs: number },
-  ) {}
+  constructor(private readonly options: DrainOptions & { url: string; pollIntervalMs: number }) {}
 
   async start(): Promise<void> {
     this.running = true;

@@ -90,7 +90,10 @@ export class JobStats {
     try {
       await this.pool.query("select steward.record_job_stats($1::jsonb)", [JSON.stringify([...rows.values()])]);
     } catch (error) {
-      this.logger.warn({ err: error, rows: rows.size }, "could not write job statistics; keeping them for the next flush");
+      this.logger.warn(
+        { err: error, rows: rows.size },
+        "could not write job statistics; keeping them for the next flush",
+      );
       this.earlier.unshift(...batch);
     }
   }

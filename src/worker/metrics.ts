@@ -152,7 +152,13 @@ class JobSeries {
   record(task: string, outcome: AttemptOutcome, ms: number): void {
     let series = this.byTask.get(task);
     if (!series) {
-      series = { completed: 0, retried: 0, failed: 0, buckets: new Array(DURATION_BUCKETS.length + 1).fill(0), seconds: 0 };
+      series = {
+        completed: 0,
+        retried: 0,
+        failed: 0,
+        buckets: new Array(DURATION_BUCKETS.length + 1).fill(0),
+        seconds: 0,
+      };
       this.byTask.set(task, series);
     }
     series[outcome]++;

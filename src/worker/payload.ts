@@ -63,7 +63,12 @@ export function optionalInteger(
   return value;
 }
 
-export function requiredInteger(task: string, payload: Payload, key: string, range: { min: number; max: number }): number {
+export function requiredInteger(
+  task: string,
+  payload: Payload,
+  key: string,
+  range: { min: number; max: number },
+): number {
   const value = optionalInteger(task, payload, key, range);
   if (value === undefined) {
     throw new PermanentError(`${task}: "${key}" is required (an integer from ${range.min} to ${range.max})`);
@@ -76,7 +81,11 @@ export function optionalArray(task: string, payload: Payload, key: string, max: 
   const value = payload[key];
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || value.length > max || value.some((item) => item === null)) {
-    const got = Array.isArray(value) ? (value.length > max ? `${value.length} items` : "an array holding null") : describe(value);
+    const got = Array.isArray(value)
+      ? value.length > max
+        ? `${value.length} items`
+        : "an array holding null"
+      : describe(value);
     throw new PermanentError(`${task}: "${key}" must be an array of at most ${max} non-null JSON values, got ${got}`);
   }
   return value;

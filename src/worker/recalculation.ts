@@ -123,17 +123,28 @@ export interface BatchOutcome {
  * batch's completion commit together. Unknown run or batch: PermanentError. When the call itself
  * fails (timeout, lost connection), the failed attempt is recorded separately and the error thrown.
  */
-export async function computeBatch(pool: pg.Pool, run: number, batch: number, finalAttempt: boolean): Promise<BatchOutcome> {
+export async function computeBatch(
+  pool: pg.Pool,
+  run: number,
+  batch: number,
+  finalAttempt: boolean,
+): Promise<BatchOutcome> {
   try {
     return await withTransaction(pool, async (client) => {
       await client.query(
         `select set_config('statement_timeout',
            (extract(epoch from steward.setting_interval('recalculation.batch_timeout')) * 1000)::bigint::text, true)`,
       );
-      const { rows } = await client.query<{ outcome: BatchOutcome["outcome"]; keys: number; run_status: RunStatus | null; error: string | null }>(
-        "select outcome, keys, run_status, error from steward.compute_recalc_batch($1, $2, $3)",
-        [run, batch, finalAttempt],
-      );
+      const { rows } = await client.query<{
+        outcome: BatchOutcome["outcome"];
+        keys: number;
+        run_status: RunStatus | null;
+        error: string | null;
+      }>("select outcome, keys, run_status, error from steward.compute_recalc_batch($1, $2, $3)", [
+        run,
+        batch,
+        finalAttempt,
+      ]);
       const row = rows[0]!;
       return { outcome: row.outcome, keys: row.keys, runStatus: row.run_status, error: row.error };
     });

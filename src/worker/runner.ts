@@ -61,7 +61,11 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const metrics = createMetrics(pool, logger);
   // Heartbeats and statistics get connections of their own: a pool busy with long jobs must
   // not delay a heartbeat past the timeout and get its worker presumed dead.
-  const housekeeping = createPool(options.url, { max: 2, applicationName: "steward worker heartbeat", actor: "worker" });
+  const housekeeping = createPool(options.url, {
+    max: 2,
+    applicationName: "steward worker heartbeat",
+    actor: "worker",
+  });
   const stats = new JobStats(housekeeping, logger);
   const observe: OutcomeObserver = (task, outcome, ms) => {
     metrics.recordJob(task, outcome, ms);
@@ -179,9 +183,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
         logger.warn("jobs did not finish in time; releasing them for another worker");
         await Promise.all(
           workerPools.map((workerPool) =>
-            Promise.resolve(workerPool.forcefulShutdown(`worker shutdown timed out after ${config.shutdownTimeoutMs} ms`)).catch(
-              (error: unknown) => logger.error({ err: error }, "forceful shutdown failed"),
-            ),
+            Promise.resolve(
+              workerPool.forcefulShutdown(`worker shutdown timed out after ${config.shutdownTimeoutMs} ms`),
+            ).catch((error: unknown) => logger.error({ err: error }, "forceful shutdown failed")),
           ),
         );
       }

@@ -89,7 +89,8 @@ export function buildTaskList(
         const summary = await definition.run(definition.parse(payload), attempt);
         const ms = performance.now() - began;
         observe(identifier, "completed", ms);
-        if (logger.isLevelEnabled("info")) attempt.logger.info({ ...summary, ms: Math.round(ms) }, `${identifier} done`);
+        if (logger.isLevelEnabled("info"))
+          attempt.logger.info({ ...summary, ms: Math.round(ms) }, `${identifier} done`);
       } catch (error) {
         if (error instanceof PermanentError) {
           // Retrying cannot help: this attempt is the last, and its failure moves the job to

@@ -53,7 +53,10 @@ export async function vacuumTables(
   if (plan.length === 0) return summary;
 
   const deadline = performance.now() + budgetMs!;
-  const settings = { lock_timeout: `${Math.round(lockTimeoutMs!)}`, statement_timeout: `${Math.round(statementTimeoutMs!)}` };
+  const settings = {
+    lock_timeout: `${Math.round(lockTimeoutMs!)}`,
+    statement_timeout: `${Math.round(statementTimeoutMs!)}`,
+  };
   await withSessionSettings(pool, settings, async (client) => {
     for (const [index, table] of plan.entries()) {
       if (options.signal?.aborted || performance.now() >= deadline) {

@@ -31,7 +31,7 @@ export const benchCommand: Command = {
   usage:
     "bench [--quick] [--json FILE] [--only NAME[,NAME…]] [--rounds N]\n" +
     "  --quick       smaller data and fewer rounds: the whole suite within 60 s on 2 cores\n" +
-    "  --json FILE   also write {\"scenarios\": [{name, ours, baseline, unit, speedup}]} to FILE\n" +
+    '  --json FILE   also write {"scenarios": [{name, ours, baseline, unit, speedup}]} to FILE\n' +
     "  --only NAMES  run only these scenarios (comma-separated)\n" +
     "  --rounds N    rounds per scenario (default 5, --quick 3); medians are reported",
   options: {
@@ -43,7 +43,10 @@ export const benchCommand: Command = {
   positionals: [0, 0],
   async run(_positionals, values, context) {
     const quick = Boolean(values.quick);
-    const only = (values.only as string | undefined)?.split(",").map((name) => name.trim()).filter(Boolean);
+    const only = (values.only as string | undefined)
+      ?.split(",")
+      .map((name) => name.trim())
+      .filter(Boolean);
     const known = SCENARIOS.map((s) => s.name);
     const unknown = only?.filter((name) => !known.includes(name)) ?? [];
     if (unknown.length) throw new UsageError(`unknown scenario ${unknown.join(", ")}; scenarios: ${known.join(", ")}`);
@@ -77,7 +80,13 @@ export const benchCommand: Command = {
       `\n${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}; ${rounds} rounds, medians; ${formatDuration(Date.now() - began)}`,
     );
     if (values.json) {
-      const scenariosJson = results.map(({ name, ours, baseline, unit, speedup }) => ({ name, ours, baseline, unit, speedup }));
+      const scenariosJson = results.map(({ name, ours, baseline, unit, speedup }) => ({
+        name,
+        ours,
+        baseline,
+        unit,
+        speedup,
+      }));
       await fs.writeFile(
         values.json as string,
         JSON.stringify(

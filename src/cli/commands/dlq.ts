@@ -1,5 +1,11 @@
 // `steward dlq list|show <id>|replay <id>|purge --older-than <interval>`: the dead-letter queue.
-import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../../worker/dead-letters.ts";
+import {
+  getDeadLetter,
+  listDeadLetters,
+  purgeDeadLetters,
+  replayDeadLetter,
+  type DeadLetter,
+} from "../../worker/dead-letters.ts";
 import { isBadArgument, StewardError, UsageError } from "../../errors.ts";
 import { withDatabasePool, type Command, type CommandContext } from "../command.ts";
 import { integerOption } from "../options.ts";
@@ -8,7 +14,8 @@ import { textTable } from "../text-table.ts";
 const ACTIONS = ["list", "show", "replay", "purge"];
 
 function deadLetterId(text: string | undefined, action: string): string {
-  if (text === undefined) throw new UsageError(`dlq ${action} needs the id of a dead letter (steward dlq list shows them)`);
+  if (text === undefined)
+    throw new UsageError(`dlq ${action} needs the id of a dead letter (steward dlq list shows them)`);
   if (!/^[1-9][0-9]{0,18}$/.test(text)) throw new UsageError(`dlq ${action}: "${text}" is not a dead letter id`);
   return text;
 }
@@ -44,7 +51,8 @@ async function list(values: Record<string, unknown>, context: CommandContext): P
       return 0;
     }
     context.print(listTable(page.rows));
-    if (page.next) context.print(`\nnext page: steward dlq list --after ${page.next}${max === 50 ? "" : ` --max ${max}`}`);
+    if (page.next)
+      context.print(`\nnext page: steward dlq list --after ${page.next}${max === 50 ? "" : ` --max ${max}`}`);
     return 0;
   });
 }
@@ -66,11 +74,13 @@ export const dlqCommand: Command = {
   },
   positionals: [1, 2],
   async run([action, id], values, context) {
-    if (!ACTIONS.includes(action!)) throw new UsageError(`unknown dlq action "${action}"; actions: ${ACTIONS.join(", ")}`);
+    if (!ACTIONS.includes(action!))
+      throw new UsageError(`unknown dlq action "${action}"; actions: ${ACTIONS.join(", ")}`);
     if (action !== "list" && (values.after !== undefined || values.max !== undefined)) {
       throw new UsageError("--after and --max go with dlq list");
     }
-    if (action !== "purge" && values["older-than"] !== undefined) throw new UsageError("--older-than goes with dlq purge");
+    if (action !== "purge" && values["older-than"] !== undefined)
+      throw new UsageError("--older-than goes with dlq purge");
     if ((action === "list" || action === "purge") && id !== undefined) {
       throw new UsageError(`dlq ${action} takes no id`);
     }
@@ -85,7 +95,9 @@ export const dlqCommand: Command = {
           const { payload, last_error, ...fields } = letter;
           for (const [name, value] of Object.entries(fields)) {
             if (value === null || value === undefined) continue;
-            context.print(`${name}: ${value instanceof Date ? value.toISOString() : Array.isArray(value) ? value.join(", ") : String(value)}`);
+            context.print(
+              `${name}: ${value instanceof Date ? value.toISOString() : Array.isArray(value) ? value.join(", ") : String(value)}`,
+            );
           }
           context.print(`payload: ${JSON.stringify(payload, null, 2)}`);
           context.print(`last_error: ${last_error ?? ""}`);

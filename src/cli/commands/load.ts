@@ -25,48 +25,48 @@ const VIEW = "public.load_profile_stats";
 /** What the simulated users do, with the share of calls each gets. */
 function operations(limiter: RateLimiter): LoadOperation[] {
   return [
-  {
-    name: "rate_limit_hit",
-    weight: 50,
-    // Through the TypeScript client, as application code calls it (coalesced per tick).
-    run: (_pool, user) => limiter.hit("load", `user:${user}`),
-  },
-  {
-    name: "lease",
-    weight: 15,
-    async run(pool, user) {
-      const key = `export:${user % 500}`;
-      const { rows } = await pool.query<{ lease: string | null }>(
-        "select steward.lease_acquire($1, 2, '30 seconds') as lease",
-        [key],
-      );
-      if (rows[0]?.lease) await pool.query("select steward.lease_release($1)", [rows[0].lease]);
+    {
+      name: "rate_limit_hit",
+      weight: 50,
+      // Through the TypeScript client, as application code calls it (coalesced per tick).
+      run: (_pool, user) => limiter.hit("load", `user:${user}`),
     },
-  },
-  {
-    name: "enqueue_invalidation",
-    weight: 20,
-    run: (pool, user) =>
-      pool.query("select steward.enqueue_invalidation($1)", [user % 20 === 0 ? `mv:${VIEW}` : `user:${user}`]),
-  },
-  {
-    name: "record_requests",
-    weight: 15,
-    run: (pool, user) =>
-      pool.query("select steward.record_requests($1::jsonb)", [
-        JSON.stringify(
-          Array.from({ length: 5 }, (_, i) => ({
-            at: new Date().toISOString(),
-            endpoint: ["/feed", "/profile", "/search", "/metrics"][(user + i) % 4],
-            method: i % 3 === 0 ? "POST" : "GET",
-            status: Math.random() < 0.01 ? 503 : 200,
-            duration_ms: Math.round(5 + Math.random() * 120),
-            cache_hit: Math.random() < 0.6,
-            request_id: `${user}-${Date.now()}-${i}`,
-          })),
-        ),
-      ]),
-  },
+    {
+      name: "lease",
+      weight: 15,
+      async run(pool, user) {
+        const key = `export:${user % 500}`;
+        const { rows } = await pool.query<{ lease: string | null }>(
+          "select steward.lease_acquire($1, 2, '30 seconds') as lease",
+          [key],
+        );
+        if (rows[0]?.lease) await pool.query("select steward.lease_release($1)", [rows[0].lease]);
+      },
+    },
+    {
+      name: "enqueue_invalidation",
+      weight: 20,
+      run: (pool, user) =>
+        pool.query("select steward.enqueue_invalidation($1)", [user % 20 === 0 ? `mv:${VIEW}` : `user:${user}`]),
+    },
+    {
+      name: "record_requests",
+      weight: 15,
+      run: (pool, user) =>
+        pool.query("select steward.record_requests($1::jsonb)", [
+          JSON.stringify(
+            Array.from({ length: 5 }, (_, i) => ({
+              at: new Date().toISOString(),
+              endpoint: ["/feed", "/profile", "/search", "/metrics"][(user + i) % 4],
+              method: i % 3 === 0 ? "POST" : "GET",
+              status: Math.random() < 0.01 ? 503 : 200,
+              duration_ms: Math.round(5 + Math.random() * 120),
+              cache_hit: Math.random() < 0.6,
+              request_id: `${user}-${Date.now()}-${i}`,
+            })),
+          ),
+        ]),
+    },
   ];
 }
 
@@ -134,7 +134,9 @@ export const loadCommand: Command = {
     const maxP95Ms = numberOption(values["max-p95-ms"], "--max-p95-ms", { min: 0, max: 3_600_000 });
     const maxErrorRate = numberOption(values["max-error-rate"], "--max-error-rate", { min: 0, max: 1 });
     if (context.config.databaseUrl && !isLoopback(context.config.databaseUrl)) {
-      throw new UsageError("steward load runs only against a server on this machine (DATABASE_URL host must be loopback)");
+      throw new UsageError(
+        "steward load runs only against a server on this machine (DATABASE_URL host must be loopback)",
+      );
     }
 
     const database = await openDatabase(context.config, context.logger);
@@ -157,8 +159,7 @@ export const loadCommand: Command = {
             operations(new RateLimiter(pool)),
             { users, connections, durationMs, maxOperations: MAX_OPERATIONS },
             context.isTerminal
-              ? (elapsed, completed) =>
-                  process.stderr.write(`\r  ${formatDuration(elapsed)}, ${completed} calls`)
+              ? (elapsed, completed) => process.stderr.write(`\r  ${formatDuration(elapsed)}, ${completed} calls`)
               : undefined,
           );
           if (context.isTerminal) process.stderr.write("\n");

@@ -74,7 +74,9 @@ export const recalcCommand: Command = {
     return withDatabasePool(context, async (pool) => {
       const names = await recalculationNames(pool);
       if (!names.includes(name!)) {
-        throw new UsageError(`unknown recalculation "${name}"; registered: ${names.length ? names.join(", ") : "(none)"}`);
+        throw new UsageError(
+          `unknown recalculation "${name}"; registered: ${names.length ? names.join(", ") : "(none)"}`,
+        );
       }
       let run: RecalcRun | undefined;
       if (starting) {
@@ -91,7 +93,9 @@ export const recalcCommand: Command = {
           context.print(`${name} has not run yet; start a run with: steward recalc ${name} --all`);
           return 1;
         }
-        context.print(`${run.status === "running" ? "following" : "last"} run ${run.id} of ${name}, started ${run.startedAt.toISOString()}`);
+        context.print(
+          `${run.status === "running" ? "following" : "last"} run ${run.id} of ${name}, started ${run.startedAt.toISOString()}`,
+        );
       }
       if (values["no-wait"]) return 0;
 

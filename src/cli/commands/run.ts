@@ -10,7 +10,7 @@ function parsePayload(text: string | undefined): unknown {
   if (text === undefined) return {};
   const payload = jsonOption(text, "the payload");
   if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-    throw new UsageError("the payload must be a JSON object, e.g. '{\"tables\": [\"public.orders\"]}'");
+    throw new UsageError('the payload must be a JSON object, e.g. \'{"tables": ["public.orders"]}\'');
   }
   return payload;
 }
@@ -57,7 +57,9 @@ export const runCommand: Command = {
         case "failed":
           context.print(
             `job ${id} failed for good after ${outcome.attempts} attempt${outcome.attempts === 1 ? "" : "s"}: ${outcome.error}` +
-              (outcome.deadLetterId ? `\nit is dead letter ${outcome.deadLetterId}: steward dlq show ${outcome.deadLetterId}` : ""),
+              (outcome.deadLetterId
+                ? `\nit is dead letter ${outcome.deadLetterId}: steward dlq show ${outcome.deadLetterId}`
+                : ""),
           );
           return 1;
         default:

@@ -5,15 +5,61 @@ import { withDatabasePool, type Command } from "../command.ts";
 
 interface Status {
   at: string;
-  queues: Array<{ queue_name: string | null; task: string; ready: number; scheduled: number; running: number; retrying: number; oldest_ready_since: string | null }>;
-  running: Array<{ id: number; task: string; locked_by: string; locked_at: string; attempts: number; max_attempts: number; host: string | null; pid: number | null }>;
-  workers: Array<{ pool_id: string; host: string | null; pid: number | null; started_at: string; heartbeat_at: string; alive: boolean }>;
+  queues: Array<{
+    queue_name: string | null;
+    task: string;
+    ready: number;
+    scheduled: number;
+    running: number;
+    retrying: number;
+    oldest_ready_since: string | null;
+  }>;
+  running: Array<{
+    id: number;
+    task: string;
+    locked_by: string;
+    locked_at: string;
+    attempts: number;
+    max_attempts: number;
+    host: string | null;
+    pid: number | null;
+  }>;
+  workers: Array<{
+    pool_id: string;
+    host: string | null;
+    pid: number | null;
+    started_at: string;
+    heartbeat_at: string;
+    alive: boolean;
+  }>;
   dead_letters: Array<{ source: string; task: string; count: number; last_failed_at: string }>;
   invalidations: { pending: number; due: number; claimed: number; oldest_age_seconds: number | null };
-  views: Array<{ view: string; is_present: boolean; is_populated: boolean | null; refresh_every: string | null; last_refreshed_at: string | null; staleness_seconds: number; last_status: string | null; last_error: string | null }>;
-  circuits: Array<{ name: string; state: string; consecutive_failures: number; opened_at: string | null; last_error: string | null }>;
+  views: Array<{
+    view: string;
+    is_present: boolean;
+    is_populated: boolean | null;
+    refresh_every: string | null;
+    last_refreshed_at: string | null;
+    staleness_seconds: number;
+    last_status: string | null;
+    last_error: string | null;
+  }>;
+  circuits: Array<{
+    name: string;
+    state: string;
+    consecutive_failures: number;
+    opened_at: string | null;
+    last_error: string | null;
+  }>;
   last_vacuum: { at: string | null; tables: number };
-  recalculations: Array<{ name: string; run: number; status: string; keys_total: number; keys_done: number; batches_failed: number }>;
+  recalculations: Array<{
+    name: string;
+    run: number;
+    status: string;
+    keys_total: number;
+    keys_done: number;
+    batches_failed: number;
+  }>;
 }
 
 /** An age in seconds as a person reads it at a glance; "-" when there is none. */
@@ -31,28 +77,51 @@ function formatStatus(status: Status): string {
   lines.push("Queues");
   lines.push(
     ...(status.queues.length
-      ? textTable([
-          ["queue", "task", "ready", "scheduled", "running", "retrying", "oldest ready"],
-          ...status.queues.map((q) => [q.queue_name ?? "-", q.task, String(q.ready), String(q.scheduled), String(q.running), String(q.retrying), since(q.oldest_ready_since, now)]),
-        ], { indent: "  ", numeric: [2, 3, 4, 5] })
+      ? textTable(
+          [
+            ["queue", "task", "ready", "scheduled", "running", "retrying", "oldest ready"],
+            ...status.queues.map((q) => [
+              q.queue_name ?? "-",
+              q.task,
+              String(q.ready),
+              String(q.scheduled),
+              String(q.running),
+              String(q.retrying),
+              since(q.oldest_ready_since, now),
+            ]),
+          ],
+          { indent: "  ", numeric: [2, 3, 4, 5] },
+        )
       : ["  empty"]),
   );
   lines.push("Running jobs");
   lines.push(
     ...(status.running.length
-      ? status.running.map((r) => `  #${r.id} ${r.task} on ${r.host ? `${r.host}:${r.pid}` : r.locked_by}, ${since(r.locked_at, now)}, attempt ${r.attempts}/${r.max_attempts}`)
+      ? status.running.map(
+          (r) =>
+            `  #${r.id} ${r.task} on ${r.host ? `${r.host}:${r.pid}` : r.locked_by}, ${since(r.locked_at, now)}, attempt ${r.attempts}/${r.max_attempts}`,
+        )
       : ["  none"]),
   );
   lines.push("Workers");
   lines.push(
     ...(status.workers.length
-      ? status.workers.map((w) => `  ${w.host ?? "?"}:${w.pid ?? "?"} (${w.pool_id}) ${w.alive ? "alive" : "NOT BEATING"}, last beat ${since(w.heartbeat_at, now)} ago, up ${since(w.started_at, now)}`)
+      ? status.workers.map(
+          (w) =>
+            `  ${w.host ?? "?"}:${w.pid ?? "?"} (${w.pool_id}) ${w.alive ? "alive" : "NOT BEATING"}, last beat ${since(w.heartbeat_at, now)} ago, up ${since(w.started_at, now)}`,
+        )
       : ["  none running"]),
   );
   lines.push("Dead letters (not replayed)");
-  lines.push(...(status.dead_letters.length ? status.dead_letters.map((d) => `  ${d.source} ${d.task}: ${d.count}, last ${since(d.last_failed_at, now)} ago`) : ["  none"]));
+  lines.push(
+    ...(status.dead_letters.length
+      ? status.dead_letters.map((d) => `  ${d.source} ${d.task}: ${d.count}, last ${since(d.last_failed_at, now)} ago`)
+      : ["  none"]),
+  );
   const inv = status.invalidations;
-  lines.push(`Invalidations: ${inv.pending} pending (${inv.due} due, ${inv.claimed} being delivered), oldest ${age(inv.oldest_age_seconds)}`);
+  lines.push(
+    `Invalidations: ${inv.pending} pending (${inv.due} due, ${inv.claimed} being delivered), oldest ${age(inv.oldest_age_seconds)}`,
+  );
   lines.push("Materialized views");
   lines.push(
     ...(status.views.length
@@ -66,14 +135,22 @@ function formatStatus(status: Status): string {
   lines.push("Circuits");
   lines.push(
     ...(status.circuits.length
-      ? status.circuits.map((c) => `  ${c.name}: ${c.state}${c.consecutive_failures ? `, ${c.consecutive_failures} failures in a row` : ""}${c.last_error && c.state !== "closed" ? ` (${c.last_error})` : ""}`)
+      ? status.circuits.map(
+          (c) =>
+            `  ${c.name}: ${c.state}${c.consecutive_failures ? `, ${c.consecutive_failures} failures in a row` : ""}${c.last_error && c.state !== "closed" ? ` (${c.last_error})` : ""}`,
+        )
       : ["  none"]),
   );
-  lines.push(`Last vacuum: ${status.last_vacuum.at ? `${since(status.last_vacuum.at, now)} ago, ${status.last_vacuum.tables} table(s) in the last day` : "never"}`);
+  lines.push(
+    `Last vacuum: ${status.last_vacuum.at ? `${since(status.last_vacuum.at, now)} ago, ${status.last_vacuum.tables} table(s) in the last day` : "never"}`,
+  );
   lines.push("Recalculations");
   lines.push(
     ...(status.recalculations.length
-      ? status.recalculations.map((r) => `  ${r.name}: run ${r.run} ${r.status}, ${r.keys_done}/${r.keys_total} keys${r.batches_failed ? `, ${r.batches_failed} batches failed` : ""}`)
+      ? status.recalculations.map(
+          (r) =>
+            `  ${r.name}: run ${r.run} ${r.status}, ${r.keys_done}/${r.keys_total} keys${r.batches_failed ? `, ${r.batches_failed} batches failed` : ""}`,
+        )
       : ["  none"]),
   );
   return lines.join("\n");

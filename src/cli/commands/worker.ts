@@ -28,7 +28,10 @@ function onShutdownSignals(
     const now = Date.now();
     if (firstAt === undefined) {
       firstAt = now;
-      logger.info({ signal }, `shutting down gracefully (a second signal ${SAME_REQUEST_MS / 1000} s or more later forces an exit)`);
+      logger.info(
+        { signal },
+        `shutting down gracefully (a second signal ${SAME_REQUEST_MS / 1000} s or more later forces an exit)`,
+      );
       handlers.graceful(signal);
     } else if (now - firstAt < SAME_REQUEST_MS) {
       logger.debug({ signal }, "the same shutdown request again (a process group receives one signal more than once)");
@@ -63,7 +66,9 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
       // Running jobs are failed back to the queue where the database still answers; the
       // embedded server is stopped by its exit hook.
       const deadline = new Promise((resolve) => setTimeout(resolve, FORCED_EXIT_MS));
-      void Promise.race([worker?.runner.kill(), deadline]).finally(() => process.exit(128 + os.constants.signals[signal]));
+      void Promise.race([worker?.runner.kill(), deadline]).finally(() =>
+        process.exit(128 + os.constants.signals[signal]),
+      );
     },
   });
   try {
@@ -83,10 +88,12 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
       if (signals.requested()) return 0;
       // `start` offers the example (by default on the embedded database only; see STEWARD_EXAMPLE).
       example = options.migrateFirst ? await startExample(database.url, context.config, logger) : undefined;
-      worker = await startWorker({ url: database.url, config: context.config, logger }).catch(async (error: unknown) => {
-        await example?.stop();
-        throw error;
-      });
+      worker = await startWorker({ url: database.url, config: context.config, logger }).catch(
+        async (error: unknown) => {
+          await example?.stop();
+          throw error;
+        },
+      );
       if (signals.requested()) {
         void example?.stop();
         void worker.stop("shutdown requested while starting");
