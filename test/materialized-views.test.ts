@@ -114,7 +114,11 @@ describe("register_materialized_view", () => {
 
     await query(refusal.hint.slice(0, refusal.hint.indexOf(";") + 1));
     const { rows } = await query("select * from steward.register_materialized_view('refusal_totals', '5 minutes')");
-    expect(rows[0]).toMatchObject({ view: "public.refusal_totals", concurrently: true, refresh_every: { minutes: 5 } });
+    expect(rows[0]).toMatchObject({
+      view: "public.refusal_totals",
+      refresh_concurrently: true,
+      refresh_every: { minutes: 5 },
+    });
     expect(await counts()).toEqual({ views: before.views + 1, audits: before.audits + 1 });
   });
 
@@ -197,7 +201,7 @@ describe("refreshing", () => {
     const readers = await readWhileRefreshing("busy_view", async () => {
       entry = await refreshMaterializedView(context.db.pool, "public.busy_view");
     });
-    expect(entry).toMatchObject({ status: "ok", concurrently: true });
+    expect(entry).toMatchObject({ status: "ok", ran_concurrently: true });
     expect(readers.lockWaits).toBe(0);
     expect(readers.readsDuring).toBeGreaterThan(0);
   });
@@ -209,7 +213,7 @@ describe("refreshing", () => {
     const readers = await readWhileRefreshing("blocking_view", async () => {
       entry = await refreshMaterializedView(context.db.pool, "public.blocking_view");
     });
-    expect(entry).toMatchObject({ status: "ok", concurrently: false });
+    expect(entry).toMatchObject({ status: "ok", ran_concurrently: false });
     expect(readers.lockWaits).toBeGreaterThan(0);
   });
 
@@ -218,11 +222,11 @@ describe("refreshing", () => {
     await query("select steward.register_materialized_view('empty_view')");
     expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({
       status: "ok",
-      concurrently: false,
+      ran_concurrently: false,
     });
     expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({
       status: "ok",
-      concurrently: true,
+      ran_concurrently: true,
     });
     expect((await query("select count(*)::int as n from empty_view")).rows[0].n).toBe(1000);
   });
@@ -257,7 +261,7 @@ describe("refreshing", () => {
         );
         expect(waited).toMatchObject({
           status: "skipped",
-          concurrently: null,
+          ran_concurrently: null,
           error: expect.stringContaining("another refresh"),
         });
         expect(waited.waited_ms).toBeGreaterThanOrEqual(300);
@@ -283,7 +287,7 @@ describe("refreshing", () => {
 
     await query("update fragile_source set divisor = 0");
     const failed = await refreshMaterializedView(context.db.pool, "public.fragile");
-    expect(failed).toMatchObject({ status: "failed", concurrently: true, error: "division by zero" });
+    expect(failed).toMatchObject({ status: "failed", ran_concurrently: true, error: "division by zero" });
     const { rows: after } = await query(
       "select last_refreshed_at from steward.materialized_views where view = 'public.fragile'",
     );

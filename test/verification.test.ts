@@ -15,14 +15,12 @@ interface Check {
 }
 
 async function checks(): Promise<Check[]> {
-  const { rows } = await context.db.pool.query<Check>(
-    'select "check", status, detail from steward.verify_installation()',
-  );
+  const { rows } = await context.db.pool.query<Check>("select name, status, detail from steward.verify_installation()");
   return rows;
 }
 
 async function checkNamed(name: string): Promise<Check> {
-  const found = (await checks()).find((row) => row.check === name);
+  const found = (await checks()).find((row) => row.name === name);
   if (!found) throw new Error(`no check named ${name}`);
   return found;
 }
@@ -31,9 +29,9 @@ describe("verify_installation on a fresh install", () => {
   it("passes every check, warning only about what is optional or not running", async () => {
     const rows = await checks();
     expect(rows.filter((row) => row.status === "fail")).toEqual([]);
-    const warnings = rows.filter((row) => row.status === "warn").map((row) => row.check);
+    const warnings = rows.filter((row) => row.status === "warn").map((row) => row.name);
     expect(warnings.every((name) => ["workers", "pg_stat_statements"].includes(name))).toBe(true);
-    expect(rows.map((row) => row.check)).toEqual(
+    expect(rows.map((row) => row.name)).toEqual(
       expect.arrayContaining([
         "schema version",
         "public API",
@@ -58,7 +56,7 @@ describe("verify_installation on a fresh install", () => {
     expect(result.stdout).toMatch(/0 failed/);
     const json = await runCli(["verify", "--json"], { DATABASE_URL: context.db.url });
     expect(JSON.parse(json.stdout)).toEqual(
-      expect.arrayContaining([expect.objectContaining({ check: "public API", status: "ok" })]),
+      expect.arrayContaining([expect.objectContaining({ name: "public API", status: "ok" })]),
     );
   });
 });
@@ -225,7 +223,7 @@ describe("steward migrate", () => {
           true,
         );
         const { rows: failed } = await client.query(
-          `select "check" from steward.verify_installation() where status = 'fail'`,
+          `select name from steward.verify_installation() where status = 'fail'`,
         );
         expect(failed).toEqual([]);
       } finally {

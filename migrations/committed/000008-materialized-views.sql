@@ -1,5 +1,5 @@
 --! Previous: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
---! Hash: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
+--! Hash: sha1:a7f0cbb6166a766f77c4317c05471e166fdd1a8f
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,
@@ -22,13 +22,13 @@ insert into steward.settings (name, value, type, description) values
 on conflict (name) do nothing;
 
 -- Materialized views: registry and log ---------------------------------------------------------
--- CONCURRENTLY is a reserved word, so the SPEC's column name is quoted here; select it qualified
--- (l.concurrently) or quoted ("concurrently").
+-- No column is named with an SQL keyword a DBA would have to quote (CONCURRENTLY is one): the
+-- registry says refresh_concurrently, the log ran_concurrently.
 
 create table steward.materialized_views (
   view              text primary key,
   refresh_every     interval check (refresh_every > interval '0'),
-  "concurrently"    boolean not null default true,
+  refresh_concurrently boolean not null default true,
   debounce          interval not null default '30 seconds' check (debounce >= interval '0'),
   registered_at     timestamptz not null default pg_catalog.now(),
   last_enqueued_at  timestamptz,
@@ -39,7 +39,7 @@ comment on table steward.materialized_views is
   'Materialized views pg-steward refreshes, by schema-qualified name (so a registration survives the drop and re-create of its view, as in graphile-migrate watch). Change with steward.register_materialized_view / unregister_materialized_view.';
 comment on column steward.materialized_views.view is 'Schema-qualified name, quoted where needed (format(''%I.%I'')).';
 comment on column steward.materialized_views.refresh_every is 'schedule_refreshes enqueues a refresh when this long has passed since the last one started or was enqueued; null: only on demand (schedule_refresh, steward run).';
-comment on column steward.materialized_views."concurrently" is 'Refresh with REFRESH ... CONCURRENTLY (readers never wait) once the view is populated.';
+comment on column steward.materialized_views.refresh_concurrently is 'Refresh with REFRESH ... CONCURRENTLY (readers never wait) once the view is populated.';
 comment on column steward.materialized_views.debounce is 'Refreshes of the view start at least this far apart; requests in between join the pending one.';
 comment on column steward.materialized_views.last_started_at is 'When the last refresh that ran (ok or failed) took the view''s lock.';
 comment on column steward.materialized_views.last_refreshed_at is 'When the last successful refresh started: the view''s data is at least this fresh.';
@@ -51,7 +51,7 @@ create table steward.refresh_log (
   finished_at  timestamptz not null,
   duration_ms  double precision not null,
   waited_ms    double precision not null default 0,
-  "concurrently" boolean,
+  ran_concurrently boolean,
   status       text not null check (status in ('ok', 'failed', 'skipped')),
   error        text
 );
@@ -61,7 +61,7 @@ comment on table steward.refresh_log is
   'One row per refresh attempt: ok, failed (error says why) or skipped (another refresh of the view was running).';
 comment on column steward.refresh_log.duration_ms is 'From started_at to finished_at, including waited_ms.';
 comment on column steward.refresh_log.waited_ms is 'Time spent waiting for another refresh of the same view to end.';
-comment on column steward.refresh_log."concurrently" is 'Whether REFRESH ... CONCURRENTLY was used (null when skipped).';
+comment on column steward.refresh_log.ran_concurrently is 'Whether REFRESH ... CONCURRENTLY was used (null when skipped).';
 
 -- The key of the advisory lock a refresh of `view` holds; a DBA's own script can take the same
 -- lock to keep out of the way: select pg_advisory_lock(steward.refresh_lock_key('public.x')).
@@ -269,12 +269,12 @@ begin
     end if;
   end if;
 
-  insert into steward.materialized_views as m (view, refresh_every, "concurrently", debounce)
+  insert into steward.materialized_views as m (view, refresh_every, refresh_concurrently, debounce)
   values (view_name, register_materialized_view.refresh_every, register_materialized_view.concurrently,
           register_materialized_view.debounce)
   on conflict on constraint materialized_views_pkey do update
      set refresh_every = excluded.refresh_every,
-         "concurrently" = excluded.concurrently,
+         refresh_concurrently = excluded.refresh_concurrently,
          debounce = excluded.debounce
   returning * into registration;
   perform steward.audit('register_materialized_view', view_name, pg_catalog.jsonb_build_object(
@@ -403,7 +403,7 @@ begin
     perform pg_catalog.set_config('lock_timeout',
       (extract(epoch from steward.setting_interval('maintenance.refresh_lock_timeout')) * 1000)::bigint::text, true);
     -- CONCURRENTLY cannot fill an unpopulated view: the first refresh of one is plain.
-    select registration.concurrently and c.relispopulated into use_concurrently
+    select registration.refresh_concurrently and c.relispopulated into use_concurrently
       from pg_catalog.pg_class c where c.oid = target;
     begin
       if use_concurrently then
@@ -418,7 +418,7 @@ begin
   end if;
   perform pg_catalog.set_config('lock_timeout', previous_lock_timeout, true);
 
-  insert into steward.refresh_log (view, started_at, finished_at, duration_ms, waited_ms, "concurrently", status, error)
+  insert into steward.refresh_log (view, started_at, finished_at, duration_ms, waited_ms, ran_concurrently, status, error)
   values (view_name, began, pg_catalog.clock_timestamp(),
           extract(epoch from pg_catalog.clock_timestamp() - began) * 1000,
           extract(epoch from locked_at - began) * 1000,
@@ -521,7 +521,7 @@ create view steward.materialized_view_status as
 select m.view,
        pg_catalog.to_regclass(m.view) is not null as is_present,
        c.relispopulated as is_populated,
-       m.concurrently,
+       m.refresh_concurrently,
        m.refresh_every,
        m.debounce,
        steward.concurrent_refresh_index(c.oid) as refresh_index,

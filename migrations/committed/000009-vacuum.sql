@@ -1,5 +1,5 @@
---! Previous: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
---! Hash: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
+--! Previous: sha1:a7f0cbb6166a766f77c4317c05471e166fdd1a8f
+--! Hash: sha1:e4872d14594d391b046ff9a4ecb0459e4ed32a1c
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
---! Hash: sha1:da10e561466c599e62479ff8efab3edee1604eaa
+--! Previous: sha1:e4872d14594d391b046ff9a4ecb0459e4ed32a1c
+--! Hash: sha1:d21704a2a5925ccc98dc2295449edfb933a483bb
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

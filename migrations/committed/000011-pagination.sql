@@ -1,5 +1,5 @@
---! Previous: sha1:da10e561466c599e62479ff8efab3edee1604eaa
---! Hash: sha1:f25b05b524587808e148578bee6cc1225803dbd7
+--! Previous: sha1:d21704a2a5925ccc98dc2295449edfb933a483bb
+--! Hash: sha1:272bbb534f00f6aa823a799bbf0d173d9ec9c5fb
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:f25b05b524587808e148578bee6cc1225803dbd7
---! Hash: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
+--! Previous: sha1:272bbb534f00f6aa823a799bbf0d173d9ec9c5fb
+--! Hash: sha1:92b21767ea879d0c0d20458e1b417fd7c965ee33
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

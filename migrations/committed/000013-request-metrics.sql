@@ -1,5 +1,5 @@
---! Previous: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
---! Hash: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
+--! Previous: sha1:92b21767ea879d0c0d20458e1b417fd7c965ee33
+--! Hash: sha1:3cf39418aa4e75950e1985096f17ca254c0d93b6
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

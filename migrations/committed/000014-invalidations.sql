@@ -1,5 +1,5 @@
---! Previous: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
---! Hash: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
+--! Previous: sha1:3cf39418aa4e75950e1985096f17ca254c0d93b6
+--! Hash: sha1:04ba638b52de82be427ca89463ebb7581bff039d
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

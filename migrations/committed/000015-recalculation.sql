@@ -1,5 +1,5 @@
---! Previous: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
---! Hash: sha1:8dca296b7b029e6aa9e8ab3658c04f0091061d0b
+--! Previous: sha1:04ba638b52de82be427ca89463ebb7581bff039d
+--! Hash: sha1:145894e381c65dc87eff9ec86723dd44e753c7ec
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

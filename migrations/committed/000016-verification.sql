@@ -1,5 +1,5 @@
---! Previous: sha1:8dca296b7b029e6aa9e8ab3658c04f0091061d0b
---! Hash: sha1:ded8e26490cd88667ff7cd536fb76b54cfaa613c
+--! Previous: sha1:145894e381c65dc87eff9ec86723dd44e753c7ec
+--! Hash: sha1:748c56d6436332d297c5bb361a7d9b8098c2f537
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -29,7 +29,7 @@ comment on function steward.client_functions() is
   'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits, the batch form the TypeScript client uses.';
 
 create function steward.verify_installation()
-returns table ("check" text, status text, detail text)
+returns table (name text, status text, detail text)
 language plpgsql
 stable
 set search_path = pg_catalog, pg_temp
@@ -61,7 +61,7 @@ declare
   found_any boolean;
 begin
   -- Versions --------------------------------------------------------------------------------
-  "check" := 'schema version';
+  name := 'schema version';
   if pg_catalog.to_regclass('graphile_migrate.migrations') is null then
     status := 'warn';
     detail := 'graphile_migrate.migrations is missing, so the applied version cannot be told; install with `steward migrate`';
@@ -73,7 +73,7 @@ begin
   end if;
   return next;
 
-  "check" := 'public API';
+  name := 'public API';
   select pg_catalog.array_agg(s order by s) into missing
     from pg_catalog.unnest(public_api) s where pg_catalog.to_regprocedure(s) is null;
   select pg_catalog.array_agg(r order by r) into problems
@@ -90,7 +90,7 @@ begin
   return next;
 
   -- graphile-worker ---------------------------------------------------------------------------
-  "check" := 'graphile-worker schema';
+  name := 'graphile-worker schema';
   if pg_catalog.to_regclass('graphile_worker.migrations') is null then
     status := 'fail';
     detail := 'schema graphile_worker is not installed; fix: run `steward migrate`';
@@ -108,7 +108,7 @@ begin
   end if;
   return next;
 
-  "check" := 'dead-letter trigger';
+  name := 'dead-letter trigger';
   select t.tgenabled into item
     from pg_catalog.pg_trigger t
    where t.tgrelid = pg_catalog.to_regclass('graphile_worker._private_jobs') and t.tgname = '_steward_dead_letters';
@@ -127,34 +127,34 @@ begin
   -- Registered views --------------------------------------------------------------------------
   found_any := false;
   for item in
-    select m.view, m."concurrently", c.oid, c.relkind,
+    select m.view, m.refresh_concurrently, c.oid, c.relkind,
            case when c.oid is not null then steward.concurrent_refresh_index(c.oid) end as refresh_index
       from steward.materialized_views m
       left join pg_catalog.pg_class c on c.oid = pg_catalog.to_regclass(m.view)
      order by m.view
   loop
     found_any := true;
-    "check" := 'materialized view ' || item.view;
+    name := 'materialized view ' || item.view;
     if item.oid is null then
       status := 'warn';
       detail := 'registered but does not exist (skipped by the schedule); fix: create it again, or select steward.unregister_materialized_view(...) before dropping a view for good';
     elsif item.relkind <> 'm' then
       status := 'fail';
       detail := 'registered, but it is no longer a materialized view; fix: unregister it';
-    elsif item."concurrently" and item.refresh_index is null then
+    elsif item.refresh_concurrently and item.refresh_index is null then
       status := 'fail';
       select pg_catalog.format('no unique index that REFRESH ... CONCURRENTLY can use, so every refresh fails; fix: %s',
                                a.hint)
         into detail from steward.refresh_index_advice(item.oid) a;
     else
       status := 'ok';
-      detail := case when item."concurrently" then 'refreshed concurrently using ' || item.refresh_index::text
+      detail := case when item.refresh_concurrently then 'refreshed concurrently using ' || item.refresh_index::text
                      else 'refreshed plainly (readers wait)' end;
     end if;
     return next;
   end loop;
   if not found_any then
-    "check" := 'materialized views';
+    name := 'materialized views';
     status := 'ok';
     detail := 'none registered';
     return next;
@@ -172,7 +172,7 @@ begin
      order by t.target::text
   loop
     found_any := true;
-    "check" := 'tracked table ' || item.target::text;
+    name := 'tracked table ' || item.target::text;
     if not exists (select from pg_catalog.pg_class c where c.oid = item.target) then
       status := 'fail';
       detail := pg_catalog.format('tracked table (oid %s) no longer exists; fix: delete from steward.tracked_tables where target = %s', item.target::oid, item.target::oid);
@@ -187,14 +187,14 @@ begin
     return next;
   end loop;
   if not found_any then
-    "check" := 'tracked tables';
+    name := 'tracked tables';
     status := 'ok';
     detail := 'none tracked';
     return next;
   end if;
 
   -- Security ----------------------------------------------------------------------------------
-  "check" := 'security definer search_path';
+  name := 'security definer search_path';
   select pg_catalog.array_agg(p.oid::regprocedure::text order by p.oid::regprocedure::text) into problems
     from pg_catalog.pg_proc p
    where p.pronamespace = 'steward'::regnamespace and p.prosecdef
@@ -210,7 +210,7 @@ begin
   end if;
   return next;
 
-  "check" := 'steward_client role';
+  name := 'steward_client role';
   if exists (select from pg_catalog.pg_roles r where r.rolname = 'steward_client') then
     status := 'ok';
     detail := pg_catalog.format('granted to %s role(s)',
@@ -221,7 +221,7 @@ begin
   end if;
   return next;
 
-  "check" := 'table privileges';
+  name := 'table privileges';
   if exists (select from pg_catalog.pg_roles r where r.rolname = 'steward_client') then
     select pg_catalog.array_agg(pg_catalog.format('%s (%s)', c.oid::regclass, who.role) order by c.oid::regclass::text)
       into problems
@@ -246,7 +246,7 @@ begin
   end if;
   return next;
 
-  "check" := 'function privileges';
+  name := 'function privileges';
   problems := null;
   select pg_catalog.array_agg(pg_catalog.format('%s (public)', p.oid::regprocedure) order by p.oid::regprocedure::text)
     into problems
@@ -281,7 +281,7 @@ begin
   return next;
 
   -- Registries --------------------------------------------------------------------------------
-  "check" := 'cleanup steps';
+  name := 'cleanup steps';
   select pg_catalog.array_agg(s.name order by s.name) into problems
     from steward.cleanup_steps s
    where case when s.function is not null
@@ -298,7 +298,7 @@ begin
   end if;
   return next;
 
-  "check" := 'recalculations';
+  name := 'recalculations';
   select pg_catalog.array_agg(r.name order by r.name) into problems
     from steward.recalculations r
    where not exists (select from pg_catalog.pg_proc p where p.oid = r.compute);
@@ -313,7 +313,7 @@ begin
   return next;
 
   -- Runtime -----------------------------------------------------------------------------------
-  "check" := 'workers';
+  name := 'workers';
   if (select pg_catalog.count(*) from steward.workers w
        where w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout')) > 0 then
     status := 'ok';
@@ -328,7 +328,7 @@ begin
   end if;
   return next;
 
-  "check" := 'pg_stat_statements';
+  name := 'pg_stat_statements';
   if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_stat_statements') then
     status := 'ok';
     detail := 'installed: sql/slow-statements.sql works';
