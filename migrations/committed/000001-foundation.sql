@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
+--! Hash: sha1:ba3b42b1bc592e601f234122aa63c0b452be47fb
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -40,12 +40,85 @@ alter default privileges in schema steward revoke all on sequences from public;
 create table steward.settings (
   name        text primary key check (name ~ '^[a-z][a-z0-9_.]*$'),
   value       text not null,
-  type        text not null check (type in ('integer', 'numeric', 'interval', 'boolean', 'text')),
+  type        text not null check (type in ('integer', 'numeric', 'interval', 'size', 'boolean', 'text')),
+  min_value   text,
+  max_value   text,
   description text not null,
-  updated_at  timestamptz not null default pg_catalog.now()
+  updated_at  timestamptz not null default pg_catalog.now(),
+  check ((type in ('boolean', 'text')) = (min_value is null and max_value is null)
+         and (min_value is null) = (max_value is null))
 );
 comment on table steward.settings is
-  'Tunables of pg-steward (retention periods, thresholds, timeouts), one row each. Change them with steward.set_setting so the change is checked and audited.';
+  'Tunables of pg-steward (retention periods, thresholds, timeouts), one row each. Change them with steward.set_setting so the change is checked and audited. Every value is kept within its type and its range (min_value to max_value, both included) by a trigger, whatever changes it.';
+comment on column steward.settings.type is
+  'integer, numeric, interval, size (an amount of memory such as 16MB; empty: not set), boolean or text.';
+comment on column steward.settings.min_value is
+  'The smallest value accepted, in the setting''s type (null for boolean and text settings).';
+comment on column steward.settings.max_value is
+  'The largest value accepted, in the setting''s type (null for boolean and text settings).';
+
+-- The rule every value obeys, checked whatever writes the row: set_setting, a migration's
+-- insert, or an update by hand.
+create function steward.check_setting()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  below boolean := false;
+  above boolean := false;
+begin
+  -- The range itself is the migration author's; a bad one fails here with PostgreSQL's own error.
+  case new.type
+    when 'integer' then perform new.min_value::integer, new.max_value::integer;
+    when 'numeric' then perform new.min_value::numeric, new.max_value::numeric;
+    when 'interval' then perform new.min_value::interval, new.max_value::interval;
+    when 'size' then perform pg_catalog.pg_size_bytes(new.min_value), pg_catalog.pg_size_bytes(new.max_value);
+    else null;
+  end case;
+  begin
+    case new.type
+      when 'integer' then
+        -- Compared as numeric, so 99999999999 is out of range rather than not an integer.
+        if new.value !~ '^\s*[-+]?[0-9]+\s*$' then
+          raise exception using errcode = '22P02';
+        end if;
+        below := new.value::numeric < new.min_value::numeric;
+        above := new.value::numeric > new.max_value::numeric;
+      when 'numeric' then
+        below := new.value::numeric < new.min_value::numeric;
+        above := new.value::numeric > new.max_value::numeric;
+      when 'interval' then
+        below := new.value::interval < new.min_value::interval;
+        above := new.value::interval > new.max_value::interval;
+      when 'size' then
+        if new.value <> '' then
+          below := pg_catalog.pg_size_bytes(new.value) < pg_catalog.pg_size_bytes(new.min_value);
+          above := pg_catalog.pg_size_bytes(new.value) > pg_catalog.pg_size_bytes(new.max_value);
+        end if;
+      when 'boolean' then perform new.value::boolean;
+      else null;
+    end case;
+  exception when others then
+    raise exception 'setting "%" takes a value of type %, got "%"', new.name, new.type, new.value
+      using errcode = '22023',
+            hint = case new.type when 'size' then 'A size is a number with a unit (128kB, 16MB, 1GB), or empty for none.'
+                                 when 'interval' then 'For example: 30 seconds, 5 minutes, 7 days.'
+                                 when 'boolean' then 'true or false (on, off).'
+                                 else pg_catalog.format('Values from %s to %s.', new.min_value, new.max_value) end;
+  end;
+  if below or above then
+    raise exception 'setting "%" must be from % to %, got "%"', new.name, new.min_value, new.max_value, new.value
+      using errcode = '22023';
+  end if;
+  return new;
+end
+$$;
+comment on function steward.check_setting() is
+  'Trigger on steward.settings: refuses (22023) a value that is not of the setting''s type or lies outside min_value to max_value, naming the range.';
+
+create trigger check_setting before insert or update on steward.settings
+  for each row execute function steward.check_setting();
 
 create table steward.audit_log (
   id     bigint generated always as identity primary key,
@@ -129,18 +202,7 @@ begin
   if new_value is null then
     raise exception 'setting "%" cannot be null', setting_name using errcode = '22004';
   end if;
-  begin
-    case setting.type
-      when 'integer' then perform new_value::integer;
-      when 'numeric' then perform new_value::numeric;
-      when 'interval' then perform new_value::interval;
-      when 'boolean' then perform new_value::boolean;
-      else null;
-    end case;
-  exception when others then
-    raise exception 'setting "%" takes a value of type %, got "%"', setting_name, setting.type, new_value
-      using errcode = '22023';
-  end;
+  -- steward.check_setting (the table's trigger) refuses a value of the wrong type or out of range.
   update steward.settings s set value = new_value, updated_at = pg_catalog.now() where s.name = setting_name;
   perform steward.audit('set_setting', setting_name,
     pg_catalog.jsonb_build_object('from', setting.value, 'to', new_value));
@@ -148,7 +210,7 @@ begin
 end
 $$;
 comment on function steward.set_setting(text, text) is
-  'Changes a pg-steward setting after checking its type; audited. Returns the previous value.';
+  'Changes a pg-steward setting, refusing (22023) a value of the wrong type or outside its range (min_value to max_value of steward.settings); audited. Returns the previous value.';
 
 -- Cleanup ---------------------------------------------------------------------------------------
 

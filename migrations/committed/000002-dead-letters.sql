@@ -1,5 +1,5 @@
---! Previous: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
---! Hash: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
+--! Previous: sha1:ba3b42b1bc592e601f234122aa63c0b452be47fb
+--! Hash: sha1:ffc63c141d426bee50c888a14db7bc16709a3510
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its
@@ -28,8 +28,8 @@ $$;
 
 -- Dead letters -----------------------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('dead_letters.replayed_retention', '30 days', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('dead_letters.replayed_retention', '30 days', 'interval', '1 hour', '3650 days',
    'How long cleanup keeps a dead letter after it was replayed. Dead letters never replayed are kept until purged by hand (steward dlq purge).')
 on conflict (name) do nothing;
 

@@ -1,13 +1,13 @@
---! Previous: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
---! Hash: sha1:429a9315433be0b46a880402c8773a926d113bb5
+--! Previous: sha1:ffc63c141d426bee50c888a14db7bc16709a3510
+--! Hash: sha1:67845d7ebc68d76f2bd97fac6734a3ce2b86bab7
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,
 -- and a pool whose heartbeat goes stale is presumed dead: its jobs are unlocked within seconds
 -- for another worker, instead of after graphile-worker's 4-hour stale-lock sweep.
 
-insert into steward.settings (name, value, type, description) values
-  ('workers.heartbeat_timeout', '60 seconds', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('workers.heartbeat_timeout', '60 seconds', 'interval', '1 second', '1 day',
    'A worker whose last heartbeat is older than this is presumed dead: its locked jobs are unlocked so another worker runs them. Workers beat every sixth of it. Keep it well above the longest event-loop stall of a worker.')
 on conflict (name) do nothing;
 

@@ -1,12 +1,12 @@
---! Previous: sha1:429a9315433be0b46a880402c8773a926d113bb5
---! Hash: sha1:a648ab858cea529503a4e33a58a28d010f74911d
+--! Previous: sha1:67845d7ebc68d76f2bd97fac6734a3ce2b86bab7
+--! Hash: sha1:42bddba5d9b8698096c453efbfb01675b249b073
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their
 -- durations as a histogram, kept by the workers in batches (not one row per job).
 
-insert into steward.settings (name, value, type, description) values
-  ('job_stats.retention', '400 days', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('job_stats.retention', '400 days', 'interval', '1 day', '3650 days',
    'How long cleanup keeps the per-day job statistics (steward.job_stats).')
 on conflict (name) do nothing;
 

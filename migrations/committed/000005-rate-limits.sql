@@ -1,5 +1,5 @@
---! Previous: sha1:a648ab858cea529503a4e33a58a28d010f74911d
---! Hash: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
+--! Previous: sha1:42bddba5d9b8698096c453efbfb01675b249b073
+--! Hash: sha1:31c2373a8dfb2c81d22c58c12f338908c2773147
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

@@ -1,5 +1,5 @@
---! Previous: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
---! Hash: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
+--! Previous: sha1:31c2373a8dfb2c81d22c58c12f338908c2773147
+--! Hash: sha1:f36d4369540cb1f69b7e0287c5499149343249d2
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

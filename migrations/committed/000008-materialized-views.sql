@@ -1,5 +1,5 @@
---! Previous: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
---! Hash: sha1:a7f0cbb6166a766f77c4317c05471e166fdd1a8f
+--! Previous: sha1:db045e0e7e076cf6766a1abc793f6eedfb698da8
+--! Hash: sha1:6c416095896134b8378a297e56def5b4c0c443e2
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,
@@ -8,16 +8,16 @@
 
 -- Settings -------------------------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('maintenance.refresh_lock_wait', '10 seconds', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('maintenance.refresh_lock_wait', '10 seconds', 'interval', '0 seconds', '1 hour',
    'How long a refresh waits for another refresh of the same view to end before it is recorded as skipped (0: does not wait).'),
-  ('maintenance.refresh_lock_timeout', '5 seconds', 'interval',
+  ('maintenance.refresh_lock_timeout', '5 seconds', 'interval', '1 millisecond', '1 hour',
    'lock_timeout of a refresh: how long it waits for a table lock. A plain refresh queued behind a long reader would hold up every later reader, so keep it short.'),
-  ('maintenance.refresh_statement_timeout', '30 minutes', 'interval',
+  ('maintenance.refresh_statement_timeout', '30 minutes', 'interval', '1 millisecond', '7 days',
    'statement_timeout of a refresh: a refresh that runs longer fails (logged) and is retried.'),
-  ('maintenance.refresh_max_attempts', '5', 'integer',
+  ('maintenance.refresh_max_attempts', '5', 'integer', '1', '1000',
    'Attempts of a refresh job enqueued by schedule_refresh before it fails for good.'),
-  ('maintenance.refresh_log_retention', '30 days', 'interval',
+  ('maintenance.refresh_log_retention', '30 days', 'interval', '1 hour', '3650 days',
    'How long rows of steward.refresh_log are kept (removed by the cleanup task).')
 on conflict (name) do nothing;
 

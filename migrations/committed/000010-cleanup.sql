@@ -1,5 +1,5 @@
---! Previous: sha1:e4872d14594d391b046ff9a4ecb0459e4ed32a1c
---! Hash: sha1:d21704a2a5925ccc98dc2295449edfb933a483bb
+--! Previous: sha1:9671bb14afad86264c9e54bcd2a5c6d5a0da5c2e
+--! Hash: sha1:5f69493771aa726f37d0a45e7eacbff4e9f2452d
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each
@@ -8,12 +8,12 @@
 
 -- Settings -------------------------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('maintenance.cleanup_batch_size', '1000', 'integer',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('maintenance.cleanup_batch_size', '1000', 'integer', '1', '100000',
    'Rows a cleanup step deletes per batch; each batch is its own short transaction.'),
-  ('maintenance.cleanup_time_budget', '5 minutes', 'interval',
+  ('maintenance.cleanup_time_budget', '5 minutes', 'interval', '0 seconds', '1 day',
    'A cleanup run starts no further batch of a step after this long (every step still gets its first batch).'),
-  ('maintenance.audit_log_retention', '365 days', 'interval',
+  ('maintenance.audit_log_retention', '365 days', 'interval', '1 day', '3650 days',
    'How long rows of steward.audit_log are kept.')
 on conflict (name) do nothing;
 

@@ -1,5 +1,5 @@
---! Previous: sha1:d21704a2a5925ccc98dc2295449edfb933a483bb
---! Hash: sha1:272bbb534f00f6aa823a799bbf0d173d9ec9c5fb
+--! Previous: sha1:5f69493771aa726f37d0a45e7eacbff4e9f2452d
+--! Hash: sha1:1e710391d4e28b487eea2010665ec2707afeea90
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

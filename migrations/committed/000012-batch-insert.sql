@@ -1,5 +1,5 @@
---! Previous: sha1:272bbb534f00f6aa823a799bbf0d173d9ec9c5fb
---! Hash: sha1:92b21767ea879d0c0d20458e1b417fd7c965ee33
+--! Previous: sha1:1e710391d4e28b487eea2010665ec2707afeea90
+--! Hash: sha1:f7d55c7959c37b9b1bca5ec18f30071e7728d265
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

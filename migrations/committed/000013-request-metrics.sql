@@ -1,5 +1,5 @@
---! Previous: sha1:92b21767ea879d0c0d20458e1b417fd7c965ee33
---! Hash: sha1:3cf39418aa4e75950e1985096f17ca254c0d93b6
+--! Previous: sha1:f7d55c7959c37b9b1bca5ec18f30071e7728d265
+--! Hash: sha1:6309f2ccf8c743bed33afdf48418c5d637da3bb8
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily
@@ -7,18 +7,18 @@
 
 -- Request metrics: settings --------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('request_metrics.raw_retention', '7 days', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('request_metrics.raw_retention', '7 days', 'interval', '1 day', '3650 days',
    'How long raw request rows (steward.requests) are kept. They are dropped a whole UTC day at a time once the day is older than this; record_requests refuses rows older than this.'),
-  ('request_metrics.retention_5m', '30 days', 'interval',
+  ('request_metrics.retention_5m', '30 days', 'interval', '1 hour', '3650 days',
    'How long rows of steward.request_stats_5m are kept.'),
-  ('request_metrics.retention_hourly', '400 days', 'interval',
+  ('request_metrics.retention_hourly', '400 days', 'interval', '1 day', '3650 days',
    'How long rows of steward.request_stats_hourly are kept.'),
-  ('request_metrics.hourly_refresh', '5 minutes', 'interval',
+  ('request_metrics.hourly_refresh', '5 minutes', 'interval', '0 seconds', '1 hour',
    'How stale the hourly stats of an hour still in progress may get: such an hour is recomputed at most this often (a closed hour is recomputed on the next rollup after any change).'),
-  ('request_metrics.max_clock_skew', '5 minutes', 'interval',
+  ('request_metrics.max_clock_skew', '5 minutes', 'interval', '0 seconds', '1 day',
    'How far in the future a recorded request''s at may be; record_requests refuses rows later than that.'),
-  ('request_metrics.partitions_ahead', '3', 'integer',
+  ('request_metrics.partitions_ahead', '3', 'integer', '1', '90',
    'Daily partitions of steward.requests that the rollup keeps created ahead of today (UTC).')
 on conflict (name) do nothing;
 

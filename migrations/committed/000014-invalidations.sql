@@ -1,5 +1,5 @@
---! Previous: sha1:3cf39418aa4e75950e1985096f17ca254c0d93b6
---! Hash: sha1:04ba638b52de82be427ca89463ebb7581bff039d
+--! Previous: sha1:6309f2ccf8c743bed33afdf48418c5d637da3bb8
+--! Hash: sha1:e1017e2dfccede2f2fed591b418ad1a2ae10e234
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -13,14 +13,14 @@
 -- * Once claimed, an entry absorbs nothing: an enqueue after the claim makes a new entry.
 -- * A claim expires after its visibility timeout: a dead worker's entries are claimed again.
 
-insert into steward.settings (name, value, type, description) values
-  ('invalidations.max_delay', '1 minute', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('invalidations.max_delay', '1 minute', 'interval', '0 seconds', '1 day',
    'Debounce never delays a tag past its first enqueue plus this.'),
-  ('invalidations.max_attempts', '10', 'integer',
+  ('invalidations.max_attempts', '10', 'integer', '1', '1000',
    'Deliveries tried before an entry moves to the dead letters.'),
-  ('invalidations.backoff_base', '1 second', 'interval',
+  ('invalidations.backoff_base', '1 second', 'interval', '1 millisecond', '1 hour',
    'First retry delay after a failed delivery; doubles per attempt, with jitter.'),
-  ('invalidations.backoff_max', '10 minutes', 'interval',
+  ('invalidations.backoff_max', '10 minutes', 'interval', '1 millisecond', '7 days',
    'Longest retry delay after a failed delivery.')
 on conflict (name) do nothing;
 

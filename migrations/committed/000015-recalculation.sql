@@ -1,5 +1,5 @@
---! Previous: sha1:04ba638b52de82be427ca89463ebb7581bff039d
---! Hash: sha1:145894e381c65dc87eff9ec86723dd44e753c7ec
+--! Previous: sha1:e1017e2dfccede2f2fed591b418ad1a2ae10e234
+--! Hash: sha1:351f6d79cbc9da73e92dc4328940b275ffcdc1c9
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,
@@ -17,12 +17,12 @@
 -- * The run's counters are updated by each batch's transaction under the run's row lock, so the
 --   batch that makes every batch terminal is the one that ends the run, exactly once.
 
-insert into steward.settings (name, value, type, description) values
-  ('recalculation.max_attempts', '5', 'integer',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('recalculation.max_attempts', '5', 'integer', '1', '1000',
    'Attempts of one batch job before the batch counts as failed (its job then goes to the dead letters).'),
-  ('recalculation.batch_timeout', '10 minutes', 'interval',
+  ('recalculation.batch_timeout', '10 minutes', 'interval', '1 millisecond', '7 days',
    'statement_timeout of one batch (the call of compute); a batch over it fails that attempt.'),
-  ('recalculation.retention', '30 days', 'interval',
+  ('recalculation.retention', '30 days', 'interval', '1 hour', '3650 days',
    'Finished runs (and their batches) older than this are removed by cleanup.')
 on conflict (name) do nothing;
 

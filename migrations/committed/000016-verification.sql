@@ -1,5 +1,5 @@
---! Previous: sha1:145894e381c65dc87eff9ec86723dd44e753c7ec
---! Hash: sha1:748c56d6436332d297c5bb361a7d9b8098c2f537
+--! Previous: sha1:351f6d79cbc9da73e92dc4328940b275ffcdc1c9
+--! Hash: sha1:6d1a550b1281788645ff0b9650c25ceea6715555
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
