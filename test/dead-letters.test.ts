@@ -537,16 +537,20 @@ describe("steward dlq", () => {
       [["dlq", "purge", "--older-than", "soon"], 2, "--older-than:"],
       [["dlq", "purge", "--older-than=-3 days"], 2, "must not be negative"],
       [["dlq", "list", "--max", "5000"], 2, "--max must be an integer from 1 to 1000"],
+      [["dlq", "list", "--after", "garbage"], 2, '--after: list_dead_letters: "garbage" is not a cursor'],
+      [["dlq", "purge", "--older-than", "30"], 2, '--older-than needs a unit: "30" alone could mean seconds or days'],
+      [["dlq", "purge", "--older-than", "0"], 2, "examples: 30d, 12h, 90m, '2 weeks', 0s"],
       [["dlq", "show", "987654"], 1, "dead letter 987654 does not exist"],
       [["dlq", "replay", "987654"], 1, "dead letter 987654 does not exist"],
     ];
-    for (const [args, code, message] of cases) {
-      const result = await runCli(args, env());
-      expect({ args, code: result.code }).toEqual({ args, code });
-      expect(result.stderr).toContain(message);
-    }
+    const results = await Promise.all(cases.map(([args]) => runCli(args, env())));
+    cases.forEach(([args, code, message], i) => {
+      expect({ args, code: results[i]!.code }).toEqual({ args, code });
+      expect(results[i]!.stderr).toContain(message);
+      if (code === 2) expect(results[i]!.stderr).toContain("usage: steward dlq");
+    });
     expect(await snapshot()).toEqual(before);
-  });
+  }, 90_000);
 });
 
 describe("steward run --wait", () => {

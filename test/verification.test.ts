@@ -9,7 +9,7 @@ import { adminUrl, runCli, testLogger, useTestDatabase, withAdmin } from "./help
 const context = useTestDatabase();
 
 interface Check {
-  check: string;
+  name: string;
   status: string;
   detail: string;
 }

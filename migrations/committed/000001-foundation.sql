@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:ba3b42b1bc592e601f234122aa63c0b452be47fb
+--! Hash: sha1:c9486fde1d42b9056a8e798b4486ee8708f0576f
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -121,33 +121,84 @@ create trigger check_setting before insert or update on steward.settings
   for each row execute function steward.check_setting();
 
 create table steward.audit_log (
-  id     bigint generated always as identity primary key,
-  at     timestamptz not null default pg_catalog.now(),
-  actor  text not null,
-  action text not null,
-  target text,
-  detail jsonb not null default '{}'::jsonb
+  id                bigint generated always as identity primary key,
+  at                timestamptz not null default pg_catalog.now(),
+  actor             text not null default session_user,
+  action            text not null,
+  target            text,
+  detail            jsonb not null default '{}'::jsonb,
+  current_user_name text not null default current_user,
+  claimed_actor     text,
+  request_id        text
 );
 create index audit_log_at_idx on steward.audit_log (at);
 comment on table steward.audit_log is
-  'One row per admin action (replay, purge, register, setting change, manual run): who did what to which object.';
+  'One row per admin action (replay, purge, register, setting change, manual run): who did what to which object, and for which request. Read it with steward.audit_entries or `steward audit`.';
 comment on column steward.audit_log.actor is
-  'The steward.actor setting of the session when set (the CLI sets cli:<os user>), else the session user.';
+  'The role that logged in (session_user): what the database vouches for. SET ROLE and SECURITY DEFINER functions do not change it.';
+comment on column steward.audit_log.current_user_name is
+  'current_user when the action was recorded: the role after SET ROLE (the function''s owner when the action ran inside a SECURITY DEFINER function).';
+comment on column steward.audit_log.claimed_actor is
+  'Who the session said acts, from its steward.actor setting (the CLI sets cli:<os user>, the worker worker); null when unset. Any session can set it: it is a label, not an identity.';
+comment on column steward.audit_log.request_id is
+  'The steward.request_id setting of the transaction (an application sets it with set local, the same id it passes to record_requests); null when unset.';
 
 create function steward.audit(action text, target text, detail jsonb default '{}'::jsonb)
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
-  insert into steward.audit_log (actor, action, target, detail)
-  values (
-    coalesce(nullif(pg_catalog.current_setting('steward.actor', true), ''), session_user::text),
-    action, target, coalesce(detail, '{}'::jsonb)
-  );
+declare
+  claimed text := nullif(pg_catalog.current_setting('steward.actor', true), '');
+  request text := nullif(pg_catalog.current_setting('steward.request_id', true), '');
+begin
+  if pg_catalog.length(claimed) > 200 or pg_catalog.length(request) > 200 then
+    raise exception '% is % characters long; at most 200',
+      case when pg_catalog.length(claimed) > 200 then 'steward.actor' else 'steward.request_id' end,
+      greatest(pg_catalog.length(claimed), pg_catalog.length(request))
+      using errcode = '22001', hint = 'The same limit as record_requests'' request_id.';
+  end if;
+  insert into steward.audit_log (actor, action, target, detail, current_user_name, claimed_actor, request_id)
+  values (session_user, action, target, coalesce(detail, '{}'::jsonb), current_user, claimed, request);
+end
 $$;
 comment on function steward.audit(text, text, jsonb) is
-  'Records an admin action in steward.audit_log; called by every admin function of pg-steward.';
+  'Records an admin action in steward.audit_log with the session user, the current user, the claimed actor (setting steward.actor) and the request id (setting steward.request_id); called by every admin function of pg-steward. An actor or request id over 200 characters is refused (22001) and the action with it.';
+
+create function steward.audit_entries(
+  since timestamptz default null,
+  only_action text default null,
+  only_actor text default null,
+  only_request_id text default null,
+  max integer default 100
+)
+returns table (
+  id bigint, at timestamptz, actor text, claimed_actor text, current_user_name text, action text,
+  target text, detail jsonb, request_id text
+)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if max is null or max < 1 or max > 10000 then
+    raise exception 'audit_entries: max must be from 1 to 10000, got %', coalesce(max::text, 'null')
+      using errcode = '22023';
+  end if;
+  return query
+    select l.id, l.at, l.actor, l.claimed_actor, l.current_user_name, l.action, l.target, l.detail, l.request_id
+      from steward.audit_log l
+     where (since is null or l.at >= since)
+       and (only_action is null or l.action = only_action)
+       and (only_actor is null or l.actor = only_actor or l.claimed_actor = only_actor)
+       and (only_request_id is null or l.request_id = only_request_id)
+     order by l.at desc, l.id desc
+     limit max;
+end
+$$;
+comment on function steward.audit_entries(timestamptz, text, text, text, integer) is
+  'Audit log rows, newest first, at most max (1 to 10000): since a time, of one action (only_action), by one actor (only_actor: the session user or the claimed actor), of one request (only_request_id); a null filter matches everything.';
 
 create function steward.setting(setting_name text)
 returns text

@@ -1,5 +1,5 @@
---! Previous: sha1:ba3b42b1bc592e601f234122aa63c0b452be47fb
---! Hash: sha1:ffc63c141d426bee50c888a14db7bc16709a3510
+--! Previous: sha1:c9486fde1d42b9056a8e798b4486ee8708f0576f
+--! Hash: sha1:55a2294e954aeab617a940068d791f3d0db404ce
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its

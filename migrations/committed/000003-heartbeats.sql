@@ -1,5 +1,5 @@
---! Previous: sha1:ffc63c141d426bee50c888a14db7bc16709a3510
---! Hash: sha1:67845d7ebc68d76f2bd97fac6734a3ce2b86bab7
+--! Previous: sha1:55a2294e954aeab617a940068d791f3d0db404ce
+--! Hash: sha1:90a99ea9c1df7d6e76db6474f0a686889e4e9730
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,

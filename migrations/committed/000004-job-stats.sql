@@ -1,5 +1,5 @@
---! Previous: sha1:67845d7ebc68d76f2bd97fac6734a3ce2b86bab7
---! Hash: sha1:42bddba5d9b8698096c453efbfb01675b249b073
+--! Previous: sha1:90a99ea9c1df7d6e76db6474f0a686889e4e9730
+--! Hash: sha1:76414ee08f85b65a864b2317a35a70e87438e09e
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:42bddba5d9b8698096c453efbfb01675b249b073
---! Hash: sha1:31c2373a8dfb2c81d22c58c12f338908c2773147
+--! Previous: sha1:76414ee08f85b65a864b2317a35a70e87438e09e
+--! Hash: sha1:3261062e9890147fb1408c58859084e296a39d28
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

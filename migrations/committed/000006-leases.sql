@@ -1,5 +1,5 @@
---! Previous: sha1:31c2373a8dfb2c81d22c58c12f338908c2773147
---! Hash: sha1:f36d4369540cb1f69b7e0287c5499149343249d2
+--! Previous: sha1:3261062e9890147fb1408c58859084e296a39d28
+--! Hash: sha1:822596bba616cd10bf0490aebd451f0a101fbeaa
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

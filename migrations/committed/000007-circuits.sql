@@ -1,5 +1,5 @@
---! Previous: sha1:f36d4369540cb1f69b7e0287c5499149343249d2
---! Hash: sha1:db045e0e7e076cf6766a1abc793f6eedfb698da8
+--! Previous: sha1:822596bba616cd10bf0490aebd451f0a101fbeaa
+--! Hash: sha1:289c6ffd7c969723686e6b5973a79e91d90afcec
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

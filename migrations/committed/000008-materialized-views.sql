@@ -1,5 +1,5 @@
---! Previous: sha1:db045e0e7e076cf6766a1abc793f6eedfb698da8
---! Hash: sha1:6c416095896134b8378a297e56def5b4c0c443e2
+--! Previous: sha1:289c6ffd7c969723686e6b5973a79e91d90afcec
+--! Hash: sha1:7037378a6e20545cf86086ba285f89719061f120
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

@@ -1,5 +1,5 @@
---! Previous: sha1:6c416095896134b8378a297e56def5b4c0c443e2
---! Hash: sha1:9671bb14afad86264c9e54bcd2a5c6d5a0da5c2e
+--! Previous: sha1:7037378a6e20545cf86086ba285f89719061f120
+--! Hash: sha1:9fa5aa96d8f2a32e1d3ae489dde89661532a43f4
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:9671bb14afad86264c9e54bcd2a5c6d5a0da5c2e
---! Hash: sha1:5f69493771aa726f37d0a45e7eacbff4e9f2452d
+--! Previous: sha1:9fa5aa96d8f2a32e1d3ae489dde89661532a43f4
+--! Hash: sha1:0f2cf17c06c2f5f4e972f01bff90557c53d12d8c
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:5f69493771aa726f37d0a45e7eacbff4e9f2452d
---! Hash: sha1:1e710391d4e28b487eea2010665ec2707afeea90
+--! Previous: sha1:0f2cf17c06c2f5f4e972f01bff90557c53d12d8c
+--! Hash: sha1:0e8a0812ea0e7933618a83d38c9737e2788755ea
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

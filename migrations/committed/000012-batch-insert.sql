@@ -1,5 +1,5 @@
---! Previous: sha1:1e710391d4e28b487eea2010665ec2707afeea90
---! Hash: sha1:f7d55c7959c37b9b1bca5ec18f30071e7728d265
+--! Previous: sha1:0e8a0812ea0e7933618a83d38c9737e2788755ea
+--! Hash: sha1:d3b10b12be2cd1b4423ac042ac80c05aa5251d73
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

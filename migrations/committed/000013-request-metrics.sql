@@ -1,5 +1,5 @@
---! Previous: sha1:f7d55c7959c37b9b1bca5ec18f30071e7728d265
---! Hash: sha1:6309f2ccf8c743bed33afdf48418c5d637da3bb8
+--! Previous: sha1:d3b10b12be2cd1b4423ac042ac80c05aa5251d73
+--! Hash: sha1:3befed92e691efcdfacf52b78a2b3f9f9b2311b5
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

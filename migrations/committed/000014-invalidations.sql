@@ -1,5 +1,5 @@
---! Previous: sha1:6309f2ccf8c743bed33afdf48418c5d637da3bb8
---! Hash: sha1:e1017e2dfccede2f2fed591b418ad1a2ae10e234
+--! Previous: sha1:3befed92e691efcdfacf52b78a2b3f9f9b2311b5
+--! Hash: sha1:7252ca09da2e8825592b0a0fab742871d572e031
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

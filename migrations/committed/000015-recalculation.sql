@@ -1,5 +1,5 @@
---! Previous: sha1:e1017e2dfccede2f2fed591b418ad1a2ae10e234
---! Hash: sha1:351f6d79cbc9da73e92dc4328940b275ffcdc1c9
+--! Previous: sha1:7252ca09da2e8825592b0a0fab742871d572e031
+--! Hash: sha1:eaa2122d7cd13922e09c928f9a835c7a3b5160bc
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

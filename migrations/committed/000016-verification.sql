@@ -1,5 +1,5 @@
---! Previous: sha1:351f6d79cbc9da73e92dc4328940b275ffcdc1c9
---! Hash: sha1:6d1a550b1281788645ff0b9650c25ceea6715555
+--! Previous: sha1:eaa2122d7cd13922e09c928f9a835c7a3b5160bc
+--! Hash: sha1:5dc96c4b2b488b902d310e7c31ffe0e9d93688d3
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

@@ -1,4 +1,5 @@
 // Every `steward` subcommand, in the order `steward --help` lists them.
+import { auditCommand } from "./audit.ts";
 import { benchCommand } from "./bench.ts";
 import type { Command } from "../command.ts";
 import { dlqCommand } from "./dlq.ts";
@@ -19,6 +20,7 @@ export const COMMANDS: Command[] = [
   recalcCommand,
   statusCommand,
   verifyCommand,
+  auditCommand,
   benchCommand,
   loadCommand,
 ];
