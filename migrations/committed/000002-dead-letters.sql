@@ -1,5 +1,5 @@
 --! Previous: sha1:c9486fde1d42b9056a8e798b4486ee8708f0576f
---! Hash: sha1:55a2294e954aeab617a940068d791f3d0db404ce
+--! Hash: sha1:54a9b62719b90d09801767b14d052aef5378f721
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its
@@ -180,23 +180,92 @@ comment on function steward.install_dead_letter_trigger() is
 
 select steward.install_dead_letter_trigger();
 
+create function steward.move_failed_jobs()
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  moved bigint;
+begin
+  -- A permanent error's mark (left while the trigger was off) keeps its error and real attempts.
+  with moved as (
+    delete from graphile_worker._private_jobs j
+     where j.locked_at is null and j.attempts >= j.max_attempts
+    returning j.*
+  ), marks as (
+    delete from steward.job_marks m using moved where m.job_id = moved.id returning m.*
+  )
+  insert into steward.dead_letters
+    (source, task_identifier, payload, queue_name, attempts, max_attempts, last_error, original_id,
+     is_permanent, job_key, priority, flags, enqueued_at)
+  select 'job', t.identifier, moved.payload::jsonb, q.queue_name, moved.attempts,
+         coalesce(marks.max_attempts, moved.max_attempts), coalesce(marks.error, moved.last_error), moved.id,
+         coalesce(marks.reason = 'permanent', false), moved.key, moved.priority,
+         (select pg_catalog.array_agg(f order by f) from pg_catalog.jsonb_object_keys(moved.flags) f),
+         moved.created_at
+    from moved
+    join graphile_worker._private_tasks t on t.id = moved.task_id
+    left join graphile_worker._private_job_queues q on q.id = moved.job_queue_id
+    left join marks on marks.job_id = moved.id
+   order by moved.id;
+  get diagnostics moved = row_count;
+  return moved;
+end
+$$;
+comment on function steward.move_failed_jobs() is
+  'Moves the jobs that failed for good while no dead-letter trigger was there to see it (before pg-steward was installed, or while it was switched off) from graphile-worker''s table into steward.dead_letters; returns how many.';
+
 -- Jobs that already failed for good before this migration move too.
-with moved as (
-  delete from graphile_worker._private_jobs j
-   where j.locked_at is null and j.attempts >= j.max_attempts
-  returning j.*
-)
-insert into steward.dead_letters
-  (source, task_identifier, payload, queue_name, attempts, max_attempts, last_error, original_id,
-   job_key, priority, flags, enqueued_at)
-select 'job', t.identifier, moved.payload::jsonb, q.queue_name, moved.attempts, moved.max_attempts,
-       moved.last_error, moved.id, moved.key, moved.priority,
-       (select pg_catalog.array_agg(f order by f) from pg_catalog.jsonb_object_keys(moved.flags) f),
-       moved.created_at
-  from moved
-  join graphile_worker._private_tasks t on t.id = moved.task_id
-  left join graphile_worker._private_job_queues q on q.id = moved.job_queue_id
- order by moved.id;
+select steward.move_failed_jobs();
+
+-- The switch ----------------------------------------------------------------------------------------
+
+create function steward.disable_dead_letters()
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  was_enabled boolean;
+begin
+  select t.tgenabled <> 'D' into was_enabled
+    from pg_catalog.pg_trigger t
+   where t.tgrelid = 'graphile_worker._private_jobs'::regclass and t.tgname = '_steward_dead_letters';
+  if not found then
+    raise exception 'the dead-letter trigger is not installed' using errcode = 'P0002',
+      hint = 'steward migrate installs it; select steward.enable_dead_letters() does too.';
+  end if;
+  alter table graphile_worker._private_jobs disable trigger _steward_dead_letters;
+  perform steward.audit('disable_dead_letters', 'graphile_worker._private_jobs',
+    pg_catalog.jsonb_build_object('was_enabled', was_enabled));
+  return was_enabled;
+end
+$$;
+comment on function steward.disable_dead_letters() is
+  'Switches the dead-letter trigger off without uninstalling: jobs that fail for good stay in graphile-worker''s table, as without pg-steward, until enable_dead_letters. Returns whether it was on; audited. Needs the owner of graphile-worker''s tables.';
+
+create function steward.enable_dead_letters()
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  moved bigint;
+begin
+  perform steward.install_dead_letter_trigger();
+  alter table graphile_worker._private_jobs enable trigger _steward_dead_letters;
+  moved := steward.move_failed_jobs();
+  perform steward.audit('enable_dead_letters', 'graphile_worker._private_jobs',
+    pg_catalog.jsonb_build_object('moved', moved));
+  return moved;
+end
+$$;
+comment on function steward.enable_dead_letters() is
+  'Switches the dead-letter trigger on again (installing it if missing) and moves the jobs that failed for good while it was off into steward.dead_letters; returns how many it moved. Audited.';
 
 create function steward.fail_job_permanently(job_id bigint, pool_id text, error text)
 returns boolean

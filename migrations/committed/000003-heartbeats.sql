@@ -1,5 +1,5 @@
---! Previous: sha1:55a2294e954aeab617a940068d791f3d0db404ce
---! Hash: sha1:90a99ea9c1df7d6e76db6474f0a686889e4e9730
+--! Previous: sha1:54a9b62719b90d09801767b14d052aef5378f721
+--! Hash: sha1:02b0071589988a2fecb6bf80eb718f022a1d344f
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,

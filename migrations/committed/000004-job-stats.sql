@@ -1,5 +1,5 @@
---! Previous: sha1:90a99ea9c1df7d6e76db6474f0a686889e4e9730
---! Hash: sha1:76414ee08f85b65a864b2317a35a70e87438e09e
+--! Previous: sha1:02b0071589988a2fecb6bf80eb718f022a1d344f
+--! Hash: sha1:a8dd5dd02ea011e561a619d3e44f0d4165430d54
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

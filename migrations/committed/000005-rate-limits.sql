@@ -1,5 +1,5 @@
---! Previous: sha1:76414ee08f85b65a864b2317a35a70e87438e09e
---! Hash: sha1:3261062e9890147fb1408c58859084e296a39d28
+--! Previous: sha1:a8dd5dd02ea011e561a619d3e44f0d4165430d54
+--! Hash: sha1:d69a60fca3519ff5d570a556320c87a8e900f641
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

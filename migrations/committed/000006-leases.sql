@@ -1,5 +1,5 @@
---! Previous: sha1:3261062e9890147fb1408c58859084e296a39d28
---! Hash: sha1:822596bba616cd10bf0490aebd451f0a101fbeaa
+--! Previous: sha1:d69a60fca3519ff5d570a556320c87a8e900f641
+--! Hash: sha1:7bd0d333adf3ad71e78b474c9bb9d60e662fd1cd
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

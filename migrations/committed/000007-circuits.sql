@@ -1,5 +1,5 @@
---! Previous: sha1:822596bba616cd10bf0490aebd451f0a101fbeaa
---! Hash: sha1:289c6ffd7c969723686e6b5973a79e91d90afcec
+--! Previous: sha1:7bd0d333adf3ad71e78b474c9bb9d60e662fd1cd
+--! Hash: sha1:fa7246ad849403e43657492ce61165f913cebf4c
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

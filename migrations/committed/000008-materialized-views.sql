@@ -1,5 +1,5 @@
---! Previous: sha1:289c6ffd7c969723686e6b5973a79e91d90afcec
---! Hash: sha1:7037378a6e20545cf86086ba285f89719061f120
+--! Previous: sha1:fa7246ad849403e43657492ce61165f913cebf4c
+--! Hash: sha1:d1f57ca164358aa1549b4a62397895ccc17282a9
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

@@ -1,5 +1,5 @@
---! Previous: sha1:7037378a6e20545cf86086ba285f89719061f120
---! Hash: sha1:9fa5aa96d8f2a32e1d3ae489dde89661532a43f4
+--! Previous: sha1:d1f57ca164358aa1549b4a62397895ccc17282a9
+--! Hash: sha1:cfb9fa8d758ddb11955efca71219564d536c1327
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:9fa5aa96d8f2a32e1d3ae489dde89661532a43f4
---! Hash: sha1:0f2cf17c06c2f5f4e972f01bff90557c53d12d8c
+--! Previous: sha1:cfb9fa8d758ddb11955efca71219564d536c1327
+--! Hash: sha1:a09cf9dd0b2396fab540dba8ac3601d0137b2d65
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:0f2cf17c06c2f5f4e972f01bff90557c53d12d8c
---! Hash: sha1:0e8a0812ea0e7933618a83d38c9737e2788755ea
+--! Previous: sha1:a09cf9dd0b2396fab540dba8ac3601d0137b2d65
+--! Hash: sha1:8ba3a64bae0dd94a17a376aec919c004a566e721
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

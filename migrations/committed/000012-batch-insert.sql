@@ -1,5 +1,5 @@
---! Previous: sha1:0e8a0812ea0e7933618a83d38c9737e2788755ea
---! Hash: sha1:d3b10b12be2cd1b4423ac042ac80c05aa5251d73
+--! Previous: sha1:8ba3a64bae0dd94a17a376aec919c004a566e721
+--! Hash: sha1:e62bbf97963b29eba6c968c55090deef0904c32a
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:d3b10b12be2cd1b4423ac042ac80c05aa5251d73
---! Hash: sha1:3befed92e691efcdfacf52b78a2b3f9f9b2311b5
+--! Previous: sha1:e62bbf97963b29eba6c968c55090deef0904c32a
+--! Hash: sha1:9eb2f40c691b7ab319c57fa8389f240e2180be2f
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

@@ -1,5 +1,5 @@
---! Previous: sha1:3befed92e691efcdfacf52b78a2b3f9f9b2311b5
---! Hash: sha1:7252ca09da2e8825592b0a0fab742871d572e031
+--! Previous: sha1:9eb2f40c691b7ab319c57fa8389f240e2180be2f
+--! Hash: sha1:9cf9c47e644cdf4febc3a0bfe63b73550c21191f
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -52,10 +52,13 @@ create table steward.tracked_tables (
   tags_on_insert text,
   tags_on_update text,
   tags_on_delete text,
-  tracked_at     timestamptz not null default pg_catalog.now()
+  tracked_at     timestamptz not null default pg_catalog.now(),
+  disabled_at    timestamptz
 );
 comment on table steward.tracked_tables is
   'Tables whose writes enqueue invalidation tags (track_table). static_tags have no placeholder; tags_on_insert, tags_on_update and tags_on_delete are the queries (over the statement''s transition tables) yielding the distinct tags with {column} placeholders filled, null when there are none.';
+comment on column steward.tracked_tables.disabled_at is
+  'When disable_tracking switched its triggers off (null: on). While off its writes enqueue nothing.';
 
 -- Enqueueing ------------------------------------------------------------------------------------
 
@@ -290,7 +293,7 @@ begin
   on conflict on constraint tracked_tables_pkey do update
     set tags = excluded.tags, static_tags = excluded.static_tags, tags_on_insert = excluded.tags_on_insert,
         tags_on_update = excluded.tags_on_update, tags_on_delete = excluded.tags_on_delete,
-        tracked_at = pg_catalog.now();
+        tracked_at = pg_catalog.now(), disabled_at = null;
 
   execute pg_catalog.format('drop trigger if exists steward_invalidate_insert on %s', target);
   execute pg_catalog.format('drop trigger if exists steward_invalidate_update on %s', target);
@@ -335,6 +338,60 @@ end
 $$;
 comment on function steward.untrack_table(regclass) is
   'Removes the invalidation triggers of a tracked table. Returns whether it was tracked. Audited.';
+
+create function steward.set_tracking(target regclass, enabled boolean)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  tracked regclass;
+  switched integer := 0;
+begin
+  if target is not null and not exists (select from steward.tracked_tables t where t.target = set_tracking.target) then
+    raise exception 'table % is not tracked', target using errcode = 'P0002',
+      hint = 'select target from steward.tracked_tables lists the tracked tables.';
+  end if;
+  for tracked in
+    select t.target from steward.tracked_tables t
+     where (set_tracking.target is null or t.target = set_tracking.target)
+       and (t.disabled_at is null) = not enabled
+       and exists (select from pg_catalog.pg_class c where c.oid = t.target)
+     order by t.target::text
+  loop
+    -- ALTER TABLE … DISABLE TRIGGER: while off, no steward code runs in the table's writes at all.
+    execute pg_catalog.format('alter table %s %s trigger steward_invalidate_insert, %2$s trigger steward_invalidate_update, %2$s trigger steward_invalidate_delete',
+      tracked, case when enabled then 'enable' else 'disable' end);
+    update steward.tracked_tables t
+       set disabled_at = case when enabled then null else pg_catalog.now() end
+     where t.target = tracked;
+    perform steward.audit(case when enabled then 'enable_tracking' else 'disable_tracking' end, tracked::text);
+    switched := switched + 1;
+  end loop;
+  return switched;
+end
+$$;
+comment on function steward.set_tracking(regclass, boolean) is
+  'Internal to disable_tracking and enable_tracking: switches the invalidation triggers of one tracked table (or of all when target is null) off or on; returns how many tables it switched.';
+
+create function steward.disable_tracking(target regclass default null)
+returns integer
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$ select steward.set_tracking(target, false) $$;
+comment on function steward.disable_tracking(regclass) is
+  'Switches tracking of a table off (every tracked table when target is null) without untracking it: its invalidation triggers are disabled, so its writes run as without pg-steward and enqueue nothing, until enable_tracking. Returns how many tables it switched off; a table that is not tracked is an error (P0002). Audited. Needs the table''s owner.';
+
+create function steward.enable_tracking(target regclass default null)
+returns integer
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$ select steward.set_tracking(target, true) $$;
+comment on function steward.enable_tracking(regclass) is
+  'Switches tracking of a table back on (every switched-off table when target is null): writes from now on enqueue their tags again. Writes made while it was off enqueued nothing; enqueue their tags by hand if caches must hear of them. Returns how many tables it switched on. Audited.';
 
 -- Delivering -----------------------------------------------------------------------------------
 

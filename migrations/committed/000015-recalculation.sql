@@ -1,5 +1,5 @@
---! Previous: sha1:7252ca09da2e8825592b0a0fab742871d572e031
---! Hash: sha1:eaa2122d7cd13922e09c928f9a835c7a3b5160bc
+--! Previous: sha1:9cf9c47e644cdf4febc3a0bfe63b73550c21191f
+--! Hash: sha1:43b679ace8d98429983de8c7d7c9e01881dd1df0
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:eaa2122d7cd13922e09c928f9a835c7a3b5160bc
---! Hash: sha1:5dc96c4b2b488b902d310e7c31ffe0e9d93688d3
+--! Previous: sha1:43b679ace8d98429983de8c7d7c9e01881dd1df0
+--! Hash: sha1:caf8107fb698f01b8bfe5aedc27ba0894ae1d393
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -116,8 +116,8 @@ begin
     status := 'fail';
     detail := 'trigger _steward_dead_letters on graphile_worker._private_jobs is missing (a graphile-worker upgrade may have re-created the table): jobs that fail for good stay in graphile-worker; fix: run `steward migrate`, which re-installs it';
   elsif item.tgenabled = 'D' then
-    status := 'fail';
-    detail := 'trigger _steward_dead_letters is disabled; fix: alter table graphile_worker._private_jobs enable trigger _steward_dead_letters';
+    status := 'warn';
+    detail := 'switched off (steward.disable_dead_letters()): jobs that fail for good stay in graphile-worker''s table; switch on: select steward.enable_dead_letters();';
   else
     status := 'ok';
     detail := 'jobs that fail for good move to steward.dead_letters';
@@ -163,12 +163,13 @@ begin
   -- Tracked tables ----------------------------------------------------------------------------
   found_any := false;
   for item in
-    select t.target, t.tags,
-           pg_catalog.array_agg(tr.tgname::text order by tr.tgname) filter (where tr.tgenabled <> 'D') as enabled
+    select t.target, t.tags, t.disabled_at,
+           pg_catalog.array_agg(tr.tgname::text order by tr.tgname) filter (where tr.tgenabled <> 'D') as enabled,
+           pg_catalog.count(tr.tgname) as present
       from steward.tracked_tables t
       left join pg_catalog.pg_trigger tr
         on tr.tgrelid = t.target and tr.tgname in ('steward_invalidate_insert', 'steward_invalidate_update', 'steward_invalidate_delete')
-     group by t.target, t.tags
+     group by t.target, t.tags, t.disabled_at
      order by t.target::text
   loop
     found_any := true;
@@ -176,6 +177,10 @@ begin
     if not exists (select from pg_catalog.pg_class c where c.oid = item.target) then
       status := 'fail';
       detail := pg_catalog.format('tracked table (oid %s) no longer exists; fix: delete from steward.tracked_tables where target = %s', item.target::oid, item.target::oid);
+    elsif item.disabled_at is not null and item.present = 3 and item.enabled is null then
+      status := 'warn';
+      detail := pg_catalog.format('switched off since %s (steward.disable_tracking): its writes enqueue nothing; switch on: select steward.enable_tracking(%L);',
+                                  item.disabled_at, item.target::text);
     elsif coalesce(pg_catalog.cardinality(item.enabled), 0) < 3 then
       status := 'fail';
       detail := pg_catalog.format('only %s of its 3 invalidation triggers are in place and enabled, so some writes enqueue nothing; fix: select steward.track_table(%L, %L)',
