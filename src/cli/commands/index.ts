@@ -8,6 +8,7 @@ import { migrateCommand } from "./migrate.ts";
 import { recalcCommand } from "./recalc.ts";
 import { runCommand } from "./run.ts";
 import { statusCommand } from "./status.ts";
+import { uninstallCommand } from "./uninstall.ts";
 import { verifyCommand } from "./verify.ts";
 import { startCommand, workerCommand } from "./worker.ts";
 
@@ -21,6 +22,7 @@ export const COMMANDS: Command[] = [
   statusCommand,
   verifyCommand,
   auditCommand,
+  uninstallCommand,
   benchCommand,
   loadCommand,
 ];
