@@ -68,7 +68,8 @@ export function sinceOption(value: unknown, name: string): Date | undefined {
   const text = requireUnit(String(value), name, SINCE_EXAMPLES);
   if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
     const at = new Date(text);
-    if (Number.isNaN(at.getTime())) throw new UsageError(`${name}: "${text}" is not a date (examples: ${SINCE_EXAMPLES})`);
+    if (Number.isNaN(at.getTime()))
+      throw new UsageError(`${name}: "${text}" is not a date (examples: ${SINCE_EXAMPLES})`);
     return at;
   }
   try {
