@@ -40,7 +40,7 @@ export async function openDatabase(
 
 /**
  * A pool whose connections say who they are (application_name) and which person or program
- * acts (`steward.actor`, read by the audit log).
+ * says it acts (`steward.actor`: the audit log keeps it as claimed_actor, beside the session user).
  */
 export function createPool(
   url: string,

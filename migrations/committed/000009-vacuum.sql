@@ -1,5 +1,5 @@
---! Previous: sha1:d1f57ca164358aa1549b4a62397895ccc17282a9
---! Hash: sha1:cfb9fa8d758ddb11955efca71219564d536c1327
+--! Previous: sha1:c5be899e558750caa2792e64d4250bdc1bf8821f
+--! Hash: sha1:79162676dc198b383979962b4bc05ad5f5b58172
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

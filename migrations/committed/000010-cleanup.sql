@@ -1,5 +1,5 @@
---! Previous: sha1:cfb9fa8d758ddb11955efca71219564d536c1327
---! Hash: sha1:a09cf9dd0b2396fab540dba8ac3601d0137b2d65
+--! Previous: sha1:79162676dc198b383979962b4bc05ad5f5b58172
+--! Hash: sha1:7df9602172524394c6ba0feb47110272772b9e61
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:a09cf9dd0b2396fab540dba8ac3601d0137b2d65
---! Hash: sha1:8ba3a64bae0dd94a17a376aec919c004a566e721
+--! Previous: sha1:7df9602172524394c6ba0feb47110272772b9e61
+--! Hash: sha1:addc91d762ec0205997b176b04e4ec5b633f9918
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

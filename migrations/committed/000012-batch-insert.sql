@@ -1,5 +1,5 @@
---! Previous: sha1:8ba3a64bae0dd94a17a376aec919c004a566e721
---! Hash: sha1:e62bbf97963b29eba6c968c55090deef0904c32a
+--! Previous: sha1:addc91d762ec0205997b176b04e4ec5b633f9918
+--! Hash: sha1:37c015f38ad5e6f103f3bcd648a72f9c94e92adf
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

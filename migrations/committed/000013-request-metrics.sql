@@ -1,5 +1,5 @@
---! Previous: sha1:e62bbf97963b29eba6c968c55090deef0904c32a
---! Hash: sha1:9eb2f40c691b7ab319c57fa8389f240e2180be2f
+--! Previous: sha1:37c015f38ad5e6f103f3bcd648a72f9c94e92adf
+--! Hash: sha1:6395deac4b8599aa9a11b28a84fa5f66d33f5933
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

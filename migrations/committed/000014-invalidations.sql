@@ -1,5 +1,5 @@
---! Previous: sha1:9eb2f40c691b7ab319c57fa8389f240e2180be2f
---! Hash: sha1:9cf9c47e644cdf4febc3a0bfe63b73550c21191f
+--! Previous: sha1:6395deac4b8599aa9a11b28a84fa5f66d33f5933
+--! Hash: sha1:b5351c1e6e34c3c7785e68e358fdc3bf21a9a0d4
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:9cf9c47e644cdf4febc3a0bfe63b73550c21191f
---! Hash: sha1:43b679ace8d98429983de8c7d7c9e01881dd1df0
+--! Previous: sha1:b5351c1e6e34c3c7785e68e358fdc3bf21a9a0d4
+--! Hash: sha1:03dd22be7c53e6ecb3f5d912cd826817c3cd9994
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:43b679ace8d98429983de8c7d7c9e01881dd1df0
---! Hash: sha1:caf8107fb698f01b8bfe5aedc27ba0894ae1d393
+--! Previous: sha1:03dd22be7c53e6ecb3f5d912cd826817c3cd9994
+--! Hash: sha1:2d9fc74f574cd9520ac56d5fdc92b698db8544f3
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

@@ -1,5 +1,5 @@
---! Previous: sha1:caf8107fb698f01b8bfe5aedc27ba0894ae1d393
---! Hash: sha1:de10df03db67dca91f966d5a777f78f86c9c4331
+--! Previous: sha1:2d9fc74f574cd9520ac56d5fdc92b698db8544f3
+--! Hash: sha1:fb4428e6644c89f53ae75e92ddf30e0d8c3f897d
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
