@@ -1,12 +1,21 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { isLoopback, parseStages } from "../src/cli/commands/load.ts";
 import { breaches, quantile, runLoad } from "../bench/load.ts";
 import { runCli, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
+const folders: string[] = [];
+afterAll(() => Promise.all(folders.map((folder) => fs.rm(folder, { recursive: true, force: true }))));
+
+/** A file in a folder of its own, removed after the tests. */
+async function scratchFile(name: string): Promise<string> {
+  const folder = await fs.mkdtemp(path.join(os.tmpdir(), "steward-load-"));
+  folders.push(folder);
+  return path.join(folder, name);
+}
 
 describe("steward load", () => {
   it("takes percentiles by nearest rank", () => {
@@ -123,7 +132,7 @@ describe("steward load", () => {
   }, 90_000);
 
   it("runs every operation against a scratch database while a worker drains, writes the JSON, and exits 1 on a broken threshold", async () => {
-    const file = path.join(await fs.mkdtemp(path.join(os.tmpdir(), "steward-load-")), "load.json");
+    const file = await scratchFile("load.json");
     const result = await runCli(
       ["load", "--users", "200", "--connections", "4", "--duration", "2s", "--max-p95-ms", "0.001", "--json", file],
       { DATABASE_URL: context.db.url },
@@ -156,7 +165,7 @@ describe("steward load", () => {
   }, 150_000);
 
   it("passes the checklists' thresholds on a short ramp, reporting each stage", async () => {
-    const file = path.join(await fs.mkdtemp(path.join(os.tmpdir(), "steward-load-")), "ramp.json");
+    const file = await scratchFile("ramp.json");
     const result = await runCli(
       [
         "load",
