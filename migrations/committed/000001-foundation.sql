@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
+--! Hash: sha1:db418c30fbd84cac55654748a8825d0a7a03ffdd
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -196,6 +196,137 @@ end
 $$;
 comment on function steward.delete_older_than(regclass, name, timestamptz, integer) is
   'Deletes at most batch_size rows of a table whose time_column is before cutoff, oldest first; returns how many. The building block of cleanup steps.';
+
+-- Metrics -----------------------------------------------------------------------------------------
+-- Every database-wide series of /metrics comes from one statement, `select * from steward.metrics()`:
+-- the union of one source function per capability, each registered here by its own migration.
+
+insert into steward.settings (name, value, type, description) values
+  ('metrics.max_label_values', '100', 'integer',
+   'Distinct values one label of one metric may take in steward.metrics() (/metrics), _other included: past it, the values with the largest totals are kept and the rest are summed under the value _other. Bounds what client-chosen names (circuits, endpoints) cost a scrape and Prometheus.')
+on conflict (name) do nothing;
+
+create table steward.metric_sources (
+  name        text primary key check (name ~ '^[a-z][a-z0-9_]*$'),
+  function    regprocedure not null,
+  description text not null
+);
+comment on table steward.metric_sources is
+  'The sources steward.metrics() unites: one function per capability, registered by that capability''s migration (insert ... on conflict (name) do update). Each takes no argument and returns table (metric text, kind text, help text, labels jsonb, value double precision).';
+comment on column steward.metric_sources.function is 'The source: a function of no argument returning the columns of steward.metrics().';
+
+create function steward.metric_samples()
+returns table (source text, metric text, kind text, help text, labels jsonb, value double precision)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  entry record;
+  began timestamptz;
+  problem text;
+begin
+  for entry in
+    select s.name, s.function, n.nspname, p.proname, p.pronargs
+      from steward.metric_sources s
+      left join pg_catalog.pg_proc p on p.oid = s.function
+      left join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+     order by s.name
+  loop
+    began := pg_catalog.clock_timestamp();
+    problem := null;
+    begin
+      if entry.proname is null then
+        raise exception 'function % no longer exists', entry.function::oid;
+      elsif entry.pronargs <> 0 then
+        raise exception 'function % takes arguments', entry.function;
+      end if;
+      -- A source that raises part-way may have returned rows already: steward.metrics()
+      -- leaves out every row of a source whose error gauge is 1.
+      return query execute pg_catalog.format(
+        'select %L::text, m.metric, m.kind, m.help, m.labels, m.value from %I.%I() as m',
+        entry.name, entry.nspname, entry.proname);
+    exception when others then
+      get stacked diagnostics problem = message_text;
+      raise warning 'steward.metrics(): source "%" failed: %', entry.name, problem;
+    end;
+    return query values
+      (entry.name, 'steward_metric_source_errors', 'gauge',
+       'Whether a source of steward.metrics() failed in this scrape (1: its series are missing; the error is in the server log and the worker''s log).',
+       pg_catalog.jsonb_build_object('source', entry.name), (problem is not null)::integer::float8),
+      (entry.name, 'steward_metric_source_seconds', 'gauge',
+       'Time a source of steward.metrics() took in this scrape.',
+       pg_catalog.jsonb_build_object('source', entry.name),
+       extract(epoch from pg_catalog.clock_timestamp() - began)::float8);
+  end loop;
+end
+$$;
+comment on function steward.metric_samples() is
+  'The rows of every registered metric source as they come, with the source''s name, plus steward_metric_source_errors{source} (1 when the source raised: the error is raised again as a warning) and steward_metric_source_seconds{source}. steward.metrics() checks, caps and sums them; this is for finding which source says what.';
+
+create function steward.metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+-- Capping a source of tens of thousands of series sorts them: in memory, not on disk.
+set work_mem = '32MB'
+as $$
+  -- Series with the same metric and labels are summed. A label with more than `cap` distinct
+  -- values (only possible in a metric with more than `cap` series) keeps the cap - 1 values
+  -- with the largest totals and sums the rest under _other.
+  with sample as materialized (
+    select pg_catalog.row_number() over () as n, s.source, s.metric, s.kind, s.help,
+           coalesce(s.labels, '{}'::jsonb) as labels, s.value
+      from steward.metric_samples() s
+  ), failed as (
+    -- Sources that raised, or returned a row Prometheus would reject the whole scrape for.
+    select s.source from sample s where s.metric = 'steward_metric_source_errors' and s.value > 0
+    union
+    select f.source
+      from (select distinct s.source, s.metric, s.kind, pg_catalog.jsonb_typeof(s.labels) as labels_type,
+                   s.value is null as has_null from sample s) as f
+     where f.metric is null or f.metric !~ '^steward_[a-zA-Z0-9_]*$' or f.kind is null or f.kind not in ('gauge', 'counter')
+        or (f.kind = 'counter' and f.metric !~ '_total$') or f.labels_type <> 'object' or f.has_null
+  ), kept as materialized (
+    select s.n, s.source, s.metric, s.kind, s.help, s.labels,
+           case when s.metric = 'steward_metric_source_errors' and s.source in (select f.source from failed f) then 1
+                else s.value end as value,
+           pg_catalog.count(*) over (partition by s.metric) as series
+      from sample s
+     where s.source not in (select f.source from failed f)
+        or s.metric in ('steward_metric_source_errors', 'steward_metric_source_seconds')
+  ), cap as (
+    select greatest(steward.setting_integer('metrics.max_label_values'), 2) as label_values
+  ), big_label as (
+    select k.n, k.metric, l.key, l.value as label_value, k.value
+      from kept k
+     cross join cap
+     cross join lateral pg_catalog.jsonb_each_text(k.labels) as l
+     where k.series > cap.label_values
+  ), label_rank as (
+    select b.metric, b.key, b.label_value,
+           pg_catalog.row_number() over (partition by b.metric, b.key
+                                         order by pg_catalog.sum(pg_catalog.abs(b.value)) desc, b.label_value) as rank,
+           pg_catalog.count(*) over (partition by b.metric, b.key) as distinct_values
+      from big_label b
+     group by b.metric, b.key, b.label_value
+  ), relabelled as (
+    select b.n, pg_catalog.jsonb_object_agg(b.key,
+                  case when r.distinct_values > cap.label_values and r.rank >= cap.label_values then '_other'
+                       else b.label_value end) as labels
+      from big_label b
+      join label_rank r on r.metric = b.metric and r.key = b.key and r.label_value = b.label_value
+     cross join cap
+     group by b.n
+  )
+  select k.metric, pg_catalog.min(k.kind), pg_catalog.min(k.help), coalesce(r.labels, k.labels), pg_catalog.sum(k.value)
+    from kept k
+    left join relabelled r on r.n = k.n
+   group by k.metric, coalesce(r.labels, k.labels)
+$$;
+comment on function steward.metrics() is
+  'Every database-wide /metrics series in one statement: the union of the registered sources (steward.metric_sources), series with equal metric and labels summed, each label capped at metrics.max_label_values distinct values (the rest summed under _other). A source that raises, or returns a row Prometheus would reject (a name not steward_…, a kind not gauge or counter, a counter not named …_total, labels not a JSON object, a null value), is left out whole and steward_metric_source_errors{source} is 1, so one broken capability never empties the scrape. For the worker (which caches it for a few seconds) and for psql.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

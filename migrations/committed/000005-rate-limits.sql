@@ -1,5 +1,5 @@
---! Previous: sha1:a648ab858cea529503a4e33a58a28d010f74911d
---! Hash: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
+--! Previous: sha1:898e659e2bb5984d7e2f4de443b218e5b9aac17a
+--! Hash: sha1:ac2c198eddeb7acd3f3f26774b1833dacb043009
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

@@ -1,5 +1,5 @@
---! Previous: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
---! Hash: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
+--! Previous: sha1:ac2c198eddeb7acd3f3f26774b1833dacb043009
+--! Hash: sha1:c9cf262641afda4d33c306ee12b1d098474e25e6
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
---! Hash: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
+--! Previous: sha1:c9cf262641afda4d33c306ee12b1d098474e25e6
+--! Hash: sha1:50c2542748483108e2b4e17b90534a834288783c
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

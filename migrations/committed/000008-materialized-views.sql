@@ -1,5 +1,5 @@
---! Previous: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
---! Hash: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
+--! Previous: sha1:50c2542748483108e2b4e17b90534a834288783c
+--! Hash: sha1:2a48a1c43951d796d5911f7dd24333e02c976ea5
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,
@@ -544,6 +544,30 @@ insert into steward.cleanup_steps (name, target, time_column, retention_setting,
 on conflict (name) do update set function = excluded.function, target = excluded.target,
   time_column = excluded.time_column, retention_setting = excluded.retention_setting,
   description = excluded.description;
+
+create function steward.materialized_view_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_materialized_view_staleness_seconds', 'gauge',
+         'Seconds since the last successful refresh of each registered materialized view began (since its registration when it has none): its data is at most this old.',
+         pg_catalog.jsonb_build_object('view', s.view), extract(epoch from s.staleness)::float8
+    from steward.materialized_view_status s
+  union all
+  select 'steward_materialized_view_refresh_interval_seconds', 'gauge',
+         'The refresh_every of each registered view that has one (views refreshed only on demand have no series): alert when staleness passes twice this.',
+         pg_catalog.jsonb_build_object('view', s.view), extract(epoch from s.refresh_every)::float8
+    from steward.materialized_view_status s
+   where s.refresh_every is not null
+$$;
+comment on function steward.materialized_view_metrics() is
+  'Metric source of materialized views: steward_materialized_view_staleness_seconds{view} and steward_materialized_view_refresh_interval_seconds{view}, so "staler than twice its interval" is one comparison.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('materialized_views', 'steward.materialized_view_metrics()', 'staleness and refresh interval of each registered view')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
---! Hash: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
+--! Previous: sha1:2a48a1c43951d796d5911f7dd24333e02c976ea5
+--! Hash: sha1:19901c9bb15721124cecde910e60e913c8d7eb74
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

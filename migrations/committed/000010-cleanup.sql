@@ -1,5 +1,5 @@
---! Previous: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
---! Hash: sha1:da10e561466c599e62479ff8efab3edee1604eaa
+--! Previous: sha1:19901c9bb15721124cecde910e60e913c8d7eb74
+--! Hash: sha1:f5dfd66a03d1a8204dfa637061a1c798585983a8
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each
@@ -60,6 +60,17 @@ end
 $$;
 comment on function steward.run_cleanup_step(text, integer) is
   'Runs one batch of a registered cleanup step and returns how many rows it deleted: for a plain step, steward.delete_older_than on its table with its retention setting; else its function. The cleanup task calls it (each call its own transaction) until it returns fewer than batch_size.';
+
+create function steward.cleanup_step_names()
+returns setof text
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.name from steward.cleanup_steps s order by s.name
+$$;
+comment on function steward.cleanup_step_names() is
+  'The registered cleanup steps, in the order the cleanup task runs them (by name).';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

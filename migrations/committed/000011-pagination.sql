@@ -1,5 +1,5 @@
---! Previous: sha1:da10e561466c599e62479ff8efab3edee1604eaa
---! Hash: sha1:f25b05b524587808e148578bee6cc1225803dbd7
+--! Previous: sha1:f5dfd66a03d1a8204dfa637061a1c798585983a8
+--! Hash: sha1:32debce5c657650cc26e71088e11421e02bf0385
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:f25b05b524587808e148578bee6cc1225803dbd7
---! Hash: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
+--! Previous: sha1:32debce5c657650cc26e71088e11421e02bf0385
+--! Hash: sha1:6bdace4634cb15b9a37f752f67ddfc943b62dd5f
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write
