@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:db418c30fbd84cac55654748a8825d0a7a03ffdd
+--! Hash: sha1:77337ff824990a6cf314861b11bfd633cd4df79a
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -269,15 +269,16 @@ returns table (metric text, kind text, help text, labels jsonb, value double pre
 language sql
 stable
 set search_path = pg_catalog, pg_temp
--- Capping a source of tens of thousands of series sorts them: in memory, not on disk.
+-- Capping a source of tens of thousands of series sorts them: in memory, not on disk. JIT
+-- compiling this statement (its estimate is large) takes seconds, running it milliseconds.
 set work_mem = '32MB'
+set jit = off
 as $$
   -- Series with the same metric and labels are summed. A label with more than `cap` distinct
   -- values (only possible in a metric with more than `cap` series) keeps the cap - 1 values
   -- with the largest totals and sums the rest under _other.
   with sample as materialized (
-    select pg_catalog.row_number() over () as n, s.source, s.metric, s.kind, s.help,
-           coalesce(s.labels, '{}'::jsonb) as labels, s.value
+    select s.source, s.metric, s.kind, s.help, coalesce(s.labels, '{}'::jsonb) as labels, s.value
       from steward.metric_samples() s
   ), failed as (
     -- Sources that raised, or returned a row Prometheus would reject the whole scrape for.
@@ -289,41 +290,45 @@ as $$
      where f.metric is null or f.metric !~ '^steward_[a-zA-Z0-9_]*$' or f.kind is null or f.kind not in ('gauge', 'counter')
         or (f.kind = 'counter' and f.metric !~ '_total$') or f.labels_type <> 'object' or f.has_null
   ), kept as materialized (
-    select s.n, s.source, s.metric, s.kind, s.help, s.labels,
+    select s.source, s.metric, s.kind, s.help, s.labels,
            case when s.metric = 'steward_metric_source_errors' and s.source in (select f.source from failed f) then 1
-                else s.value end as value,
-           pg_catalog.count(*) over (partition by s.metric) as series
+                else s.value end as value
       from sample s
      where s.source not in (select f.source from failed f)
         or s.metric in ('steward_metric_source_errors', 'steward_metric_source_seconds')
   ), cap as (
     select greatest(steward.setting_integer('metrics.max_label_values'), 2) as label_values
-  ), big_label as (
-    select k.n, k.metric, l.key, l.value as label_value, k.value
+  ), big as (
+    select k.metric from kept k group by k.metric having pg_catalog.count(*) > (select c.label_values from cap c)
+  ), label_total as (
+    select k.metric, l.key, l.value as label_value, pg_catalog.sum(pg_catalog.abs(k.value)) as total
       from kept k
-     cross join cap
      cross join lateral pg_catalog.jsonb_each_text(k.labels) as l
-     where k.series > cap.label_values
-  ), label_rank as (
-    select b.metric, b.key, b.label_value,
-           pg_catalog.row_number() over (partition by b.metric, b.key
-                                         order by pg_catalog.sum(pg_catalog.abs(b.value)) desc, b.label_value) as rank,
-           pg_catalog.count(*) over (partition by b.metric, b.key) as distinct_values
-      from big_label b
-     group by b.metric, b.key, b.label_value
+     where k.metric in (select b.metric from big b)
+     group by k.metric, l.key, l.value
+  ), capped_key as (
+    select t.metric, t.key from label_total t
+     group by t.metric, t.key having pg_catalog.count(*) > (select c.label_values from cap c)
+  ), kept_value as (
+    select r.metric, r.key, r.label_value
+      from (select t.metric, t.key, t.label_value,
+                   pg_catalog.row_number() over (partition by t.metric, t.key order by t.total desc, t.label_value) as rank
+              from label_total t
+             where (t.metric, t.key) in (select c.metric, c.key from capped_key c)) as r
+     where r.rank < (select c.label_values from cap c)
   ), relabelled as (
-    select b.n, pg_catalog.jsonb_object_agg(b.key,
-                  case when r.distinct_values > cap.label_values and r.rank >= cap.label_values then '_other'
-                       else b.label_value end) as labels
-      from big_label b
-      join label_rank r on r.metric = b.metric and r.key = b.key and r.label_value = b.label_value
-     cross join cap
-     group by b.n
+    select k.metric, k.kind, k.help, k.value,
+           case when k.metric not in (select c.metric from capped_key c) then k.labels
+                else k.labels || coalesce((
+                       select pg_catalog.jsonb_object_agg(c.key, '_other')
+                         from capped_key c
+                        where c.metric = k.metric
+                          and (c.metric, c.key, k.labels ->> c.key) not in (select v.metric, v.key, v.label_value from kept_value v)), '{}'::jsonb) end as labels
+      from kept k
   )
-  select k.metric, pg_catalog.min(k.kind), pg_catalog.min(k.help), coalesce(r.labels, k.labels), pg_catalog.sum(k.value)
-    from kept k
-    left join relabelled r on r.n = k.n
-   group by k.metric, coalesce(r.labels, k.labels)
+  select r.metric, pg_catalog.min(r.kind), pg_catalog.min(r.help), r.labels, pg_catalog.sum(r.value)
+    from relabelled r
+   group by r.metric, r.labels
 $$;
 comment on function steward.metrics() is
   'Every database-wide /metrics series in one statement: the union of the registered sources (steward.metric_sources), series with equal metric and labels summed, each label capped at metrics.max_label_values distinct values (the rest summed under _other). A source that raises, or returns a row Prometheus would reject (a name not steward_…, a kind not gauge or counter, a counter not named …_total, labels not a JSON object, a null value), is left out whole and steward_metric_source_errors{source} is 1, so one broken capability never empties the scrape. For the worker (which caches it for a few seconds) and for psql.';

@@ -1,5 +1,5 @@
---! Previous: sha1:db418c30fbd84cac55654748a8825d0a7a03ffdd
---! Hash: sha1:dbee243f3e4e42533138d426337df78e85b6223e
+--! Previous: sha1:77337ff824990a6cf314861b11bfd633cd4df79a
+--! Hash: sha1:ed79bde46ef18a498f06573ad8bdef8ea2169b3c
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its

@@ -1,5 +1,5 @@
---! Previous: sha1:dbee243f3e4e42533138d426337df78e85b6223e
---! Hash: sha1:68ab286ed5b16ba204726e974faa8232acd6dd6d
+--! Previous: sha1:ed79bde46ef18a498f06573ad8bdef8ea2169b3c
+--! Hash: sha1:c7fc823de4916da751f3c07ed104d456251a28b1
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,

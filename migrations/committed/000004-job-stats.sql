@@ -1,5 +1,5 @@
---! Previous: sha1:68ab286ed5b16ba204726e974faa8232acd6dd6d
---! Hash: sha1:898e659e2bb5984d7e2f4de443b218e5b9aac17a
+--! Previous: sha1:c7fc823de4916da751f3c07ed104d456251a28b1
+--! Hash: sha1:c61e57fd133882c1672ba8fdf0d60ad931b919a2
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

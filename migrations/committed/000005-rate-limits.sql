@@ -1,5 +1,5 @@
---! Previous: sha1:898e659e2bb5984d7e2f4de443b218e5b9aac17a
---! Hash: sha1:ac2c198eddeb7acd3f3f26774b1833dacb043009
+--! Previous: sha1:c61e57fd133882c1672ba8fdf0d60ad931b919a2
+--! Hash: sha1:948c90fd2a88511507aef9bb2320cd44e129d8eb
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

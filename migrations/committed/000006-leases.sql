@@ -1,5 +1,5 @@
---! Previous: sha1:ac2c198eddeb7acd3f3f26774b1833dacb043009
---! Hash: sha1:c9cf262641afda4d33c306ee12b1d098474e25e6
+--! Previous: sha1:948c90fd2a88511507aef9bb2320cd44e129d8eb
+--! Hash: sha1:ed89ce311d988fa461a66dc42d49cb211aca105a
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:c9cf262641afda4d33c306ee12b1d098474e25e6
---! Hash: sha1:50c2542748483108e2b4e17b90534a834288783c
+--! Previous: sha1:ed89ce311d988fa461a66dc42d49cb211aca105a
+--! Hash: sha1:ad2938a19da7fdbacd0e2bc39f0363c8bcc268d1
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

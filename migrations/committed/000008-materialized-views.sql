@@ -1,5 +1,5 @@
---! Previous: sha1:50c2542748483108e2b4e17b90534a834288783c
---! Hash: sha1:2a48a1c43951d796d5911f7dd24333e02c976ea5
+--! Previous: sha1:ad2938a19da7fdbacd0e2bc39f0363c8bcc268d1
+--! Hash: sha1:b9ae3f795693247c661db233466e7a0580ccb98f
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

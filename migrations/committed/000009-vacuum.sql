@@ -1,5 +1,5 @@
---! Previous: sha1:2a48a1c43951d796d5911f7dd24333e02c976ea5
---! Hash: sha1:19901c9bb15721124cecde910e60e913c8d7eb74
+--! Previous: sha1:b9ae3f795693247c661db233466e7a0580ccb98f
+--! Hash: sha1:e36f356ec38c151f94a220deddc164f1ba682653
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

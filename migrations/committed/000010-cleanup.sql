@@ -1,5 +1,5 @@
---! Previous: sha1:19901c9bb15721124cecde910e60e913c8d7eb74
---! Hash: sha1:f5dfd66a03d1a8204dfa637061a1c798585983a8
+--! Previous: sha1:e36f356ec38c151f94a220deddc164f1ba682653
+--! Hash: sha1:a147804d68e4bb59ffa7618cb587b2eaaeeb3e1c
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

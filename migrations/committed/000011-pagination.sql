@@ -1,5 +1,5 @@
---! Previous: sha1:f5dfd66a03d1a8204dfa637061a1c798585983a8
---! Hash: sha1:32debce5c657650cc26e71088e11421e02bf0385
+--! Previous: sha1:a147804d68e4bb59ffa7618cb587b2eaaeeb3e1c
+--! Hash: sha1:593b34eb1f9b4ad127408d167e4cb16980e6a03d
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:32debce5c657650cc26e71088e11421e02bf0385
---! Hash: sha1:6bdace4634cb15b9a37f752f67ddfc943b62dd5f
+--! Previous: sha1:593b34eb1f9b4ad127408d167e4cb16980e6a03d
+--! Hash: sha1:d70761d1c3a7c59a264c140d82faaeefb459e391
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

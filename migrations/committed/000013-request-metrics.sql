@@ -1,5 +1,5 @@
---! Previous: sha1:6bdace4634cb15b9a37f752f67ddfc943b62dd5f
---! Hash: sha1:faffa2e4a0cdfbd169f84d2e55cbf192208e691e
+--! Previous: sha1:d70761d1c3a7c59a264c140d82faaeefb459e391
+--! Hash: sha1:7c009e2f9e7cc6ff5d8eff820d548f0bd2204628
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

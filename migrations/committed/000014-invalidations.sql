@@ -1,5 +1,5 @@
---! Previous: sha1:faffa2e4a0cdfbd169f84d2e55cbf192208e691e
---! Hash: sha1:a737e2e9f2946f7198a46a9fb2cc0079cbad5350
+--! Previous: sha1:7c009e2f9e7cc6ff5d8eff820d548f0bd2204628
+--! Hash: sha1:d982063d901b52c53e310f3ff91411ea2fa87f87
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:a737e2e9f2946f7198a46a9fb2cc0079cbad5350
---! Hash: sha1:8bcf9da52654f0350fa0f8968d1bfb9fe2f1374e
+--! Previous: sha1:d982063d901b52c53e310f3ff91411ea2fa87f87
+--! Hash: sha1:eb225bc4072cecbfec64147547452fced5176376
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

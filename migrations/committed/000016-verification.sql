@@ -1,5 +1,5 @@
---! Previous: sha1:8bcf9da52654f0350fa0f8968d1bfb9fe2f1374e
---! Hash: sha1:cc4bb6d630d33c5d64d6eff1fb1ae74513d4c276
+--! Previous: sha1:eb225bc4072cecbfec64147547452fced5176376
+--! Hash: sha1:5ee59b1bd41682baf7441a77343dbdfbecfd4b9b
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

@@ -52,7 +52,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 }
 
 /** unhealthy when a check fails (503), degraded when one warns, else healthy. */
-export function overallStatus(checks: Record<string, CheckStatus>): HealthStatus {
+function overallStatus(checks: Record<string, CheckStatus>): HealthStatus {
   const states = Object.values(checks);
   if (states.includes("fail")) return "unhealthy";
   if (states.includes("warn")) return "degraded";

@@ -178,10 +178,11 @@ export interface MetricsOptions {
 
 /**
  * steward.metrics() read at most once per `cacheMs`, whatever the number of scrapers: a scrape
- * within it gets the last reading; one after it starts a new reading that concurrent scrapes
- * share (single flight), and meanwhile gets the previous reading while that is younger than
- * twice `cacheMs`, so a slow statement never makes a scrape wait. Only a scrape with nothing
- * recent enough (the first one, or after a failure) waits for the statement.
+ * within it gets the last reading; the first one after it starts a new reading, which
+ * concurrent scrapes share (single flight), and meanwhile every scrape still gets the last
+ * reading, so a slow statement never makes a scrape wait. A reading is therefore at most
+ * `cacheMs` plus one statement old (the statement is cancelled after its timeout). Only a scrape
+ * with no reading at all (the first, or the first after a failed reading) waits.
  */
 class DatabaseSamples {
   private reading: { at: number; samples: DatabaseSample[] } | undefined;
@@ -214,24 +215,21 @@ class DatabaseSamples {
     });
     this.age = new client.Gauge({
       name: "steward_metrics_database_age_seconds",
-      help: "Age of the reading of steward.metrics() this scrape shows (up to twice STEWARD_METRICS_CACHE_MS).",
+      help: "Age of the reading of steward.metrics() this scrape shows (up to STEWARD_METRICS_CACHE_MS plus the time one reading takes).",
       registers: [registry],
     });
   }
 
   async samples(): Promise<DatabaseSample[]> {
-    const now = performance.now();
     const reading = this.reading;
-    const age = reading ? now - reading.at : Infinity;
+    const age = reading ? performance.now() - reading.at : Infinity;
     if (age >= this.cacheMs) this.inFlight ??= this.read();
-    let samples: DatabaseSample[];
-    if (reading && age < 2 * Math.max(this.cacheMs, 1)) {
-      samples = reading.samples;
+    if (reading) {
       this.age.set(age / 1000);
-    } else {
-      samples = await (this.inFlight ?? Promise.resolve(reading?.samples ?? []));
-      this.age.set(this.reading ? (performance.now() - this.reading.at) / 1000 : 0);
+      return reading.samples;
     }
+    const samples = await this.inFlight!;
+    this.age.set(0);
     return samples;
   }
 
@@ -285,7 +283,10 @@ export function createMetrics(options: MetricsOptions): Metrics {
   client.collectDefaultMetrics({ register: registry, prefix: "steward_" });
   const jobs = new JobSeries();
   for (const metric of jobMetrics(jobs)) registry.registerMetric(metric);
-  const database = options.pool ? new DatabaseSamples(options.pool, logger, options.cacheMs ?? 5000, registry) : null;
+  const cacheMs = options.cacheMs ?? 5000;
+  const database = options.pool ? new DatabaseSamples(options.pool, logger, cacheMs, registry) : null;
+  const rendered = new WeakMap<DatabaseSample[], string>();
+  let last: { at: number; samples: DatabaseSample[]; text: string } | undefined;
   const reported = new Set<string>();
   const skipped = (what: string) => {
     if (reported.has(what)) return;
@@ -298,9 +299,19 @@ export function createMetrics(options: MetricsOptions): Metrics {
     recordJob: (task, outcome, ms) => jobs.record(task, outcome, ms),
     async scrape() {
       const samples = database ? await database.samples() : [];
+      // Scrapes within a second of each other (many scrapers, or a storm of them) share one
+      // text; a reading of the database is turned into text once.
+      const now = performance.now();
+      if (last && last.samples === samples && now - last.at < Math.min(cacheMs, 1000)) return last.text;
       const own = await registry.metrics();
-      const taken = new Set(registry.getMetricsAsArray().map((metric) => metric.name));
-      return own + formatSamples(samples, taken, skipped);
+      let text = rendered.get(samples);
+      if (text === undefined) {
+        const taken = new Set(registry.getMetricsAsArray().map((metric) => metric.name));
+        text = formatSamples(samples, taken, skipped);
+        rendered.set(samples, text);
+      }
+      last = { at: now, samples, text: own + text };
+      return last.text;
     },
   };
 }
