@@ -54,7 +54,7 @@ describe("the worker", () => {
       "select graphile_worker.add_job('test_later', '{}'::json, run_at => now() + interval '1 hour') from generate_series(1, 3)",
     );
     const text = await (await fetch(`http://127.0.0.1:${worker.healthPort}/metrics`)).text();
-    expect(text).toContain('steward_queue_depth{task="test_later",state="scheduled"} 3');
+    expect(text).toContain('steward_queue_depth{state="scheduled",task="test_later"} 3');
   });
 
   it("lets a running job finish when stopped", async () => {

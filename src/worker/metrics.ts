@@ -155,7 +155,8 @@ export function formatSamples(
     const first = family[0]!;
     lines.push(`# HELP ${name} ${escapeHelp(first.help ?? "")}`, `# TYPE ${name} ${first.kind}`);
     for (const sample of family) {
-      const labels = Object.entries(sample.labels ?? {});
+      // In name order: jsonb keeps its own (shortest first), and a stable order reads better.
+      const labels = Object.entries(sample.labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       const bad = labels.find(([key]) => !LABEL_NAME.test(key) || key.startsWith("__"));
       if (bad) {
         skipped(`label ${bad[0]} of ${name}`);
