@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:77337ff824990a6cf314861b11bfd633cd4df79a
+--! Hash: sha1:4164ea27fc05deb655e2dff075d8242ce91f5983
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -252,10 +252,10 @@ begin
     end;
     return query values
       (entry.name, 'steward_metric_source_errors', 'gauge',
-       'Whether a source of steward.metrics() failed in this scrape (1: its series are missing; the error is in the server log and the worker''s log).',
+       'Whether a source of steward.metrics() failed in the last reading (1: its series are missing; the error is in the database''s log and the worker''s).',
        pg_catalog.jsonb_build_object('source', entry.name), (problem is not null)::integer::float8),
       (entry.name, 'steward_metric_source_seconds', 'gauge',
-       'Time a source of steward.metrics() took in this scrape.',
+       'Time a source of steward.metrics() took in the last reading.',
        pg_catalog.jsonb_build_object('source', entry.name),
        extract(epoch from pg_catalog.clock_timestamp() - began)::float8);
   end loop;

@@ -1,5 +1,5 @@
---! Previous: sha1:77337ff824990a6cf314861b11bfd633cd4df79a
---! Hash: sha1:ed79bde46ef18a498f06573ad8bdef8ea2169b3c
+--! Previous: sha1:4164ea27fc05deb655e2dff075d8242ce91f5983
+--! Hash: sha1:33ca45227c0eed7ac0f22bd7495ee6d8e3751fc6
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its

@@ -1,5 +1,5 @@
---! Previous: sha1:ed79bde46ef18a498f06573ad8bdef8ea2169b3c
---! Hash: sha1:c7fc823de4916da751f3c07ed104d456251a28b1
+--! Previous: sha1:33ca45227c0eed7ac0f22bd7495ee6d8e3751fc6
+--! Hash: sha1:c9423a0058b513fddbac9fc64265b974cb6acc55
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,

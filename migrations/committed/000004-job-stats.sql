@@ -1,5 +1,5 @@
---! Previous: sha1:c7fc823de4916da751f3c07ed104d456251a28b1
---! Hash: sha1:c61e57fd133882c1672ba8fdf0d60ad931b919a2
+--! Previous: sha1:c9423a0058b513fddbac9fc64265b974cb6acc55
+--! Hash: sha1:e2baa58f7c7622e1950603334b995b0207b900eb
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:c61e57fd133882c1672ba8fdf0d60ad931b919a2
---! Hash: sha1:948c90fd2a88511507aef9bb2320cd44e129d8eb
+--! Previous: sha1:e2baa58f7c7622e1950603334b995b0207b900eb
+--! Hash: sha1:3ab46a5e66a68e77476b6ce942ac6eea1b99fb1c
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

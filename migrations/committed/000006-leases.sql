@@ -1,5 +1,5 @@
---! Previous: sha1:948c90fd2a88511507aef9bb2320cd44e129d8eb
---! Hash: sha1:ed89ce311d988fa461a66dc42d49cb211aca105a
+--! Previous: sha1:3ab46a5e66a68e77476b6ce942ac6eea1b99fb1c
+--! Hash: sha1:38a3c5c40626270050311c846282c1d36fe56c68
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

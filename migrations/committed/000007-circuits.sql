@@ -1,5 +1,5 @@
---! Previous: sha1:ed89ce311d988fa461a66dc42d49cb211aca105a
---! Hash: sha1:ad2938a19da7fdbacd0e2bc39f0363c8bcc268d1
+--! Previous: sha1:38a3c5c40626270050311c846282c1d36fe56c68
+--! Hash: sha1:68612e7bfbf84d550dbce5d72f592471265ebd36
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

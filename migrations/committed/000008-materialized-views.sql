@@ -1,5 +1,5 @@
---! Previous: sha1:ad2938a19da7fdbacd0e2bc39f0363c8bcc268d1
---! Hash: sha1:b9ae3f795693247c661db233466e7a0580ccb98f
+--! Previous: sha1:68612e7bfbf84d550dbce5d72f592471265ebd36
+--! Hash: sha1:a91030a08abbf1cb8454bee1451c1d824af0a2e9
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

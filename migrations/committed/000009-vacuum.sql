@@ -1,5 +1,5 @@
---! Previous: sha1:b9ae3f795693247c661db233466e7a0580ccb98f
---! Hash: sha1:e36f356ec38c151f94a220deddc164f1ba682653
+--! Previous: sha1:a91030a08abbf1cb8454bee1451c1d824af0a2e9
+--! Hash: sha1:7dd9579d728f8c17cc778988c2050022c20834f5
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:e36f356ec38c151f94a220deddc164f1ba682653
---! Hash: sha1:a147804d68e4bb59ffa7618cb587b2eaaeeb3e1c
+--! Previous: sha1:7dd9579d728f8c17cc778988c2050022c20834f5
+--! Hash: sha1:544d7ebe8b21ce4ff58d7640a87adf9b871bcaf7
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

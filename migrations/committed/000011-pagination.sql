@@ -1,5 +1,5 @@
---! Previous: sha1:a147804d68e4bb59ffa7618cb587b2eaaeeb3e1c
---! Hash: sha1:593b34eb1f9b4ad127408d167e4cb16980e6a03d
+--! Previous: sha1:544d7ebe8b21ce4ff58d7640a87adf9b871bcaf7
+--! Hash: sha1:fb8f1b5e8e10228dd70f463a1039cdd2328eb380
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:593b34eb1f9b4ad127408d167e4cb16980e6a03d
---! Hash: sha1:d70761d1c3a7c59a264c140d82faaeefb459e391
+--! Previous: sha1:fb8f1b5e8e10228dd70f463a1039cdd2328eb380
+--! Hash: sha1:79648e08f3923d1cce89ee81f27f37d985331ca9
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

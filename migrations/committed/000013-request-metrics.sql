@@ -1,5 +1,5 @@
---! Previous: sha1:d70761d1c3a7c59a264c140d82faaeefb459e391
---! Hash: sha1:7c009e2f9e7cc6ff5d8eff820d548f0bd2204628
+--! Previous: sha1:79648e08f3923d1cce89ee81f27f37d985331ca9
+--! Hash: sha1:67f2e5bcc265a160a3dbcca03be21e766e6d9c0c
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

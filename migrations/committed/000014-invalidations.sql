@@ -1,5 +1,5 @@
---! Previous: sha1:7c009e2f9e7cc6ff5d8eff820d548f0bd2204628
---! Hash: sha1:d982063d901b52c53e310f3ff91411ea2fa87f87
+--! Previous: sha1:67f2e5bcc265a160a3dbcca03be21e766e6d9c0c
+--! Hash: sha1:adf2920974c0b1de5170c16edab1815d91bc8004
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

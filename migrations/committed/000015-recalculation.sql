@@ -1,5 +1,5 @@
---! Previous: sha1:d982063d901b52c53e310f3ff91411ea2fa87f87
---! Hash: sha1:eb225bc4072cecbfec64147547452fced5176376
+--! Previous: sha1:adf2920974c0b1de5170c16edab1815d91bc8004
+--! Hash: sha1:b06572e1b45bae4a1f8934defe020da140834b6e
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:eb225bc4072cecbfec64147547452fced5176376
---! Hash: sha1:5ee59b1bd41682baf7441a77343dbdfbecfd4b9b
+--! Previous: sha1:b06572e1b45bae4a1f8934defe020da140834b6e
+--! Hash: sha1:8dcfc505ffc7832cc5b9b3401deeaafcfbb979d8
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -494,13 +494,13 @@ as $$
          case when d.fail_at > 0 and d.recent >= d.fail_at then 'fail'
               when d.warn_at > 0 and d.recent >= d.warn_at then 'warn' else 'ok' end,
          pg_catalog.jsonb_build_object('recent', d.recent, 'notReplayed', d.not_replayed,
-           'windowSeconds', extract(epoch from steward.setting_interval('health.dead_letters_window')))
+           'windowSeconds', extract(epoch from steward.setting_interval('health.dead_letters_window'))::float8)
     from dead d
   union all
   select 'invalidations',
          case when p.fail_after > interval '0' and p.oldest_age > p.fail_after then 'fail'
               when p.warn_after > interval '0' and p.oldest_age > p.warn_after then 'warn' else 'ok' end,
-         pg_catalog.jsonb_build_object('pending', p.entries, 'oldestAgeSeconds', pg_catalog.round(extract(epoch from p.oldest_age), 3))
+         pg_catalog.jsonb_build_object('pending', p.entries, 'oldestAgeSeconds', pg_catalog.round(extract(epoch from p.oldest_age), 3)::float8)
     from pending p
   union all
   select 'views',
