@@ -188,9 +188,9 @@ export interface MetricsOptions {
 class DatabaseSamples {
   private reading: { at: number; samples: DatabaseSample[] } | undefined;
   private inFlight: Promise<DatabaseSample[]> | undefined;
-  readonly queryDuration: client.Gauge;
-  readonly failures: client.Counter;
-  readonly age: client.Gauge;
+  private readonly queryDuration: client.Gauge;
+  private readonly failures: client.Counter;
+  private readonly age: client.Gauge;
 
   constructor(
     private readonly pool: pg.Pool,

@@ -14,7 +14,7 @@ import { createMetrics, type Metrics } from "./metrics.ts";
 import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
 import { buildTaskList, type OutcomeObserver, type TaskDefinition } from "./task.ts";
 
-/** A reading of steward.metrics() that takes longer is cancelled (the scrape shows no database series). */
+/** A reading of steward.metrics() (or its connection) that takes longer fails: the scrape shows no database series. */
 const METRICS_STATEMENT_TIMEOUT_MS = 10_000;
 
 export interface WorkerOptions {
@@ -68,6 +68,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     applicationName: "steward worker metrics",
     actor: "worker",
     statementTimeoutMs: METRICS_STATEMENT_TIMEOUT_MS,
+    connectionTimeoutMs: METRICS_STATEMENT_TIMEOUT_MS,
   });
   const metrics = createMetrics({ pool: metricsPool, logger, cacheMs: config.metricsCacheMs });
   const healthPool = createPool(options.url, {
