@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:4164ea27fc05deb655e2dff075d8242ce91f5983
+--! Hash: sha1:4a4187f03086c7e0d3cd0c2dd4dd0951e0d3898e
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -282,15 +282,15 @@ as $$
       from steward.metric_samples() s
   ), failed as (
     -- Sources that raised, or returned a row Prometheus would reject the whole scrape for.
-    select s.source from sample s where s.metric = 'steward_metric_source_errors' and s.value > 0
-    union
-    select f.source
-      from (select distinct s.source, s.metric, s.kind, pg_catalog.jsonb_typeof(s.labels) as labels_type,
-                   s.value is null as has_null from sample s) as f
-     where f.metric is null or f.metric !~ '^steward_[a-zA-Z0-9_]*$' or f.kind is null or f.kind not in ('gauge', 'counter')
-        or (f.kind = 'counter' and f.metric !~ '_total$') or f.labels_type <> 'object' or f.has_null
+    select s.source
+      from sample s
+     group by s.source, s.metric, s.kind
+    having s.metric is null or s.metric !~ '^steward_[a-zA-Z0-9_]*$' or s.kind is null or s.kind not in ('gauge', 'counter')
+        or (s.kind = 'counter' and s.metric !~ '_total$')
+        or pg_catalog.bool_or(pg_catalog.jsonb_typeof(s.labels) <> 'object' or s.value is null)
+        or (s.metric = 'steward_metric_source_errors' and pg_catalog.max(s.value) > 0)
   ), kept as materialized (
-    select s.source, s.metric, s.kind, s.help, s.labels,
+    select pg_catalog.row_number() over () as n, s.metric, s.kind, s.help, s.labels,
            case when s.metric = 'steward_metric_source_errors' and s.source in (select f.source from failed f) then 1
                 else s.value end as value
       from sample s
@@ -303,32 +303,39 @@ as $$
   ), label_total as (
     select k.metric, l.key, l.value as label_value, pg_catalog.sum(pg_catalog.abs(k.value)) as total
       from kept k
+      join big b on b.metric = k.metric
      cross join lateral pg_catalog.jsonb_each_text(k.labels) as l
-     where k.metric in (select b.metric from big b)
      group by k.metric, l.key, l.value
   ), capped_key as (
+    -- The labels of a metric with more distinct values than the cap.
     select t.metric, t.key from label_total t
      group by t.metric, t.key having pg_catalog.count(*) > (select c.label_values from cap c)
   ), kept_value as (
+    -- Their values that keep their names: the cap - 1 with the largest totals.
     select r.metric, r.key, r.label_value
       from (select t.metric, t.key, t.label_value,
                    pg_catalog.row_number() over (partition by t.metric, t.key order by t.total desc, t.label_value) as rank
               from label_total t
-             where (t.metric, t.key) in (select c.metric, c.key from capped_key c)) as r
+              join capped_key c on c.metric = t.metric and c.key = t.key) as r
      where r.rank < (select c.label_values from cap c)
-  ), relabelled as (
-    select k.metric, k.kind, k.help, k.value,
-           case when k.metric not in (select c.metric from capped_key c) then k.labels
-                else k.labels || coalesce((
-                       select pg_catalog.jsonb_object_agg(c.key, '_other')
-                         from capped_key c
-                        where c.metric = k.metric
-                          and (c.metric, c.key, k.labels ->> c.key) not in (select v.metric, v.key, v.label_value from kept_value v)), '{}'::jsonb) end as labels
+  ), capped_label as materialized (
+    -- Materialized, so the lookup below is a hash join on (metric, key, value).
+    select k.n, k.metric, c.key, k.labels ->> c.key as label_value
       from kept k
+      join capped_key c on c.metric = k.metric
+     where k.labels ? c.key
+  ), to_other as (
+    select l.n, pg_catalog.jsonb_object_agg(l.key, '_other') as patch
+      from capped_label l
+     where not exists (select from kept_value v
+                        where v.metric = l.metric and v.key = l.key and v.label_value = l.label_value)
+     group by l.n
   )
-  select r.metric, pg_catalog.min(r.kind), pg_catalog.min(r.help), r.labels, pg_catalog.sum(r.value)
-    from relabelled r
-   group by r.metric, r.labels
+  select k.metric, pg_catalog.min(k.kind), pg_catalog.min(k.help), k.labels || coalesce(o.patch, '{}'::jsonb),
+         pg_catalog.sum(k.value)
+    from kept k
+    left join to_other o on o.n = k.n
+   group by k.metric, k.labels || coalesce(o.patch, '{}'::jsonb)
 $$;
 comment on function steward.metrics() is
   'Every database-wide /metrics series in one statement: the union of the registered sources (steward.metric_sources), series with equal metric and labels summed, each label capped at metrics.max_label_values distinct values (the rest summed under _other). A source that raises, or returns a row Prometheus would reject (a name not steward_…, a kind not gauge or counter, a counter not named …_total, labels not a JSON object, a null value), is left out whole and steward_metric_source_errors{source} is 1, so one broken capability never empties the scrape. For the worker (which caches it for a few seconds) and for psql.';

@@ -1,5 +1,5 @@
---! Previous: sha1:4164ea27fc05deb655e2dff075d8242ce91f5983
---! Hash: sha1:33ca45227c0eed7ac0f22bd7495ee6d8e3751fc6
+--! Previous: sha1:4a4187f03086c7e0d3cd0c2dd4dd0951e0d3898e
+--! Hash: sha1:f894ccb548343dc9da3d51c3d9a7da04c2809b00
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its

@@ -1,5 +1,5 @@
---! Previous: sha1:33ca45227c0eed7ac0f22bd7495ee6d8e3751fc6
---! Hash: sha1:c9423a0058b513fddbac9fc64265b974cb6acc55
+--! Previous: sha1:f894ccb548343dc9da3d51c3d9a7da04c2809b00
+--! Hash: sha1:deab4feb050c687c5a478d9b3fb9328435340f5f
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,

@@ -1,5 +1,5 @@
---! Previous: sha1:c9423a0058b513fddbac9fc64265b974cb6acc55
---! Hash: sha1:e2baa58f7c7622e1950603334b995b0207b900eb
+--! Previous: sha1:deab4feb050c687c5a478d9b3fb9328435340f5f
+--! Hash: sha1:640a43e9cc7d846838e2b4cccda1fc0073f57efa
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:e2baa58f7c7622e1950603334b995b0207b900eb
---! Hash: sha1:3ab46a5e66a68e77476b6ce942ac6eea1b99fb1c
+--! Previous: sha1:640a43e9cc7d846838e2b4cccda1fc0073f57efa
+--! Hash: sha1:c475e667da488955544ebf35678ba7101c638720
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

@@ -1,5 +1,5 @@
---! Previous: sha1:3ab46a5e66a68e77476b6ce942ac6eea1b99fb1c
---! Hash: sha1:38a3c5c40626270050311c846282c1d36fe56c68
+--! Previous: sha1:c475e667da488955544ebf35678ba7101c638720
+--! Hash: sha1:03f8aa7624ea578170205199db5cd5823cdd0baa
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:38a3c5c40626270050311c846282c1d36fe56c68
---! Hash: sha1:68612e7bfbf84d550dbce5d72f592471265ebd36
+--! Previous: sha1:03f8aa7624ea578170205199db5cd5823cdd0baa
+--! Hash: sha1:fa491abbe5682490742fdd94045d77fdea147924
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:68612e7bfbf84d550dbce5d72f592471265ebd36
---! Hash: sha1:a91030a08abbf1cb8454bee1451c1d824af0a2e9
+--! Previous: sha1:fa491abbe5682490742fdd94045d77fdea147924
+--! Hash: sha1:90753d7ea29b0f104b0186cb4048b5fd1d91dfa6
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

@@ -1,5 +1,5 @@
---! Previous: sha1:a91030a08abbf1cb8454bee1451c1d824af0a2e9
---! Hash: sha1:7dd9579d728f8c17cc778988c2050022c20834f5
+--! Previous: sha1:90753d7ea29b0f104b0186cb4048b5fd1d91dfa6
+--! Hash: sha1:24a252682b7f73e73961167d2a288799d508fdf2
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

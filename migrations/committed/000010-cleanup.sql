@@ -1,5 +1,5 @@
---! Previous: sha1:7dd9579d728f8c17cc778988c2050022c20834f5
---! Hash: sha1:544d7ebe8b21ce4ff58d7640a87adf9b871bcaf7
+--! Previous: sha1:24a252682b7f73e73961167d2a288799d508fdf2
+--! Hash: sha1:8df733cf3c7f793accbf67186f6be7e15e7ee781
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:544d7ebe8b21ce4ff58d7640a87adf9b871bcaf7
---! Hash: sha1:fb8f1b5e8e10228dd70f463a1039cdd2328eb380
+--! Previous: sha1:8df733cf3c7f793accbf67186f6be7e15e7ee781
+--! Hash: sha1:e53259aafe5bf50fe5dfce78aa57fbe4c9b966a8
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

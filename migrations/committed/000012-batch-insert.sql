@@ -1,5 +1,5 @@
---! Previous: sha1:fb8f1b5e8e10228dd70f463a1039cdd2328eb380
---! Hash: sha1:79648e08f3923d1cce89ee81f27f37d985331ca9
+--! Previous: sha1:e53259aafe5bf50fe5dfce78aa57fbe4c9b966a8
+--! Hash: sha1:90534233e5568facb465980b7915c89e9a80cff4
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:79648e08f3923d1cce89ee81f27f37d985331ca9
---! Hash: sha1:67f2e5bcc265a160a3dbcca03be21e766e6d9c0c
+--! Previous: sha1:90534233e5568facb465980b7915c89e9a80cff4
+--! Hash: sha1:4390d5dbe0c73d2229708f2abe9522bcfd6f4adf
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

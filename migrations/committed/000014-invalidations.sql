@@ -1,5 +1,5 @@
---! Previous: sha1:67f2e5bcc265a160a3dbcca03be21e766e6d9c0c
---! Hash: sha1:adf2920974c0b1de5170c16edab1815d91bc8004
+--! Previous: sha1:4390d5dbe0c73d2229708f2abe9522bcfd6f4adf
+--! Hash: sha1:34192cd428f5c7213b3dc5d52f17d93b4a22168d
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:adf2920974c0b1de5170c16edab1815d91bc8004
---! Hash: sha1:b06572e1b45bae4a1f8934defe020da140834b6e
+--! Previous: sha1:34192cd428f5c7213b3dc5d52f17d93b4a22168d
+--! Hash: sha1:a5aa33911c8e0bc76326b267f809c6edf83a9bf6
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

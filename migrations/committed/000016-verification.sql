@@ -1,5 +1,5 @@
---! Previous: sha1:b06572e1b45bae4a1f8934defe020da140834b6e
---! Hash: sha1:8dcfc505ffc7832cc5b9b3401deeaafcfbb979d8
+--! Previous: sha1:a5aa33911c8e0bc76326b267f809c6edf83a9bf6
+--! Hash: sha1:01d70f6775257ad398eb7351bee5c49746bebf41
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
