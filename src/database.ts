@@ -44,13 +44,23 @@ export async function openDatabase(
  */
 export function createPool(
   url: string,
-  options: { max?: number; applicationName?: string; actor?: string } = {},
+  options: {
+    max?: number;
+    applicationName?: string;
+    actor?: string;
+    /** statement_timeout of every connection (ms); the server's default when absent. */
+    statementTimeoutMs?: number;
+    /** How long to wait for a connection (ms) before the query fails; forever when absent. */
+    connectionTimeoutMs?: number;
+  } = {},
 ): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
     application_name: options.applicationName ?? "pg-steward",
     options: options.actor ? `-c steward.actor=${options.actor.replace(/[^\w.@:-]/g, "_")}` : undefined,
+    statement_timeout: options.statementTimeoutMs,
+    connectionTimeoutMillis: options.connectionTimeoutMs,
   });
   // A connection's error (server restart, terminated backend) must not crash the process; the
   // pool drops that client and the next query connects afresh.

@@ -2,19 +2,10 @@ import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
 import { refreshMaterializedView } from "../src/worker/materialized-views.ts";
-import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";
 import { TASKS } from "../tasks/index.ts";
-import {
-  eventually,
-  runJobOnce,
-  startTestWorker,
-  testLogger,
-  useTestDatabase,
-  whileLocked,
-  withSettings,
-} from "./helpers.ts";
+import { eventually, runJobOnce, startTestWorker, useTestDatabase, whileLocked, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -501,20 +492,30 @@ describe("scheduling refreshes", () => {
 });
 
 describe("view staleness on /metrics", () => {
-  it("reports seconds since the last good refresh of each registered view", async () => {
+  it("reports seconds since the last good refresh of each registered view, and its refresh interval", async () => {
     await createView("watched_view");
-    await query("select steward.register_materialized_view('watched_view')");
+    await query("select steward.register_materialized_view('watched_view', refresh_every => '10 minutes')");
     await query(
       "update steward.materialized_views set last_refreshed_at = now() - interval '1 hour' where view = 'public.watched_view'",
     );
-    const gauge = DATABASE_GAUGES.filter((g) => g.name === "steward_materialized_view_staleness_seconds");
-    expect(gauge).toHaveLength(1);
-    const metrics = createMetrics(context.db.pool, testLogger(), gauge);
-    const text = await metrics.registry.metrics();
-    const seconds = Number(
-      /steward_materialized_view_staleness_seconds\{view="public.watched_view"\} ([\d.]+)/.exec(text)?.[1],
+    const { rows } = await context.db.pool.query(
+      'select metric, value from steward.metrics() where labels = \'{"view": "public.watched_view"}\' order by metric',
     );
-    expect(seconds).toBeGreaterThanOrEqual(3600);
-    expect(seconds).toBeLessThan(3600 + 600);
+    expect(rows.map((row) => row.metric)).toEqual([
+      "steward_materialized_view_refresh_interval_seconds",
+      "steward_materialized_view_staleness_seconds",
+    ]);
+    expect(rows[0].value).toBe(600);
+    expect(rows[1].value).toBeGreaterThanOrEqual(3600);
+    expect(rows[1].value).toBeLessThan(3600 + 600);
+  });
+
+  it("leaves out the refresh interval of a view refreshed only on demand", async () => {
+    await createView("on_demand_view");
+    await query("select steward.register_materialized_view('on_demand_view')");
+    const { rows } = await context.db.pool.query(
+      "select metric from steward.metrics() where labels ->> 'view' = 'public.on_demand_view' order by metric",
+    );
+    expect(rows.map((row) => row.metric)).toEqual(["steward_materialized_view_staleness_seconds"]);
   });
 });

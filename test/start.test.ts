@@ -122,13 +122,10 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
     expect(port).not.toBe(takenPort);
   });
 
-  it("answers /readyz with the database, the migrations and the worker ok", async () => {
+  it("answers /readyz with the database, the migrations and the job worker ok", async () => {
     const body = await readyz(healthPort);
-    expect(body.checks).toMatchObject({
-      database: { status: "ok" },
-      migrations: { status: "ok" },
-      worker: { status: "ok" },
-    });
+    expect(body.status).toMatch(/^(healthy|degraded)$/);
+    expect(body.checks).toMatchObject({ database: "ok", migrations: "ok", jobWorker: "ok" });
   });
 
   it("binds the health server to 127.0.0.1 only", async () => {

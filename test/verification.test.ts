@@ -42,6 +42,7 @@ describe("verify_installation on a fresh install", () => {
         "table privileges",
         "function privileges",
         "cleanup steps",
+        "metric sources",
         "recalculations",
         "workers",
         "pg_stat_statements",
@@ -117,6 +118,29 @@ describe("verify_installation catches a broken deploy", () => {
     } finally {
       await pool.query("drop function steward.careless()");
     }
+  });
+
+  it("fails on a metric source whose function is gone, and warns about one that raises", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create function public.doomed_metrics() returns table (metric text, kind text, help text, labels jsonb, value double precision)
+        language plpgsql as $$ begin raise exception 'no table here'; end $$;
+      insert into steward.metric_sources (name, function, description) values ('doomed', 'public.doomed_metrics()', 'test');`);
+    try {
+      expect(await checkNamed("metric sources")).toMatchObject({
+        status: "warn",
+        detail: expect.stringContaining("doomed"),
+      });
+      await pool.query("drop function public.doomed_metrics()");
+      expect(await checkNamed("metric sources")).toMatchObject({
+        status: "fail",
+        detail: expect.stringContaining("delete from steward.metric_sources where name = <source>"),
+      });
+    } finally {
+      await pool.query("delete from steward.metric_sources where name = 'doomed'");
+      await pool.query("drop function if exists public.doomed_metrics()");
+    }
+    expect(await checkNamed("metric sources")).toMatchObject({ status: "ok" });
   });
 
   it("fails when steward_client or PUBLIC can read a steward table", async () => {

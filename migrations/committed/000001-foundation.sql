@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:c9486fde1d42b9056a8e798b4486ee8708f0576f
+--! Hash: sha1:f54b74b1a2a4d2c0838bed62e725d570caa5f9cc
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -309,6 +309,149 @@ end
 $$;
 comment on function steward.delete_older_than(regclass, name, timestamptz, integer) is
   'Deletes at most batch_size rows of a table whose time_column is before cutoff, oldest first; returns how many. The building block of cleanup steps.';
+
+-- Metrics -----------------------------------------------------------------------------------------
+-- Every database-wide series of /metrics comes from one statement, `select * from steward.metrics()`:
+-- the union of one source function per capability, each registered here by its own migration.
+
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('metrics.max_label_values', '100', 'integer', '2', '100000',
+   'Distinct values one label of one metric may take in steward.metrics() (/metrics), _other included: past it, the values with the largest totals are kept and the rest are summed under the value _other. Bounds what client-chosen names (circuits, endpoints) cost a scrape and Prometheus.')
+on conflict (name) do nothing;
+
+create table steward.metric_sources (
+  name        text primary key check (name ~ '^[a-z][a-z0-9_]*$'),
+  function    regprocedure not null,
+  description text not null
+);
+comment on table steward.metric_sources is
+  'The sources steward.metrics() unites: one function per capability, registered by that capability''s migration (insert ... on conflict (name) do update). Each takes no argument and returns table (metric text, kind text, help text, labels jsonb, value double precision).';
+comment on column steward.metric_sources.function is 'The source: a function of no argument returning the columns of steward.metrics().';
+
+create function steward.metric_samples()
+returns table (source text, metric text, kind text, help text, labels jsonb, value double precision)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  entry record;
+  began timestamptz;
+  problem text;
+begin
+  for entry in
+    select s.name, s.function, n.nspname, p.proname, p.pronargs
+      from steward.metric_sources s
+      left join pg_catalog.pg_proc p on p.oid = s.function
+      left join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+     order by s.name
+  loop
+    began := pg_catalog.clock_timestamp();
+    problem := null;
+    begin
+      if entry.proname is null then
+        raise exception 'function % no longer exists', entry.function::oid;
+      elsif entry.pronargs <> 0 then
+        raise exception 'function % takes arguments', entry.function;
+      end if;
+      -- A source that raises part-way may have returned rows already: steward.metrics()
+      -- leaves out every row of a source whose error gauge is 1.
+      return query execute pg_catalog.format(
+        'select %L::text, m.metric, m.kind, m.help, m.labels, m.value from %I.%I() as m',
+        entry.name, entry.nspname, entry.proname);
+    exception when others then
+      get stacked diagnostics problem = message_text;
+      raise warning 'steward.metrics(): source "%" failed: %', entry.name, problem;
+    end;
+    return query values
+      (entry.name, 'steward_metric_source_errors', 'gauge',
+       'Whether a source of steward.metrics() failed in the last reading (1: its series are missing; the error is in the database''s log and the worker''s).',
+       pg_catalog.jsonb_build_object('source', entry.name), (problem is not null)::integer::float8),
+      (entry.name, 'steward_metric_source_seconds', 'gauge',
+       'Time a source of steward.metrics() took in the last reading.',
+       pg_catalog.jsonb_build_object('source', entry.name),
+       extract(epoch from pg_catalog.clock_timestamp() - began)::float8);
+  end loop;
+end
+$$;
+comment on function steward.metric_samples() is
+  'The rows of every registered metric source as they come, with the source''s name, plus steward_metric_source_errors{source} (1 when the source raised: the error is raised again as a warning) and steward_metric_source_seconds{source}. steward.metrics() checks, caps and sums them; this is for finding which source says what.';
+
+create function steward.metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+-- Capping a source of tens of thousands of series sorts them: in memory, not on disk. JIT
+-- compiling this statement (its estimate is large) takes seconds, running it milliseconds.
+set work_mem = '32MB'
+set jit = off
+as $$
+  -- Series with the same metric and labels are summed. A label with more than `cap` distinct
+  -- values (only possible in a metric with more than `cap` series) keeps the cap - 1 values
+  -- with the largest totals and sums the rest under _other.
+  with sample as materialized (
+    select s.source, s.metric, s.kind, s.help, coalesce(s.labels, '{}'::jsonb) as labels, s.value
+      from steward.metric_samples() s
+  ), failed as (
+    -- Sources that raised, or returned a row Prometheus would reject the whole scrape for.
+    select s.source
+      from sample s
+     group by s.source, s.metric, s.kind
+    having s.metric is null or s.metric !~ '^steward_[a-zA-Z0-9_]*$' or s.kind is null or s.kind not in ('gauge', 'counter')
+        or (s.kind = 'counter' and s.metric !~ '_total$')
+        or pg_catalog.bool_or(pg_catalog.jsonb_typeof(s.labels) <> 'object' or s.value is null)
+        or (s.metric = 'steward_metric_source_errors' and pg_catalog.max(s.value) > 0)
+  ), kept as materialized (
+    select pg_catalog.row_number() over () as n, s.metric, s.kind, s.help, s.labels,
+           case when s.metric = 'steward_metric_source_errors' and s.source in (select f.source from failed f) then 1
+                else s.value end as value
+      from sample s
+     where s.source not in (select f.source from failed f)
+        or s.metric in ('steward_metric_source_errors', 'steward_metric_source_seconds')
+  ), cap as (
+    select greatest(steward.setting_integer('metrics.max_label_values'), 2) as label_values
+  ), big as (
+    select k.metric from kept k group by k.metric having pg_catalog.count(*) > (select c.label_values from cap c)
+  ), label_total as (
+    select k.metric, l.key, l.value as label_value, pg_catalog.sum(pg_catalog.abs(k.value)) as total
+      from kept k
+      join big b on b.metric = k.metric
+     cross join lateral pg_catalog.jsonb_each_text(k.labels) as l
+     group by k.metric, l.key, l.value
+  ), capped_key as (
+    -- The labels of a metric with more distinct values than the cap.
+    select t.metric, t.key from label_total t
+     group by t.metric, t.key having pg_catalog.count(*) > (select c.label_values from cap c)
+  ), kept_value as (
+    -- Their values that keep their names: the cap - 1 with the largest totals.
+    select r.metric, r.key, r.label_value
+      from (select t.metric, t.key, t.label_value,
+                   pg_catalog.row_number() over (partition by t.metric, t.key order by t.total desc, t.label_value) as rank
+              from label_total t
+              join capped_key c on c.metric = t.metric and c.key = t.key) as r
+     where r.rank < (select c.label_values from cap c)
+  ), capped_label as materialized (
+    -- Materialized, so the lookup below is a hash join on (metric, key, value).
+    select k.n, k.metric, c.key, k.labels ->> c.key as label_value
+      from kept k
+      join capped_key c on c.metric = k.metric
+     where k.labels ? c.key
+  ), to_other as (
+    select l.n, pg_catalog.jsonb_object_agg(l.key, '_other') as patch
+      from capped_label l
+     where not exists (select from kept_value v
+                        where v.metric = l.metric and v.key = l.key and v.label_value = l.label_value)
+     group by l.n
+  )
+  select k.metric, pg_catalog.min(k.kind), pg_catalog.min(k.help), k.labels || coalesce(o.patch, '{}'::jsonb),
+         pg_catalog.sum(k.value)
+    from kept k
+    left join to_other o on o.n = k.n
+   group by k.metric, k.labels || coalesce(o.patch, '{}'::jsonb)
+$$;
+comment on function steward.metrics() is
+  'Every database-wide /metrics series in one statement: the union of the registered sources (steward.metric_sources), series with equal metric and labels summed, each label capped at metrics.max_label_values distinct values (the rest summed under _other). A source that raises, or returns a row Prometheus would reject (a name not steward_…, a kind not gauge or counter, a counter not named …_total, labels not a JSON object, a null value), is left out whole and steward_metric_source_errors{source} is 1, so one broken capability never empties the scrape. For the worker (which caches it for a few seconds) and for psql.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:c9486fde1d42b9056a8e798b4486ee8708f0576f
---! Hash: sha1:54a9b62719b90d09801767b14d052aef5378f721
+--! Previous: sha1:f54b74b1a2a4d2c0838bed62e725d570caa5f9cc
+--! Hash: sha1:2081a6fb4aeac46b1bd3db32bf0eef68624fcfa8
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its
@@ -442,6 +442,106 @@ on conflict (name) do update set function = excluded.function, target = excluded
 
 insert into steward.cleanup_steps (name, function, description) values
   ('job_marks', 'steward.cleanup_job_marks(integer)', 'marks of jobs that no longer exist')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+-- Job states ------------------------------------------------------------------------------------
+-- What state a graphile-worker job is in, defined once: /metrics (queue depth), steward.status(),
+-- sql/queue-health.sql and `steward run --wait` all read it from here.
+
+-- A function rather than a view: a view on graphile_worker.jobs would be a dependency that stops
+-- a graphile-worker upgrade from re-creating its view (graphile-worker #388); a function body is
+-- not. It is plain SQL without SET clauses so the planner inlines it: `where id = …` or
+-- `where task_identifier = …` on it uses graphile-worker's indexes.
+create function steward.job_states()
+returns table (
+  id bigint, task_identifier text, queue_name text, state text, priority smallint, run_at timestamptz,
+  attempts smallint, max_attempts smallint, last_error text, key text, locked_at timestamptz,
+  locked_by text, created_at timestamptz
+)
+language sql
+stable
+as $$
+  select j.id, j.task_identifier, j.queue_name,
+         case when j.locked_at is not null then 'running'
+              when j.attempts >= j.max_attempts then 'failed'
+              when j.run_at > pg_catalog.now() and j.attempts > 0 then 'retrying'
+              when j.run_at > pg_catalog.now() then 'scheduled'
+              else 'ready' end,
+         j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, j.key, j.locked_at,
+         j.locked_by, j.created_at
+    from graphile_worker.jobs j
+$$;
+comment on function steward.job_states() is
+  'Every job of graphile-worker''s queue with its state: running (locked by a worker), ready (due; a retry that is due again included), scheduled (run_at in the future, never attempted), retrying (failed, waiting for its next attempt), failed (out of attempts and not running: it will never run again; normally such a job is already a dead letter). The one definition of job state.';
+
+create function steward.job_outcome(job_id bigint)
+returns table (state text, attempts integer, max_attempts integer, last_error text, is_running boolean,
+               dead_letter_id bigint)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  -- One statement, so a job moving from graphile-worker's table to the dead letters is seen in
+  -- one of them.
+  select coalesce(found.state, 'completed'), found.attempts, found.max_attempts, found.last_error,
+         coalesce(found.is_running, false), found.dead_letter_id
+    from (select 1) as one
+    left join lateral (
+      select case when j.state = 'failed' then 'failed' else 'pending' end as state, j.attempts::integer as attempts,
+             j.max_attempts::integer as max_attempts, j.last_error, j.state = 'running' as is_running,
+             null::bigint as dead_letter_id
+        from steward.job_states() j
+       where j.id = job_id
+      union all
+      select 'failed', d.attempts, d.max_attempts, d.last_error, false, d.id
+        from steward.dead_letters d
+       where d.source = 'job' and d.original_id = job_id
+      limit 1
+    ) as found on true;
+$$;
+comment on function steward.job_outcome(bigint) is
+  'Where a job stands: pending (queued, running or waiting for a retry), failed (a dead letter, whose id is given, or out of attempts in graphile-worker''s table), or completed (gone from both: graphile-worker deletes a job when it succeeds). For `steward run --wait` and applications waiting for a job.';
+
+-- Dead letters: one, and on /metrics --------------------------------------------------------------
+
+create function steward.dead_letter(id bigint)
+returns setof steward.dead_letters
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select d.* from steward.dead_letters d where d.id = dead_letter.id
+$$;
+comment on function steward.dead_letter(bigint) is
+  'One dead letter with everything kept about it (none when the id is unknown): `steward dlq show`.';
+
+create function steward.dead_letter_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_dead_letters', 'gauge',
+         'Dead letters not yet replayed, by source (job, invalidation) and task.',
+         pg_catalog.jsonb_build_object('source', d.source, 'task', coalesce(d.task_identifier, '')),
+         pg_catalog.count(*)::float8
+    from steward.dead_letters d
+   where d.replayed_at is null
+   group by d.source, d.task_identifier
+  union all
+  select 'steward_dead_letters_last_failed_timestamp_seconds', 'gauge',
+         'When the newest dead letter not yet replayed failed (Unix time), by source and task: an alert compares it with time() to tell that dead letters keep arriving.',
+         pg_catalog.jsonb_build_object('source', d.source, 'task', coalesce(d.task_identifier, '')),
+         extract(epoch from pg_catalog.max(d.failed_at))::float8
+    from steward.dead_letters d
+   where d.replayed_at is null
+   group by d.source, d.task_identifier
+$$;
+comment on function steward.dead_letter_metrics() is
+  'Metric source of the dead-letter queue: steward_dead_letters{source,task} and steward_dead_letters_last_failed_timestamp_seconds{source,task}.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('dead_letters', 'steward.dead_letter_metrics()', 'dead letters not replayed, and when the newest failed')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:54a9b62719b90d09801767b14d052aef5378f721
---! Hash: sha1:02b0071589988a2fecb6bf80eb718f022a1d344f
+--! Previous: sha1:2081a6fb4aeac46b1bd3db32bf0eef68624fcfa8
+--! Hash: sha1:217418e7b7c4c9359f59223601b0a5044084b028
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,
@@ -100,6 +100,34 @@ end
 $$;
 comment on function steward.unregister_worker(text) is
   'A worker pool stopping cleanly: unlocks any job it still holds (normally none) and removes its heartbeat row. Returns how many jobs it unlocked.';
+
+create view steward.worker_status as
+select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,
+       w.heartbeat_at >= pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout') as is_alive
+  from steward.workers w;
+comment on view steward.worker_status is
+  'Worker pools with a heartbeat row and whether each is alive (its last heartbeat is within workers.heartbeat_timeout; a stale one is about to be released by the next sweep). The one definition of a live worker.';
+
+create function steward.worker_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  -- Both states always, 0 when none: "no live worker" is a value, not a missing series.
+  select 'steward_workers', 'gauge',
+         'Steward worker pools with a heartbeat row, by state (alive; stale: past workers.heartbeat_timeout, about to be released).',
+         pg_catalog.jsonb_build_object('state', s.state),
+         (select pg_catalog.count(*) from steward.worker_status w
+           where w.is_alive = (s.state = 'alive'))::float8
+    from (values ('alive'), ('stale')) as s(state)
+$$;
+comment on function steward.worker_metrics() is
+  'Metric source of worker heartbeats: steward_workers{state} (alive, stale), both always present.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('workers', 'steward.worker_metrics()', 'worker pools alive and stale, from their heartbeats')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:02b0071589988a2fecb6bf80eb718f022a1d344f
---! Hash: sha1:a8dd5dd02ea011e561a619d3e44f0d4165430d54
+--! Previous: sha1:217418e7b7c4c9359f59223601b0a5044084b028
+--! Hash: sha1:44371556dc0fb8ff042bd25a3343f9434011f91b
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their
@@ -100,6 +100,28 @@ comment on function steward.cleanup_job_stats(integer) is
 
 insert into steward.cleanup_steps (name, function, description) values
   ('job_stats', 'steward.cleanup_job_stats(integer)', 'job statistics past job_stats.retention')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+-- The queue on /metrics ---------------------------------------------------------------------------
+
+create function steward.queue_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_queue_depth', 'gauge',
+         'Jobs in graphile-worker''s queue by task and state (steward.job_states(): ready, scheduled, running, retrying, failed).',
+         pg_catalog.jsonb_build_object('task', j.task_identifier, 'state', j.state),
+         pg_catalog.count(*)::float8
+    from steward.job_states() j
+   group by j.task_identifier, j.state
+$$;
+comment on function steward.queue_metrics() is
+  'Metric source of the job queue: steward_queue_depth{task,state}, states as steward.job_states() defines them.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('queue', 'steward.queue_metrics()', 'jobs in graphile-worker''s queue by task and state')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:a8dd5dd02ea011e561a619d3e44f0d4165430d54
---! Hash: sha1:d69a60fca3519ff5d570a556320c87a8e900f641
+--! Previous: sha1:44371556dc0fb8ff042bd25a3343f9434011f91b
+--! Hash: sha1:35b12057ad346fb2afca704d67fdf594f565386f
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

@@ -1,5 +1,5 @@
---! Previous: sha1:d69a60fca3519ff5d570a556320c87a8e900f641
---! Hash: sha1:7bd0d333adf3ad71e78b474c9bb9d60e662fd1cd
+--! Previous: sha1:35b12057ad346fb2afca704d67fdf594f565386f
+--! Hash: sha1:1595f34bb37c4ff17081ac832bbec3ec690bc2fa
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

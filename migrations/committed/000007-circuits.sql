@@ -1,5 +1,5 @@
---! Previous: sha1:7bd0d333adf3ad71e78b474c9bb9d60e662fd1cd
---! Hash: sha1:fa7246ad849403e43657492ce61165f913cebf4c
+--! Previous: sha1:1595f34bb37c4ff17081ac832bbec3ec690bc2fa
+--! Hash: sha1:e185ff4a36d2d52b56c8ecded8d8af2e2d9179fc
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

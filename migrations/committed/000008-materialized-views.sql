@@ -1,5 +1,5 @@
---! Previous: sha1:fa7246ad849403e43657492ce61165f913cebf4c
---! Hash: sha1:c5be899e558750caa2792e64d4250bdc1bf8821f
+--! Previous: sha1:e185ff4a36d2d52b56c8ecded8d8af2e2d9179fc
+--! Hash: sha1:a7d5b5dc56126cd0242516a9373e3ac3d3a99764
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,
@@ -550,6 +550,30 @@ insert into steward.cleanup_steps (name, target, time_column, retention_setting,
 on conflict (name) do update set function = excluded.function, target = excluded.target,
   time_column = excluded.time_column, retention_setting = excluded.retention_setting,
   description = excluded.description;
+
+create function steward.materialized_view_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_materialized_view_staleness_seconds', 'gauge',
+         'Seconds since the last successful refresh of each registered materialized view began (since its registration when it has none): its data is at most this old.',
+         pg_catalog.jsonb_build_object('view', s.view), extract(epoch from s.staleness)::float8
+    from steward.materialized_view_status s
+  union all
+  select 'steward_materialized_view_refresh_interval_seconds', 'gauge',
+         'The refresh_every of each registered view that has one (views refreshed only on demand have no series): alert when staleness passes twice this.',
+         pg_catalog.jsonb_build_object('view', s.view), extract(epoch from s.refresh_every)::float8
+    from steward.materialized_view_status s
+   where s.refresh_every is not null
+$$;
+comment on function steward.materialized_view_metrics() is
+  'Metric source of materialized views: steward_materialized_view_staleness_seconds{view} and steward_materialized_view_refresh_interval_seconds{view}, so "staler than twice its interval" is one comparison.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('materialized_views', 'steward.materialized_view_metrics()', 'staleness and refresh interval of each registered view')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:c5be899e558750caa2792e64d4250bdc1bf8821f
---! Hash: sha1:79162676dc198b383979962b4bc05ad5f5b58172
+--! Previous: sha1:a7d5b5dc56126cd0242516a9373e3ac3d3a99764
+--! Hash: sha1:4241f1c2737bbb53ece652a8ea9ee0e5b0e4a71f
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:79162676dc198b383979962b4bc05ad5f5b58172
---! Hash: sha1:7df9602172524394c6ba0feb47110272772b9e61
+--! Previous: sha1:4241f1c2737bbb53ece652a8ea9ee0e5b0e4a71f
+--! Hash: sha1:86f0dc81439652dc6df8223cc8c72d9cf9fcf772
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each
@@ -60,6 +60,17 @@ end
 $$;
 comment on function steward.run_cleanup_step(text, integer) is
   'Runs one batch of a registered cleanup step and returns how many rows it deleted: for a plain step, steward.delete_older_than on its table with its retention setting; else its function. The cleanup task calls it (each call its own transaction) until it returns fewer than batch_size.';
+
+create function steward.cleanup_step_names()
+returns setof text
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.name from steward.cleanup_steps s order by s.name
+$$;
+comment on function steward.cleanup_step_names() is
+  'The registered cleanup steps, in the order the cleanup task runs them (by name).';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:7df9602172524394c6ba0feb47110272772b9e61
---! Hash: sha1:addc91d762ec0205997b176b04e4ec5b633f9918
+--! Previous: sha1:86f0dc81439652dc6df8223cc8c72d9cf9fcf772
+--! Hash: sha1:e55334b6385f7594245560277a12c629c7eaec38
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:addc91d762ec0205997b176b04e4ec5b633f9918
---! Hash: sha1:37c015f38ad5e6f103f3bcd648a72f9c94e92adf
+--! Previous: sha1:e55334b6385f7594245560277a12c629c7eaec38
+--! Hash: sha1:e3da86eb7749948c9712f0dcb954d23f84371eb1
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

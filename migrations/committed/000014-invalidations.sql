@@ -1,5 +1,5 @@
---! Previous: sha1:6395deac4b8599aa9a11b28a84fa5f66d33f5933
---! Hash: sha1:b5351c1e6e34c3c7785e68e358fdc3bf21a9a0d4
+--! Previous: sha1:36b2031e70b18b2bd58bd20bc638b5c9a91dcabc
+--! Hash: sha1:ea38551a3fa3c21bb90f53f65a8e65ef7aa8cffd
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -653,6 +653,64 @@ end
 $$;
 comment on function steward.drain_notify(integer, text) is
   'Delivers up to max due entries to the notify sink in one transaction: their tags are sent with pg_notify on channel as JSON arrays (each under 8000 bytes) and the entries deleted, so the notifications go out exactly when the deletion commits. mv: tags schedule refreshes instead. The drainer uses it when notify is the only sink.';
+
+-- The queue's state: for the drainer, status, health and /metrics ------------------------------
+
+create function steward.pending_invalidations()
+returns table (state text, entries bigint, oldest_enqueued_at timestamptz)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.state, coalesce(c.entries, 0), c.oldest_enqueued_at
+    from (values ('ready'), ('scheduled'), ('claimed')) as s(state)
+    left join (
+      select case when i.claimed_until > pg_catalog.now() then 'claimed'
+                  when i.deliver_at > pg_catalog.now() then 'scheduled'
+                  else 'ready' end as state,
+             pg_catalog.count(*) as entries, pg_catalog.min(i.enqueued_at) as oldest_enqueued_at
+        from steward.invalidations i
+       group by 1) as c on c.state = s.state
+$$;
+comment on function steward.pending_invalidations() is
+  'Undelivered invalidation entries by state, every state always present: ready (due and unclaimed, or its claim expired), scheduled (debounced or backing off after a failure), claimed (being delivered); with the oldest entry''s first enqueue. The one definition of these states.';
+
+create function steward.next_invalidation_at()
+returns timestamptz
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select least((select pg_catalog.min(i.deliver_at) from steward.invalidations i where i.claimed_until is null),
+               (select pg_catalog.min(i.claimed_until) from steward.invalidations i where i.claimed_until is not null))
+$$;
+comment on function steward.next_invalidation_at() is
+  'The earliest moment an entry may become claimable (a debounce or backoff ending, a claim expiring); null when the queue is empty. The drainer sleeps until then.';
+
+create function steward.invalidation_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  with p as (select * from steward.pending_invalidations())
+  select 'steward_invalidations_pending', 'gauge',
+         'Undelivered invalidation entries by state (ready: due and unclaimed; scheduled: debounced or backing off; claimed: being delivered).',
+         pg_catalog.jsonb_build_object('state', p.state), p.entries::float8
+    from p
+  union all
+  select 'steward_invalidations_oldest_pending_seconds', 'gauge',
+         'Age of the oldest undelivered invalidation entry (0 when none).',
+         '{}'::jsonb,
+         coalesce(extract(epoch from pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at)), 0)::float8
+    from p
+$$;
+comment on function steward.invalidation_metrics() is
+  'Metric source of the invalidation queue: steward_invalidations_pending{state} and steward_invalidations_oldest_pending_seconds.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('invalidations', 'steward.invalidation_metrics()', 'undelivered invalidations by state, and the oldest one''s age')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

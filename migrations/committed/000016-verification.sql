@@ -1,5 +1,5 @@
---! Previous: sha1:03dd22be7c53e6ecb3f5d912cd826817c3cd9994
---! Hash: sha1:2d9fc74f574cd9520ac56d5fdc92b698db8544f3
+--! Previous: sha1:985680074fbc88d78aaab29dc06b65053e8d9637
+--! Hash: sha1:99e7c196a543fade097168261aa4b464f9924011
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -303,6 +303,28 @@ begin
   end if;
   return next;
 
+  name := 'metric sources';
+  select pg_catalog.array_agg(m.name order by m.name) into problems
+    from steward.metric_sources m
+   where not exists (select from pg_catalog.pg_proc p where p.oid = m.function and p.pronargs = 0);
+  select pg_catalog.array_agg(m.labels ->> 'source' order by m.labels ->> 'source') into missing
+    from steward.metrics() m
+   where m.metric = 'steward_metric_source_errors' and m.value > 0;
+  if problems is not null then
+    status := 'fail';
+    detail := 'metric sources whose function is gone or takes arguments: ' || pg_catalog.array_to_string(problems, ', ')
+              || '; their series are missing from /metrics; fix: run `steward migrate`, or delete from steward.metric_sources where name = <source>';
+  elsif missing is not null then
+    status := 'warn';
+    detail := 'metric sources that fail (their series are missing from /metrics; the error is in the server log): '
+              || pg_catalog.array_to_string(missing, ', ');
+  else
+    status := 'ok';
+    detail := pg_catalog.format('%s sources, all answering', (select pg_catalog.count(*) from steward.metric_sources));
+  end if;
+  missing := null;
+  return next;
+
   name := 'recalculations';
   select pg_catalog.array_agg(r.name order by r.name) into problems
     from steward.recalculations r
@@ -319,14 +341,13 @@ begin
 
   -- Runtime -----------------------------------------------------------------------------------
   name := 'workers';
-  if (select pg_catalog.count(*) from steward.workers w
-       where w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout')) > 0 then
+  if exists (select from steward.worker_status w where w.is_alive) then
     status := 'ok';
     select pg_catalog.format('%s worker(s) alive: %s', pg_catalog.count(*),
                              pg_catalog.string_agg(coalesce(w.host, '?') || ':' || coalesce(w.pid::text, '?'), ', ' order by w.started_at))
       into detail
-      from steward.workers w
-     where w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout');
+      from steward.worker_status w
+     where w.is_alive;
   else
     status := 'warn';
     detail := 'no worker has sent a heartbeat recently: nothing runs jobs, drains invalidations or refreshes views; fix: start `steward worker`';
@@ -358,25 +379,25 @@ as $$
     'queues', coalesce((
       select pg_catalog.jsonb_agg(q order by q.queue_name nulls first, q.task)
         from (select j.queue_name, j.task_identifier as task,
-                     pg_catalog.count(*) filter (where j.locked_at is null and j.run_at <= pg_catalog.now()) as ready,
-                     pg_catalog.count(*) filter (where j.locked_at is null and j.run_at > pg_catalog.now()) as scheduled,
-                     pg_catalog.count(*) filter (where j.locked_at is not null) as running,
-                     pg_catalog.count(*) filter (where j.attempts > 0 and j.locked_at is null) as retrying,
-                     pg_catalog.min(j.run_at) filter (where j.locked_at is null and j.run_at <= pg_catalog.now()) as oldest_ready_since
-                from graphile_worker.jobs j
+                     pg_catalog.count(*) filter (where j.state = 'ready') as ready,
+                     pg_catalog.count(*) filter (where j.state = 'scheduled') as scheduled,
+                     pg_catalog.count(*) filter (where j.state = 'running') as running,
+                     pg_catalog.count(*) filter (where j.state = 'retrying') as retrying,
+                     pg_catalog.count(*) filter (where j.state = 'failed') as failed,
+                     pg_catalog.min(j.run_at) filter (where j.state = 'ready') as oldest_ready_since
+                from steward.job_states() j
                group by j.queue_name, j.task_identifier) as q), '[]'::jsonb),
     'running', coalesce((
       select pg_catalog.jsonb_agg(r order by r.locked_at)
         from (select j.id, j.task_identifier as task, j.locked_by, j.locked_at, j.attempts, j.max_attempts,
                      w.host, w.pid
-                from graphile_worker.jobs j
-                left join steward.workers w on w.pool_id = j.locked_by
-               where j.locked_at is not null) as r), '[]'::jsonb),
+                from steward.job_states() j
+                left join steward.worker_status w on w.pool_id = j.locked_by
+               where j.state = 'running') as r), '[]'::jsonb),
     'workers', coalesce((
       select pg_catalog.jsonb_agg(w order by w.started_at)
-        from (select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,
-                     w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout') as alive
-                from steward.workers w) as w), '[]'::jsonb),
+        from (select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at, w.is_alive as alive
+                from steward.worker_status w) as w), '[]'::jsonb),
     'dead_letters', coalesce((
       select pg_catalog.jsonb_agg(d order by d.count desc, d.task)
         from (select d.source, coalesce(d.task_identifier, d.source) as task, pg_catalog.count(*) as count,
@@ -386,11 +407,11 @@ as $$
                group by d.source, coalesce(d.task_identifier, d.source)) as d), '[]'::jsonb),
     'invalidations', (
       select pg_catalog.jsonb_build_object(
-               'pending', pg_catalog.count(*),
-               'due', pg_catalog.count(*) filter (where i.deliver_at <= pg_catalog.now() and (i.claimed_until is null or i.claimed_until < pg_catalog.now())),
-               'claimed', pg_catalog.count(*) filter (where i.claimed_until > pg_catalog.now()),
-               'oldest_age_seconds', extract(epoch from pg_catalog.now() - pg_catalog.min(i.enqueued_at)))
-        from steward.invalidations i),
+               'pending', pg_catalog.sum(p.entries),
+               'due', pg_catalog.sum(p.entries) filter (where p.state = 'ready'),
+               'claimed', pg_catalog.sum(p.entries) filter (where p.state = 'claimed'),
+               'oldest_age_seconds', extract(epoch from pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at)))
+        from steward.pending_invalidations() p),
     'views', coalesce((
       select pg_catalog.jsonb_agg(v order by v.view)
         from (select s.view, s.is_present, s.is_populated, s.refresh_every, s.last_refreshed_at,
@@ -413,7 +434,97 @@ as $$
   );
 $$;
 comment on function steward.status() is
-  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue and task, running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits, the last vacuum, the last run of each recalculation.';
+  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue, task and state (as steward.job_states() defines them), running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits, the last vacuum, the last run of each recalculation.';
+
+-- Health: the database's part of the worker's /readyz ---------------------------------------------
+
+-- The checks below are facts about the whole database: every worker reports the same. A `fail`
+-- makes every worker answer 503 at once, and an orchestrator that restarts unready workers
+-- would restart the whole fleet without draining a single entry; so by default they only warn,
+-- and a fail threshold is a choice a team makes (0 turns a threshold off).
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('health.dead_letters_window', '1 hour', 'interval', '1 minute', '365 days',
+   '/readyz check deadLetters counts the dead letters (not replayed) that failed within this window.'),
+  ('health.dead_letters_warn', '1', 'integer', '0', '1000000000',
+   'deadLetters is warn when at least this many dead letters failed within health.dead_letters_window (0: never).'),
+  ('health.dead_letters_fail', '0', 'integer', '0', '1000000000',
+   'deadLetters is fail (/readyz answers 503) when at least this many dead letters failed within health.dead_letters_window (0: never, the default).'),
+  ('health.invalidation_age_warn', '5 minutes', 'interval', '0', '365 days',
+   'invalidations is warn when the oldest undelivered invalidation is older than this (0: never).'),
+  ('health.invalidation_age_fail', '0', 'interval', '0', '365 days',
+   'invalidations is fail (/readyz answers 503) when the oldest undelivered invalidation is older than this (0: never, the default).'),
+  ('health.view_staleness_warn', '2', 'numeric', '0', '1000',
+   'views is warn when a view with refresh_every is staler than this many times its refresh_every (0: never), or a registered view is missing, or its last refresh failed.'),
+  ('health.view_staleness_fail', '0', 'numeric', '0', '1000',
+   'views is fail (/readyz answers 503) when a view with refresh_every is staler than this many times its refresh_every (0: never, the default).')
+on conflict (name) do nothing;
+
+create function steward.health_checks()
+returns table (name text, status text, details jsonb)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  with dead as (
+    select pg_catalog.count(*) filter (where d.failed_at >= pg_catalog.now() - steward.setting_interval('health.dead_letters_window')) as recent,
+           pg_catalog.count(*) as not_replayed,
+           steward.setting_integer('health.dead_letters_warn') as warn_at,
+           steward.setting_integer('health.dead_letters_fail') as fail_at
+      from steward.dead_letters d
+     where d.replayed_at is null
+  ), pending as (
+    select coalesce(pg_catalog.sum(p.entries), 0) as entries,
+           coalesce(pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at), interval '0') as oldest_age,
+           steward.setting_interval('health.invalidation_age_warn') as warn_after,
+           steward.setting_interval('health.invalidation_age_fail') as fail_after
+      from steward.pending_invalidations() p
+  ), view_state as (
+    select s.view, not s.is_present as is_missing, s.last_status = 'failed' as has_failed,
+           s.refresh_every is not null and warn.factor > 0 and s.staleness > s.refresh_every * warn.factor as is_stale,
+           s.refresh_every is not null and fail.factor > 0 and s.staleness > s.refresh_every * fail.factor as is_very_stale
+      from steward.materialized_view_status s
+     cross join (select steward.setting('health.view_staleness_warn')::float8 as factor) as warn
+     cross join (select steward.setting('health.view_staleness_fail')::float8 as factor) as fail
+  ), views as (
+    select pg_catalog.count(*) as registered,
+           pg_catalog.count(*) filter (where v.is_very_stale) as very_stale,
+           pg_catalog.count(*) filter (where v.is_stale or v.is_missing or v.has_failed) as troubled,
+           -- At most ten names each: the body stays small whatever is registered.
+           (pg_catalog.array_agg(v.view order by v.view) filter (where v.is_stale))[1:10] as stale,
+           (pg_catalog.array_agg(v.view order by v.view) filter (where v.has_failed))[1:10] as failed,
+           (pg_catalog.array_agg(v.view order by v.view) filter (where v.is_missing))[1:10] as missing
+      from view_state v
+  )
+  select 'deadLetters',
+         case when d.fail_at > 0 and d.recent >= d.fail_at then 'fail'
+              when d.warn_at > 0 and d.recent >= d.warn_at then 'warn' else 'ok' end,
+         pg_catalog.jsonb_build_object('recent', d.recent, 'notReplayed', d.not_replayed,
+           'windowSeconds', extract(epoch from steward.setting_interval('health.dead_letters_window'))::float8)
+    from dead d
+  union all
+  select 'invalidations',
+         case when p.fail_after > interval '0' and p.oldest_age > p.fail_after then 'fail'
+              when p.warn_after > interval '0' and p.oldest_age > p.warn_after then 'warn' else 'ok' end,
+         pg_catalog.jsonb_build_object('pending', p.entries, 'oldestAgeSeconds', pg_catalog.round(extract(epoch from p.oldest_age), 3)::float8)
+    from pending p
+  union all
+  select 'views',
+         case when v.very_stale > 0 then 'fail' when v.troubled > 0 then 'warn' else 'ok' end,
+         pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('registered', v.registered,
+           'stale', pg_catalog.to_jsonb(v.stale), 'failed', pg_catalog.to_jsonb(v.failed), 'missing', pg_catalog.to_jsonb(v.missing)))
+    from views v
+$$;
+comment on function steward.health_checks() is
+  'The database''s checks of the worker''s /readyz, one row each (name, ok/warn/fail, details as counts and view names, never error text): deadLetters (dead letters failed within health.dead_letters_window against health.dead_letters_warn/_fail), invalidations (the oldest undelivered entry''s age against health.invalidation_age_warn/_fail), views (missing, last refresh failed, or staler than health.view_staleness_warn/_fail times refresh_every). Fail thresholds are off by default.';
+
+-- Metric sources of capabilities migrated before the registry existed on their branch: wired here
+-- when their function is present (their own migration may register them too).
+insert into steward.metric_sources (name, function, description)
+select s.name, pg_catalog.to_regprocedure(s.signature), s.description
+  from (values ('circuits', 'steward.circuit_metrics()', 'circuit states and transitions'),
+               ('rate_limits', 'steward.rate_limit_metrics()', 'rate-limit denials by policy and window')) as s(name, signature, description)
+ where pg_catalog.to_regprocedure(s.signature) is not null
+on conflict (name) do nothing;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:2d9fc74f574cd9520ac56d5fdc92b698db8544f3
---! Hash: sha1:fb4428e6644c89f53ae75e92ddf30e0d8c3f897d
+--! Previous: sha1:99e7c196a543fade097168261aa4b464f9924011
+--! Hash: sha1:b829feb4df6a5aa6f04d5d19ad7cbf5d024ba3dd
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
