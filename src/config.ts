@@ -12,8 +12,15 @@ export interface Config {
   embeddedPort: number;
   /** Health server port; 0 picks a free port. */
   healthPort: number;
-  /** Address the health server binds to. */
+  /**
+   * Address the health server binds to: loopback unless told otherwise, so /metrics is not
+   * open to the network by default (0.0.0.0 for Prometheus in a container).
+   */
   healthHost: string;
+  /** How long each step of /readyz may take before its check fails. */
+  healthTimeoutMs: number;
+  /** How long one reading of steward.metrics() serves /metrics scrapes. */
+  metricsCacheMs: number;
   logLevel: string;
   /** Jobs run at once by one worker process. */
   concurrency: number;
@@ -139,7 +146,9 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: path.resolve(env.STEWARD_DATA_DIR?.trim() || ".steward"),
     embeddedPort: integer(env, "STEWARD_EMBEDDED_PORT", 54329, 1, 65535),
     healthPort: integer(env, "STEWARD_HEALTH_PORT", 9187, 0, 65535),
-    healthHost: env.STEWARD_HEALTH_HOST?.trim() || "0.0.0.0",
+    healthHost: env.STEWARD_HEALTH_HOST?.trim() || "127.0.0.1",
+    healthTimeoutMs: integer(env, "STEWARD_HEALTH_TIMEOUT_MS", 2000, 100, 60000),
+    metricsCacheMs: integer(env, "STEWARD_METRICS_CACHE_MS", 5000, 0, 600000),
     logLevel,
     concurrency,
     localQueueSize: integer(env, "STEWARD_LOCAL_QUEUE_SIZE", defaultLocalQueueSize(concurrency), 0, 10000),

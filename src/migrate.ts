@@ -9,7 +9,8 @@ import graphileMigrate from "graphile-migrate";
 // loses a connection (as when the embedded server stops right after migrating): end it now.
 import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
-import pg from "pg";
+import type pg from "pg";
+import { createPool } from "./database.ts";
 import { isUndefinedRelation } from "./errors.ts";
 import { graphileLogger, logFunctions, type Logger } from "./logger.ts";
 
@@ -99,7 +100,9 @@ export async function migrate(
   } finally {
     clearAllPools();
   }
-  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  // createPool's error listeners: a server stopped right after migrating (the test setup's
+  // teardown) can end a connection while the pool closes it, and must not crash the process.
+  const pool = createPool(url, { max: 2, applicationName: "steward migrate" });
   try {
     // A graphile-worker upgrade may re-create its tables, and our triggers on them go too.
     // (An installer is missing only when `migrationsFolder` holds an earlier version.)

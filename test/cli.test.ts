@@ -58,6 +58,23 @@ describe("steward (command line)", () => {
     expect(await counts()).toEqual(before);
   });
 
+  it("refuses a payload the task itself would refuse, before enqueueing or auditing anything", async () => {
+    const before = await counts();
+    const results = await Promise.all([
+      runCli(["run", "vacuum_tables", '{"bogus": 1}'], { DATABASE_URL: context.db.url }),
+      runCli(["run", "refresh_materialized_view", "{}"], { DATABASE_URL: context.db.url }),
+      runCli(["run", "recalculate", '{"name": "x", "keys": "all"}'], { DATABASE_URL: context.db.url }),
+    ]);
+    expect(results.map((result) => result.code)).toEqual([2, 2, 2]);
+    expect(results[0]!.stderr).toContain(
+      'steward run: vacuum_tables: unknown payload field "bogus"; it takes "tables"',
+    );
+    expect(results[1]!.stderr).toContain('refresh_materialized_view: "view" must be a non-empty string, got undefined');
+    expect(results[2]!.stderr).toContain('recalculate: "keys" must be an array');
+    for (const result of results) expect(result.stderr).toContain("usage: steward run");
+    expect(await counts()).toEqual(before);
+  }, 90_000);
+
   it("refuses an unknown task before enqueueing anything", async () => {
     const before = await counts();
     const result = await runCli(["run", "no_such_task", "{}"], { DATABASE_URL: context.db.url });

@@ -21,6 +21,11 @@ describe("configuration", () => {
     expect(config.databaseUrl).toBeUndefined();
   });
 
+  it("binds the health server to 127.0.0.1 unless STEWARD_HEALTH_HOST says otherwise", () => {
+    expect(loadConfig({}).healthHost).toBe("127.0.0.1");
+    expect(loadConfig({ STEWARD_HEALTH_HOST: "0.0.0.0" }).healthHost).toBe("0.0.0.0");
+  });
+
   it("runs with a local queue sized from the concurrency and batched completions unless told otherwise", () => {
     expect(loadConfig({})).toMatchObject({
       concurrency: 8,

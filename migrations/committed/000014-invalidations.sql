@@ -1,5 +1,5 @@
---! Previous: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
---! Hash: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
+--! Previous: sha1:46f5008194497da4ed664dafba9444c023ada528
+--! Hash: sha1:410ab1fe4f382dada3a9066ea3a3ee46403605a1
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -13,14 +13,14 @@
 -- * Once claimed, an entry absorbs nothing: an enqueue after the claim makes a new entry.
 -- * A claim expires after its visibility timeout: a dead worker's entries are claimed again.
 
-insert into steward.settings (name, value, type, description) values
-  ('invalidations.max_delay', '1 minute', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('invalidations.max_delay', '1 minute', 'interval', '0 seconds', '1 day',
    'Debounce never delays a tag past its first enqueue plus this.'),
-  ('invalidations.max_attempts', '10', 'integer',
+  ('invalidations.max_attempts', '10', 'integer', '1', '1000',
    'Deliveries tried before an entry moves to the dead letters.'),
-  ('invalidations.backoff_base', '1 second', 'interval',
+  ('invalidations.backoff_base', '1 second', 'interval', '1 millisecond', '1 hour',
    'First retry delay after a failed delivery; doubles per attempt, with jitter.'),
-  ('invalidations.backoff_max', '10 minutes', 'interval',
+  ('invalidations.backoff_max', '10 minutes', 'interval', '1 millisecond', '7 days',
    'Longest retry delay after a failed delivery.')
 on conflict (name) do nothing;
 
@@ -52,10 +52,13 @@ create table steward.tracked_tables (
   tags_on_insert text,
   tags_on_update text,
   tags_on_delete text,
-  tracked_at     timestamptz not null default pg_catalog.now()
+  tracked_at     timestamptz not null default pg_catalog.now(),
+  disabled_at    timestamptz
 );
 comment on table steward.tracked_tables is
   'Tables whose writes enqueue invalidation tags (track_table). static_tags have no placeholder; tags_on_insert, tags_on_update and tags_on_delete are the queries (over the statement''s transition tables) yielding the distinct tags with {column} placeholders filled, null when there are none.';
+comment on column steward.tracked_tables.disabled_at is
+  'When disable_tracking switched its triggers off (null: on). While off its writes enqueue nothing.';
 
 -- Enqueueing ------------------------------------------------------------------------------------
 
@@ -290,7 +293,7 @@ begin
   on conflict on constraint tracked_tables_pkey do update
     set tags = excluded.tags, static_tags = excluded.static_tags, tags_on_insert = excluded.tags_on_insert,
         tags_on_update = excluded.tags_on_update, tags_on_delete = excluded.tags_on_delete,
-        tracked_at = pg_catalog.now();
+        tracked_at = pg_catalog.now(), disabled_at = null;
 
   execute pg_catalog.format('drop trigger if exists steward_invalidate_insert on %s', target);
   execute pg_catalog.format('drop trigger if exists steward_invalidate_update on %s', target);
@@ -335,6 +338,60 @@ end
 $$;
 comment on function steward.untrack_table(regclass) is
   'Removes the invalidation triggers of a tracked table. Returns whether it was tracked. Audited.';
+
+create function steward.set_tracking(target regclass, enabled boolean)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  tracked regclass;
+  switched integer := 0;
+begin
+  if target is not null and not exists (select from steward.tracked_tables t where t.target = set_tracking.target) then
+    raise exception 'table % is not tracked', target using errcode = 'P0002',
+      hint = 'select target from steward.tracked_tables lists the tracked tables.';
+  end if;
+  for tracked in
+    select t.target from steward.tracked_tables t
+     where (set_tracking.target is null or t.target = set_tracking.target)
+       and (t.disabled_at is null) = not enabled
+       and exists (select from pg_catalog.pg_class c where c.oid = t.target)
+     order by t.target::text
+  loop
+    -- ALTER TABLE … DISABLE TRIGGER: while off, no steward code runs in the table's writes at all.
+    execute pg_catalog.format('alter table %s %s trigger steward_invalidate_insert, %2$s trigger steward_invalidate_update, %2$s trigger steward_invalidate_delete',
+      tracked, case when enabled then 'enable' else 'disable' end);
+    update steward.tracked_tables t
+       set disabled_at = case when enabled then null else pg_catalog.now() end
+     where t.target = tracked;
+    perform steward.audit(case when enabled then 'enable_tracking' else 'disable_tracking' end, tracked::text);
+    switched := switched + 1;
+  end loop;
+  return switched;
+end
+$$;
+comment on function steward.set_tracking(regclass, boolean) is
+  'Internal to disable_tracking and enable_tracking: switches the invalidation triggers of one tracked table (or of all when target is null) off or on; returns how many tables it switched.';
+
+create function steward.disable_tracking(target regclass default null)
+returns integer
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$ select steward.set_tracking(target, false) $$;
+comment on function steward.disable_tracking(regclass) is
+  'Switches tracking of a table off (every tracked table when target is null) without untracking it: its invalidation triggers are disabled, so its writes run as without pg-steward and enqueue nothing, until enable_tracking. Returns how many tables it switched off; a table that is not tracked is an error (P0002). Audited. Needs the table''s owner.';
+
+create function steward.enable_tracking(target regclass default null)
+returns integer
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$ select steward.set_tracking(target, true) $$;
+comment on function steward.enable_tracking(regclass) is
+  'Switches tracking of a table back on (every switched-off table when target is null): writes from now on enqueue their tags again. Writes made while it was off enqueued nothing; enqueue their tags by hand if caches must hear of them. Returns how many tables it switched on. Audited.';
 
 -- Delivering -----------------------------------------------------------------------------------
 
@@ -596,6 +653,64 @@ end
 $$;
 comment on function steward.drain_notify(integer, text) is
   'Delivers up to max due entries to the notify sink in one transaction: their tags are sent with pg_notify on channel as JSON arrays (each under 8000 bytes) and the entries deleted, so the notifications go out exactly when the deletion commits. mv: tags schedule refreshes instead. The drainer uses it when notify is the only sink.';
+
+-- The queue's state: for the drainer, status, health and /metrics ------------------------------
+
+create function steward.pending_invalidations()
+returns table (state text, entries bigint, oldest_enqueued_at timestamptz)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.state, coalesce(c.entries, 0), c.oldest_enqueued_at
+    from (values ('ready'), ('scheduled'), ('claimed')) as s(state)
+    left join (
+      select case when i.claimed_until > pg_catalog.now() then 'claimed'
+                  when i.deliver_at > pg_catalog.now() then 'scheduled'
+                  else 'ready' end as state,
+             pg_catalog.count(*) as entries, pg_catalog.min(i.enqueued_at) as oldest_enqueued_at
+        from steward.invalidations i
+       group by 1) as c on c.state = s.state
+$$;
+comment on function steward.pending_invalidations() is
+  'Undelivered invalidation entries by state, every state always present: ready (due and unclaimed, or its claim expired), scheduled (debounced or backing off after a failure), claimed (being delivered); with the oldest entry''s first enqueue. The one definition of these states.';
+
+create function steward.next_invalidation_at()
+returns timestamptz
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select least((select pg_catalog.min(i.deliver_at) from steward.invalidations i where i.claimed_until is null),
+               (select pg_catalog.min(i.claimed_until) from steward.invalidations i where i.claimed_until is not null))
+$$;
+comment on function steward.next_invalidation_at() is
+  'The earliest moment an entry may become claimable (a debounce or backoff ending, a claim expiring); null when the queue is empty. The drainer sleeps until then.';
+
+create function steward.invalidation_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  with p as (select * from steward.pending_invalidations())
+  select 'steward_invalidations_pending', 'gauge',
+         'Undelivered invalidation entries by state (ready: due and unclaimed; scheduled: debounced or backing off; claimed: being delivered).',
+         pg_catalog.jsonb_build_object('state', p.state), p.entries::float8
+    from p
+  union all
+  select 'steward_invalidations_oldest_pending_seconds', 'gauge',
+         'Age of the oldest undelivered invalidation entry (0 when none).',
+         '{}'::jsonb,
+         coalesce(extract(epoch from pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at)), 0)::float8
+    from p
+$$;
+comment on function steward.invalidation_metrics() is
+  'Metric source of the invalidation queue: steward_invalidations_pending{state} and steward_invalidations_oldest_pending_seconds.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('invalidations', 'steward.invalidation_metrics()', 'undelivered invalidations by state, and the oldest one''s age')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -262,10 +262,7 @@ export async function drainUntilEmpty(
 const MIN_SLEEP_MS = 50;
 async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
   const { rows } = await pool.query<{ ms: number | null }>(
-    `select (extract(epoch from least(
-              (select min(deliver_at) from steward.invalidations where claimed_until is null),
-              (select min(claimed_until) from steward.invalidations where claimed_until is not null)
-            ) - now()) * 1000)::float8 as ms`,
+    "select (extract(epoch from steward.next_invalidation_at() - now()) * 1000)::float8 as ms",
   );
   const ms = rows[0]?.ms;
   if (ms === null || ms === undefined) return maxMs;
