@@ -1,19 +1,47 @@
-// `jobs`: no-op job throughput of `steward worker` (its task wrapper, the dead-letter trigger,
-// statistics, heartbeat) against plain graphile-worker in the same configuration, in the same
+// `jobs` and `jobs_fast`: no-op job throughput of `steward worker` (its task wrapper, the
+// dead-letter trigger, statistics, heartbeat) against plain graphile-worker, in the same
 // database. The baseline runs on a second graphile-worker schema, which has no trigger.
+// - `jobs`: both sides in the same configuration (the environment's, else steward's default).
+// - `jobs_fast`: steward's default configuration against plain graphile-worker's fastest
+//   (local queue, batched completion), with half of the jobs in named queues.
 import { run, runMigrations, type Runner } from "graphile-worker";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { createLogger, graphileLogger } from "../src/logger.ts";
 import { defineTask } from "../src/worker/task.ts";
 import { startWorker } from "../src/worker/runner.ts";
-import { defineScenario, type BenchContext, type Measurement } from "./scenario.ts";
+import { defineScenario, type BenchContext, type Measurement, type Scenario } from "./scenario.ts";
 
 const BASELINE_SCHEMA = "graphile_worker_baseline";
 const TASK = "bench_noop";
+/**
+ * `jobs_fast` spreads its queued half over this many named queues, round robin (15 jobs each of
+ * 30,000): per-entity queues, the usual reason for many jobs in named queues. With 100 queues
+ * of 150 jobs, plain graphile-worker's local queue waits out its 2 s poll between a queue's
+ * jobs at the end of each round (README, "Throughput"), and a round takes minutes.
+ */
+const NAMED_QUEUES = 1000;
+
+/** What plain graphile-worker is given: the knobs that decide its speed. */
+interface BaselineSetup {
+  concurrency: number;
+  /** 0 or 1: no local queue. */
+  localQueueSize: number;
+  completeBatchDelayMs: number;
+}
+
+/** The same knobs of steward's configuration. */
+function speedKnobs(config: Config): BaselineSetup {
+  return {
+    concurrency: config.concurrency,
+    localQueueSize: config.localQueueSize,
+    completeBatchDelayMs: config.completeBatchDelayMs,
+  };
+}
 
 interface State {
-  config: Config;
+  ours: Config;
+  baseline: BaselineSetup;
   jobs: number;
 }
 
@@ -41,11 +69,11 @@ async function startOurs(context: BenchContext, config: Config): Promise<Running
   };
 }
 
-async function startBaseline(context: BenchContext, config: Config): Promise<Running> {
-  const pool = createPool(context.url, { max: config.concurrency + 4, applicationName: "steward bench baseline" });
+async function startBaseline(context: BenchContext, setup: BaselineSetup): Promise<Running> {
+  const pool = createPool(context.url, { max: setup.concurrency + 4, applicationName: "steward bench baseline" });
   const runner: Runner = await run({
     pgPool: pool,
-    concurrency: config.concurrency,
+    concurrency: setup.concurrency,
     taskList: { [TASK]: async () => {} },
     noHandleSignals: true,
     logger: graphileLogger(silent),
@@ -53,9 +81,9 @@ async function startBaseline(context: BenchContext, config: Config): Promise<Run
       worker: {
         schema: BASELINE_SCHEMA,
         // The local queue as startWorker sets it up.
-        ...(config.localQueueSize > 1 ? { localQueue: { size: config.localQueueSize, ttl: 60_000 } } : {}),
-        completeJobBatchDelay: config.completeBatchDelayMs,
-        failJobBatchDelay: config.completeBatchDelayMs,
+        ...(setup.localQueueSize > 1 ? { localQueue: { size: setup.localQueueSize, ttl: 60_000 } } : {}),
+        completeJobBatchDelay: setup.completeBatchDelayMs,
+        failJobBatchDelay: setup.completeBatchDelayMs,
       },
     },
   });
@@ -69,29 +97,36 @@ async function startBaseline(context: BenchContext, config: Config): Promise<Run
 }
 
 /**
- * Queues `jobs` no-op jobs, starts a worker, and times it from its 5 %th job to the moment the
- * table is empty (completions are committed in batches). The clock starts after start-up
- * (connections, LISTEN, steward's first heartbeat), a one-time cost that is not throughput;
- * queueing before the start means neither side depends on hearing the jobs:insert notification.
+ * Queues `jobs` no-op jobs (every second one in one of `queues` named queues, when given),
+ * starts a worker, and times it from its 5 %th job to the moment the table is empty
+ * (completions are committed in batches). The clock starts after start-up (connections,
+ * LISTEN, steward's first heartbeat), a one-time cost that is not throughput; queueing before
+ * the start means neither side depends on hearing the jobs:insert notification.
  */
 async function measure(
   context: BenchContext,
   schema: string,
   jobs: number,
+  queues: number,
+  setup: BaselineSetup,
   start: () => Promise<Running>,
 ): Promise<Measurement> {
   const { pool } = context;
-  // Each round starts from a clean table, so the dead rows of earlier rounds favour neither side.
-  await pool.query(`vacuum ${schema}._private_jobs`);
+  // Each round starts from clean tables, so the dead rows of earlier rounds favour neither side.
+  await pool.query(`vacuum ${schema}._private_jobs, ${schema}._private_job_queues`);
+  // run_at rises with n, as if the jobs had arrived one after another: fetches take jobs by
+  // (priority, run_at), and with one run_at for all they would follow wherever add_jobs' join
+  // happened to put the rows, at times one queue's jobs all first (see README, "Throughput").
   await pool.query(
     `select count(*) from ${schema}.add_jobs(array(
-       select row($1::text, '{}'::json, null, null, null, null, null, null)::${schema}.job_spec
-         from generate_series(1, $2)))`,
-    [TASK, jobs],
+       select row($1::text, '{}'::json, case when $3::int > 0 and n % 2 = 0 then 'bench_' || (n / 2 % $3::int) end,
+                  now() - ($2::int - n) * interval '1 microsecond', null, null, null, null)::${schema}.job_spec
+         from generate_series(1, $2::int) as n))`,
+    [TASK, jobs, queues],
   );
   // Fresh statistics on both tables: get-jobs plans flip with them (3x slower on stale ones),
   // which would measure autovacuum's timing rather than either worker.
-  await pool.query(`analyze ${schema}._private_jobs`);
+  await pool.query(`analyze ${schema}._private_jobs, ${schema}._private_job_queues`);
   const skipped = Math.floor(jobs / 20);
   let succeeded = 0;
   let began = 0;
@@ -109,49 +144,87 @@ async function measure(
     const seconds = (performance.now() - began) / 1000;
     return {
       value: (jobs - skipped) / seconds,
-      detail: { jobs, timed: jobs - skipped, seconds: Number(seconds.toFixed(3)) },
+      detail: { jobs, queues, timed: jobs - skipped, seconds: Number(seconds.toFixed(3)), ...setup },
     };
   } finally {
     await worker.stop();
   }
 }
 
-export const jobsScenario = defineScenario<State>({
+/** A jobs scenario: how each side is configured and whether half the jobs use named queues. */
+function jobsScenarioOf(options: {
+  name: string;
+  description: string;
+  ours: () => Config;
+  baseline: (ours: Config) => BaselineSetup;
+  queues: number;
+}): Scenario<State> {
+  const { queues } = options;
+  return defineScenario<State>({
+    name: options.name,
+    unit: "jobs/s",
+    higherIsBetter: true,
+    description: options.description,
+    async setup(context) {
+      const ours = { ...options.ours(), healthPort: 0 };
+      const baseline = options.baseline(ours);
+      await runMigrations({
+        connectionString: context.url,
+        logger: graphileLogger(silent),
+        preset: { worker: { schema: BASELINE_SCHEMA } },
+      });
+      context.logger.info(
+        { ours: speedKnobs(ours), baseline, namedQueues: queues },
+        `${options.name}: how each side is configured`,
+      );
+      // The rounds vacuum and analyze both job tables themselves: autovacuum waking up on one
+      // side's dead rows during the other side's round would only add noise.
+      for (const schema of ["graphile_worker", BASELINE_SCHEMA]) {
+        await context.pool.query(`alter table ${schema}._private_jobs set (autovacuum_enabled = false)`);
+      }
+      const state = { ours, baseline, jobs: context.quick ? 8000 : 30_000 };
+      // Warm both code paths (JIT, prepared plans) before anything is measured.
+      await measure(context, "graphile_worker", 500, queues, speedKnobs(ours), () => startOurs(context, ours));
+      await measure(context, BASELINE_SCHEMA, 500, queues, baseline, () => startBaseline(context, baseline));
+      return state;
+    },
+    ours: (state, context) =>
+      measure(context, "graphile_worker", state.jobs, queues, speedKnobs(state.ours), () =>
+        startOurs(context, state.ours),
+      ),
+    baseline: (state, context) =>
+      measure(context, BASELINE_SCHEMA, state.jobs, queues, state.baseline, () =>
+        startBaseline(context, state.baseline),
+      ),
+    async teardown(_state, context) {
+      await context.pool.query(`drop schema if exists ${BASELINE_SCHEMA} cascade`);
+    },
+  });
+}
+
+export const jobsScenario = jobsScenarioOf({
   name: "jobs",
-  unit: "jobs/s",
-  higherIsBetter: true,
   description:
     "no-op jobs through `steward worker` (dead-letter trigger, statistics, heartbeat) vs plain graphile-worker, same configuration",
-  async setup(context) {
-    const config = { ...loadConfig(), healthPort: 0 };
-    await runMigrations({
-      connectionString: context.url,
-      logger: graphileLogger(silent),
-      preset: { worker: { schema: BASELINE_SCHEMA } },
-    });
-    context.logger.info(
-      {
-        concurrency: config.concurrency,
-        localQueueSize: config.localQueueSize,
-        completeBatchDelayMs: config.completeBatchDelayMs,
-      },
-      "jobs: the worker configuration both sides use (STEWARD_CONCURRENCY, STEWARD_LOCAL_QUEUE_SIZE, STEWARD_COMPLETE_BATCH_DELAY_MS)",
-    );
-    // The rounds vacuum and analyze both job tables themselves: autovacuum waking up on one
-    // side's dead rows during the other side's round would only add noise.
-    for (const schema of ["graphile_worker", BASELINE_SCHEMA]) {
-      await context.pool.query(`alter table ${schema}._private_jobs set (autovacuum_enabled = false)`);
-    }
-    const state = { config, jobs: context.quick ? 8000 : 30_000 };
-    // Warm both code paths (JIT, prepared plans) before anything is measured.
-    await measure(context, "graphile_worker", 500, () => startOurs(context, config));
-    await measure(context, BASELINE_SCHEMA, 500, () => startBaseline(context, config));
-    return state;
-  },
-  ours: (state, context) => measure(context, "graphile_worker", state.jobs, () => startOurs(context, state.config)),
-  baseline: (state, context) =>
-    measure(context, BASELINE_SCHEMA, state.jobs, () => startBaseline(context, state.config)),
-  async teardown(_state, context) {
-    await context.pool.query(`drop schema if exists ${BASELINE_SCHEMA} cascade`);
-  },
+  ours: () => loadConfig(),
+  baseline: speedKnobs,
+  queues: 0,
+});
+
+/**
+ * Plain graphile-worker at its fastest for `concurrency` on 2 cores: completions batched
+ * within a tick, and a local queue of sixteen times the concurrency. Throughput grew with the
+ * local queue up to about eight times the concurrency and no further (README, "Throughput");
+ * twice that leaves the baseline no batch-size handicap.
+ */
+export function fastestBaseline(concurrency: number): BaselineSetup {
+  return { concurrency, localQueueSize: 16 * concurrency, completeBatchDelayMs: 0 };
+}
+
+export const jobsFastScenario = jobsScenarioOf({
+  name: "jobs_fast",
+  description: `no-op jobs, half of them in ${NAMED_QUEUES} named queues: \`steward worker\` in its default configuration vs plain graphile-worker at its fastest (local queue, batched completion)`,
+  ours: () => loadConfig({}),
+  baseline: (ours) => fastestBaseline(ours.concurrency),
+  queues: NAMED_QUEUES,
 });

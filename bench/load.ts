@@ -1,21 +1,42 @@
-// The pre-launch load test: simulated users calling the client functions from many connections
-// for a fixed time while a worker drains and refreshes; latency percentiles per operation.
-import type pg from "pg";
+// The pre-launch load test's runner: simulated users calling operations, latency percentiles
+// per operation and per stage. What the operations call is a driver's business (bench/load-sql.ts
+// drives the SQL functions; an HTTP driver can stand beside it): the runner sees only
+// `run(user)`.
 
 export interface LoadOperation {
   name: string;
   /** Relative share of calls. */
   weight: number;
-  run(pool: pg.Pool, user: number): Promise<unknown>;
+  /** One call on behalf of simulated user `user` (0 to users - 1). */
+  run(user: number): Promise<unknown>;
 }
 
-export interface LoadOptions {
-  users: number;
-  connections: number;
-  durationMs: number;
-  /** Stop early after this many operations (a bound on count as well as time). */
-  maxOperations?: number;
+/** What a driver hands the runner: the operations, and how to stop what it started. */
+export interface LoadDriver {
+  operations: LoadOperation[];
+  stop(): Promise<void>;
 }
+
+/** Ramp to `users` simulated users over `durationMs` (from the previous stage's, or from 0). */
+export interface LoadStage {
+  users: number;
+  durationMs: number;
+}
+
+export type LoadPlan =
+  | {
+      /** `connections` callers, each calling as fast as it can for users picked at random. */
+      kind: "flat";
+      users: number;
+      connections: number;
+      durationMs: number;
+    }
+  | {
+      /** Each active user calls once, then waits `thinkMs`; stages ramp how many are active. */
+      kind: "stages";
+      stages: LoadStage[];
+      thinkMs: number;
+    };
 
 export interface Percentiles {
   count: number;
@@ -27,9 +48,19 @@ export interface Percentiles {
   error_rate: number;
 }
 
+export interface StageReport extends Percentiles {
+  stage: number;
+  /** Active users when the stage began and when it ended (the same for a flat run). */
+  from_users: number;
+  to_users: number;
+  duration_s: number;
+  by_op: Record<string, Percentiles>;
+}
+
 export interface LoadReport extends Percentiles {
   duration_s: number;
   by_op: Record<string, Percentiles>;
+  stages: StageReport[];
   /** The first few distinct error messages, for the operator. */
   sample_errors: string[];
 }
@@ -88,59 +119,169 @@ function chooser(operations: LoadOperation[]): () => LoadOperation {
   };
 }
 
+/** The samples of one stage, by operation. */
+class StageSamples {
+  readonly byOp: Map<string, Samples>;
+  began = 0;
+  ended = 0;
+  constructor(
+    operations: LoadOperation[],
+    readonly fromUsers: number,
+    readonly toUsers: number,
+  ) {
+    this.byOp = new Map(operations.map((op) => [op.name, new Samples()]));
+  }
+  report(stage: number): StageReport {
+    const seconds = Math.max(this.ended - this.began, 1) / 1000;
+    const overall = new Samples();
+    for (const sample of this.byOp.values()) overall.merge(sample);
+    return {
+      stage,
+      from_users: this.fromUsers,
+      to_users: this.toUsers,
+      duration_s: round(seconds),
+      ...overall.summary(seconds),
+      by_op: Object.fromEntries([...this.byOp].map(([name, sample]) => [name, sample.summary(seconds)])),
+    };
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `plan` against `operations` and reports latency percentiles overall, per operation and
+ * per stage. A call's latency runs from when its user made it to its answer, so time spent
+ * waiting for a free connection counts, as it would for a real user. Stops starting calls after
+ * `maxOperations` (a bound on count as well as time).
+ */
 export async function runLoad(
-  pool: pg.Pool,
   operations: LoadOperation[],
-  options: LoadOptions,
-  onProgress?: (elapsedMs: number, completed: number) => void,
+  plan: LoadPlan,
+  options: { maxOperations?: number; onProgress?: (elapsedMs: number, completed: number, users: number) => void } = {},
 ): Promise<LoadReport> {
   const pick = chooser(operations);
-  const samples = new Map(operations.map((op) => [op.name, new Samples()]));
+  const stages =
+    plan.kind === "flat"
+      ? [{ users: plan.users, durationMs: plan.durationMs }]
+      : plan.stages.map((stage) => ({ ...stage }));
+  const samples = stages.map(
+    (stage, i) =>
+      new StageSamples(operations, plan.kind === "flat" ? stage.users : (stages[i - 1]?.users ?? 0), stage.users),
+  );
   const errors = new Set<string>();
-  const began = performance.now();
-  const deadline = began + options.durationMs;
   const maxOperations = options.maxOperations ?? Number.POSITIVE_INFINITY;
+  const began = performance.now();
+  const stageEnds = stages.reduce<number[]>((ends, stage) => [...ends, (ends.at(-1) ?? began) + stage.durationMs], []);
+  const deadline = stageEnds.at(-1)!;
+  const stageAt = (now: number) => {
+    const index = stageEnds.findIndex((end) => now < end);
+    return index === -1 ? stages.length - 1 : index;
+  };
+  /** Active users at `now`: ramped linearly within a stage from the previous stage's count. */
+  const activeUsers = (now: number) => {
+    const index = stageAt(now);
+    const stage = samples[index]!;
+    const start = stageEnds[index - 1] ?? began;
+    const progress = Math.min(1, (now - start) / stages[index]!.durationMs);
+    return Math.round(stage.fromUsers + (stage.toUsers - stage.fromUsers) * progress);
+  };
   let started = 0;
   let completed = 0;
-  const progress = onProgress ? setInterval(() => onProgress(performance.now() - began, completed), 1000) : undefined;
-  await Promise.all(
-    Array.from({ length: options.connections }, async () => {
-      while (performance.now() < deadline && started < maxOperations) {
-        started++;
-        const operation = pick();
-        const user = Math.floor(Math.random() * options.users);
-        const callBegan = performance.now();
-        try {
-          await operation.run(pool, user);
-          samples.get(operation.name)!.add(performance.now() - callBegan);
-        } catch (error) {
-          samples.get(operation.name)!.errors++;
-          if (errors.size < 5) errors.add(`${operation.name}: ${(error as Error).message}`);
+  samples.forEach((stage, i) => {
+    stage.began = stageEnds[i - 1] ?? began;
+    stage.ended = stageEnds[i]!;
+  });
+
+  const call = async (user: number) => {
+    started++;
+    const operation = pick();
+    const callBegan = performance.now();
+    const stage = samples[stageAt(callBegan)]!.byOp.get(operation.name)!;
+    try {
+      await operation.run(user);
+      stage.add(performance.now() - callBegan);
+    } catch (error) {
+      stage.errors++;
+      if (errors.size < 5) errors.add(`${operation.name}: ${(error as Error).message}`);
+    }
+    completed++;
+  };
+  const more = () => performance.now() < deadline && started < maxOperations;
+
+  let usersNow = 0;
+  const progress = options.onProgress
+    ? setInterval(() => options.onProgress!(performance.now() - began, completed, usersNow), 1000)
+    : undefined;
+  try {
+    if (plan.kind === "flat") {
+      usersNow = plan.users;
+      await Promise.all(
+        Array.from({ length: plan.connections }, async () => {
+          while (more()) await call(Math.floor(Math.random() * plan.users));
+        }),
+      );
+    } else {
+      // A user runs while the ramp counts it among the active ones; a controller starts users as
+      // the ramp rises (again, after a ramp down). Each starts at a random point of its think
+      // time, so they do not call in step.
+      const running = new Set<Promise<void>>();
+      const alive: boolean[] = [];
+      const user = async (id: number) => {
+        await sleep(Math.random() * plan.thinkMs);
+        while (more() && id < activeUsers(performance.now())) {
+          await call(id);
+          await sleep(plan.thinkMs);
         }
-        completed++;
+        alive[id] = false;
+      };
+      while (more()) {
+        usersNow = activeUsers(performance.now());
+        for (let id = 0; id < usersNow; id++) {
+          if (alive[id]) continue;
+          alive[id] = true;
+          const done: Promise<void> = user(id).finally(() => running.delete(done));
+          running.add(done);
+        }
+        await sleep(50);
       }
-    }),
-  );
-  if (progress) clearInterval(progress);
+      await Promise.all(running);
+    }
+  } finally {
+    if (progress) clearInterval(progress);
+  }
   const seconds = (performance.now() - began) / 1000;
   const overall = new Samples();
-  for (const sample of samples.values()) overall.merge(sample);
+  const byOp = new Map(operations.map((op) => [op.name, new Samples()]));
+  for (const stage of samples) {
+    for (const [name, sample] of stage.byOp) {
+      overall.merge(sample);
+      byOp.get(name)!.merge(sample);
+    }
+  }
+  // A run cut short by maxOperations ends its last stage early.
+  const last = samples[stageAt(performance.now())]!;
+  last.ended = Math.min(last.ended, performance.now());
   return {
     duration_s: round(seconds),
     ...overall.summary(seconds),
-    by_op: Object.fromEntries([...samples].map(([name, sample]) => [name, sample.summary(seconds)])),
+    by_op: Object.fromEntries([...byOp].map(([name, sample]) => [name, sample.summary(seconds)])),
+    stages: samples.map((stage, i) => stage.report(i + 1)),
     sample_errors: [...errors],
   };
 }
 
-/** Thresholds broken by a report, as sentences; empty when it passes. */
+/** Thresholds broken by a report, overall or in any stage, as sentences; empty when it passes. */
 export function breaches(report: LoadReport, limits: { maxP95Ms?: number; maxErrorRate?: number }): string[] {
   const broken: string[] = [];
-  if (limits.maxP95Ms !== undefined && report.p95_ms > limits.maxP95Ms) {
-    broken.push(`p95 ${report.p95_ms} ms is over --max-p95-ms ${limits.maxP95Ms}`);
-  }
-  if (limits.maxErrorRate !== undefined && report.error_rate > limits.maxErrorRate) {
-    broken.push(`error rate ${report.error_rate.toFixed(4)} is over --max-error-rate ${limits.maxErrorRate}`);
-  }
+  const check = (what: string, figures: Percentiles) => {
+    if (limits.maxP95Ms !== undefined && figures.p95_ms > limits.maxP95Ms) {
+      broken.push(`${what}p95 ${figures.p95_ms} ms is over --max-p95-ms ${limits.maxP95Ms}`);
+    }
+    if (limits.maxErrorRate !== undefined && figures.error_rate > limits.maxErrorRate) {
+      broken.push(`${what}error rate ${figures.error_rate.toFixed(4)} is over --max-error-rate ${limits.maxErrorRate}`);
+    }
+  };
+  check("", report);
+  if (report.stages.length > 1) for (const stage of report.stages) check(`stage ${stage.stage}: `, stage);
   return broken;
 }

@@ -1,5 +1,5 @@
 // What a benchmark scenario is: ours and a baseline doing the same job against the same
-// database, each measured once per round. The runner (src/commands/bench.ts) alternates them
+// database, each measured once per round. The runner (src/cli/commands/bench.ts) alternates them
 // over rounds and reports medians and the speedup.
 import type pg from "pg";
 import type { Logger } from "../src/logger.ts";

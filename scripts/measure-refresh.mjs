@@ -87,7 +87,7 @@ for (const fraction of fractions) {
       reads = [];
       const began = performance.now();
       const { rows: log } = await q(
-        "select status, duration_ms, l.concurrently from steward.refresh_materialized_view('measure_refresh_view') l",
+        "select status, duration_ms, ran_concurrently from steward.refresh_materialized_view('measure_refresh_view') l",
       );
       const ended = performance.now();
       if (log[0].status !== "ok") throw new Error(`refresh ${log[0].status}`);

@@ -1,5 +1,5 @@
--- Which endpoints were slowest, or failed most, over the last 24 hours, and is the request
--- rollup keeping up? From steward.request_stats_hourly (filled by the rollup_requests task).
+-- Which endpoints were slowest, failed or were rate limited most, over the last 24 hours, and
+-- is the request rollup keeping up? From steward.request_stats_hourly (filled by the rollup_requests task).
 -- Percentiles cannot be added across hours, so the table shows the worst hour's p95 and p99.
 -- psql "$DATABASE_URL" -f sql/request-stats.sql
 \echo 'Endpoints over the last 24 hours, slowest worst-hour p95 first'
@@ -8,6 +8,7 @@ select s.endpoint,
        sum(s.requests)                                                    as requests,
        sum(s.errors)                                                      as errors,
        round(100.0 * sum(s.errors) / nullif(sum(s.requests), 0), 2)       as error_pct,
+       round(100.0 * sum(s.rate_limited) / nullif(sum(s.requests), 0), 2) as rate_limited_pct,
        round(100.0 * sum(s.cache_hits) / nullif(sum(s.requests), 0), 1)   as cache_hit_pct,
        round(max(s.p95_ms)::numeric, 1)                                   as worst_hour_p95_ms,
        round(max(s.p99_ms)::numeric, 1)                                   as worst_hour_p99_ms,

@@ -13,11 +13,24 @@ export interface Database {
   release(): Promise<void>;
 }
 
-export async function openDatabase(config: Config, logger: Logger): Promise<Database> {
+/**
+ * `ownProcessGroup`: the caller shuts down gracefully on Ctrl-C and stops the embedded server
+ * itself, so the server must not receive the Ctrl-C a terminal sends to its foreground group.
+ */
+export async function openDatabase(
+  config: Config,
+  logger: Logger,
+  options: { ownProcessGroup?: boolean } = {},
+): Promise<Database> {
   if (config.databaseUrl) {
     return { url: config.databaseUrl, release: async () => {} };
   }
-  const embedded = await startEmbedded({ dir: config.dataDir, preferredPort: config.embeddedPort, logger });
+  const embedded = await startEmbedded({
+    dir: config.dataDir,
+    preferredPort: config.embeddedPort,
+    logger,
+    ownProcessGroup: options.ownProcessGroup,
+  });
   return {
     url: embedded.url,
     embedded,
@@ -27,17 +40,27 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
 
 /**
  * A pool whose connections say who they are (application_name) and which person or program
- * acts (`steward.actor`, read by the audit log).
+ * says it acts (`steward.actor`: the audit log keeps it as claimed_actor, beside the session user).
  */
 export function createPool(
   url: string,
-  options: { max?: number; applicationName?: string; actor?: string } = {},
+  options: {
+    max?: number;
+    applicationName?: string;
+    actor?: string;
+    /** statement_timeout of every connection (ms); the server's default when absent. */
+    statementTimeoutMs?: number;
+    /** How long to wait for a connection (ms) before the query fails; forever when absent. */
+    connectionTimeoutMs?: number;
+  } = {},
 ): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
     application_name: options.applicationName ?? "pg-steward",
     options: options.actor ? `-c steward.actor=${options.actor.replace(/[^\w.@:-]/g, "_")}` : undefined,
+    statement_timeout: options.statementTimeoutMs,
+    connectionTimeoutMillis: options.connectionTimeoutMs,
   });
   // A connection's error (server restart, terminated backend) must not crash the process; the
   // pool drops that client and the next query connects afresh.

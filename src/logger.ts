@@ -1,6 +1,6 @@
 // One pino logger for the process: JSON lines, or pretty lines when stdout is a terminal.
 // graphile-worker and graphile-migrate log through adapters onto the same logger.
-import { Logger as GraphileLogger, type LogFunctionFactory } from "graphile-worker";
+import { Logger as GraphileLogger } from "graphile-worker";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
 
@@ -20,9 +20,16 @@ export function createLogger(level: string, options: { pretty?: boolean; destina
   return pino({ level }, pino.destination({ dest: destination, sync: true }));
 }
 
-/** graphile-worker's (and graphile-migrate's) Logger interface, writing to pino. */
-export function graphileLogger(logger: Logger): GraphileLogger {
-  const factory: LogFunctionFactory = (scope) => {
+/** What both graphile Logger classes are built from (`new Logger(factory)`). */
+export type LogFunctionFactory = (scope: object) => (level: string, message: string, meta?: object) => void;
+
+/**
+ * graphile-worker's and graphile-migrate's log functions, writing to pino. Each wraps them in its
+ * own Logger class (they depend on different @graphile/logger versions, whose classes are not
+ * interchangeable): `new Logger(logFunctions(logger))`.
+ */
+export function logFunctions(logger: Logger): LogFunctionFactory {
+  return (scope) => {
     const child = logger.child({ source: "graphile", ...scope });
     return (level, message, meta) => {
       // graphile-worker's "worker_id"/"job" scope keys are useful; meta can carry an Error.
@@ -42,5 +49,9 @@ export function graphileLogger(logger: Logger): GraphileLogger {
       }
     };
   };
-  return new GraphileLogger(factory);
+}
+
+/** graphile-worker's Logger, writing to pino. */
+export function graphileLogger(logger: Logger): GraphileLogger {
+  return new GraphileLogger(logFunctions(logger));
 }

@@ -9,12 +9,19 @@ import graphileMigrate from "graphile-migrate";
 // loses a connection (as when the embedded server stops right after migrating): end it now.
 import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
-import pg from "pg";
+import type pg from "pg";
+import { createPool } from "./database.ts";
 import { isUndefinedRelation } from "./errors.ts";
-import { graphileLogger, type Logger } from "./logger.ts";
+import { graphileLogger, logFunctions, type Logger } from "./logger.ts";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
+
+/** Our triggers on graphile-worker's tables, each installed again by `migrate` when missing. */
+const TRIGGER_INSTALLERS = [
+  ["steward.install_dead_letter_trigger()", "the dead-letter trigger on graphile_worker._private_jobs"],
+  ["steward.install_queue_wakeup_trigger()", "the named-queue wake-up trigger on graphile_worker._private_job_queues"],
+] as const;
 
 /** The graphile-worker schema version (its `migrations` table) the installed package brings. */
 async function expectedWorkerSchemaVersion(): Promise<number> {
@@ -88,23 +95,26 @@ export async function migrate(
       // `.gmrc` installs graphile-worker's schema in beforeAllMigrations for the DBA loop
       // (watch, commit, reset); here it has just been done above.
       beforeAllMigrations: [],
-      logger: graphileLogger(log),
+      logger: new graphileMigrate.Logger(logFunctions(log)),
     });
   } finally {
     clearAllPools();
   }
-  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  // createPool's error listeners: a server stopped right after migrating (the test setup's
+  // teardown) can end a connection while the pool closes it, and must not crash the process.
+  const pool = createPool(url, { max: 2, applicationName: "steward migrate" });
   try {
-    // A graphile-worker upgrade may re-create its job table, and our trigger with it goes.
-    const { rows: present } = await pool.query<{ present: boolean }>(
-      "select pg_catalog.to_regprocedure('steward.install_dead_letter_trigger()') is not null as present",
-    );
-    const installed = present[0]?.present
-      ? (await pool.query<{ installed: boolean }>("select steward.install_dead_letter_trigger() as installed")).rows[0]
-          ?.installed
-      : false;
-    if (installed)
-      log.warn("the dead-letter trigger was missing from graphile_worker._private_jobs; installed it again");
+    // A graphile-worker upgrade may re-create its tables, and our triggers on them go too.
+    // (An installer is missing only when `migrationsFolder` holds an earlier version.)
+    for (const [installer, what] of TRIGGER_INSTALLERS) {
+      const { rows: present } = await pool.query<{ present: boolean }>(
+        "select pg_catalog.to_regprocedure($1) is not null as present",
+        [installer],
+      );
+      if (!present[0]?.present) continue;
+      const { rows } = await pool.query<{ installed: boolean }>(`select ${installer} as installed`);
+      if (rows[0]?.installed) log.warn(`${what} was missing; installed it again`);
+    }
     const status = await migrationStatus(pool);
     log.info({ ...status, ms: Date.now() - began }, "migrations applied");
     return status;

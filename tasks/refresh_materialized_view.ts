@@ -22,7 +22,7 @@ export const refreshMaterializedViewTask = defineTask<{ view: string }>({
     return {
       view: entry.view,
       status: entry.status,
-      concurrently: entry.concurrently,
+      ranConcurrently: entry.ran_concurrently,
       durationMs: Math.round(entry.duration_ms),
       waitedMs: Math.round(entry.waited_ms),
     };

@@ -1,4 +1,7 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { PACKAGE_ROOT } from "../src/migrate.ts";
 import { runCli, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -9,6 +12,18 @@ async function counts() {
   );
   return rows[0];
 }
+
+/** A Node older than 22.18 installed on this machine (the system Node here is 20), if any. */
+const OLD_NODE = ["/usr/bin/node", "/usr/local/bin/node"].find((candidate) => {
+  try {
+    const [major, minor] = execFileSync(candidate, ["-p", "process.versions.node"], { encoding: "utf8" })
+      .split(".")
+      .map(Number);
+    return major! < 22 || (major === 22 && minor! < 18);
+  } catch {
+    return false;
+  }
+});
 
 describe("steward (command line)", () => {
   it("prints usage and exits 2 with no command", async () => {
@@ -43,6 +58,23 @@ describe("steward (command line)", () => {
     expect(await counts()).toEqual(before);
   });
 
+  it("refuses a payload the task itself would refuse, before enqueueing or auditing anything", async () => {
+    const before = await counts();
+    const results = await Promise.all([
+      runCli(["run", "vacuum_tables", '{"bogus": 1}'], { DATABASE_URL: context.db.url }),
+      runCli(["run", "refresh_materialized_view", "{}"], { DATABASE_URL: context.db.url }),
+      runCli(["run", "recalculate", '{"name": "x", "keys": "all"}'], { DATABASE_URL: context.db.url }),
+    ]);
+    expect(results.map((result) => result.code)).toEqual([2, 2, 2]);
+    expect(results[0]!.stderr).toContain(
+      'steward run: vacuum_tables: unknown payload field "bogus"; it takes "tables"',
+    );
+    expect(results[1]!.stderr).toContain('refresh_materialized_view: "view" must be a non-empty string, got undefined');
+    expect(results[2]!.stderr).toContain('recalculate: "keys" must be an array');
+    for (const result of results) expect(result.stderr).toContain("usage: steward run");
+    expect(await counts()).toEqual(before);
+  }, 90_000);
+
   it("refuses an unknown task before enqueueing anything", async () => {
     const before = await counts();
     const result = await runCli(["run", "no_such_task", "{}"], { DATABASE_URL: context.db.url });
@@ -57,6 +89,21 @@ describe("steward (command line)", () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^migrated: steward \d{6}\.sql, graphile_worker \d+/);
   });
+
+  it.skipIf(!OLD_NODE)(
+    "refuses to start on a Node older than 22.18 (exit 2), saying which Node it needs and what brings it",
+    () => {
+      const result = spawnSync(OLD_NODE!, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "status"], {
+        encoding: "utf8",
+      });
+      expect(result.status).toBe(2);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toMatch(
+        /^steward needs Node 22\.18 or newer, and this is Node \d+\.\d+\.\d+; .*`npx steward` and the npm scripts/,
+      );
+      expect(result.stderr.trim().split("\n")).toHaveLength(1);
+    },
+  );
 
   it("exits 1 with the database's message when it cannot connect", async () => {
     const result = await runCli(["migrate"], { DATABASE_URL: "postgres://nobody:x@127.0.0.1:1/none" });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { loadConfig } from "../src/config.ts";
+import { defaultLocalQueueSize, loadConfig } from "../src/config.ts";
 import { ConfigError } from "../src/errors.ts";
 import { cronItems, effectiveSchedules } from "../src/worker/schedules.ts";
 
@@ -21,10 +21,26 @@ describe("configuration", () => {
     expect(config.databaseUrl).toBeUndefined();
   });
 
-  it("runs without a local queue and with batched completions unless told otherwise", () => {
-    // No local queue by default: it lets jobs of one named queue run at once (README, "Throughput").
-    expect(loadConfig({})).toMatchObject({ concurrency: 8, localQueueSize: 0, completeBatchDelayMs: 0 });
+  it("binds the health server to 127.0.0.1 unless STEWARD_HEALTH_HOST says otherwise", () => {
+    expect(loadConfig({}).healthHost).toBe("127.0.0.1");
+    expect(loadConfig({ STEWARD_HEALTH_HOST: "0.0.0.0" }).healthHost).toBe("0.0.0.0");
+  });
+
+  it("runs with a local queue sized from the concurrency and batched completions unless told otherwise", () => {
+    expect(loadConfig({})).toMatchObject({
+      concurrency: 8,
+      localQueueSize: defaultLocalQueueSize(8),
+      completeBatchDelayMs: 0,
+    });
+    expect(defaultLocalQueueSize(8)).toBe(64);
+    expect(loadConfig({ STEWARD_CONCURRENCY: "1" }).localQueueSize).toBe(8);
+    // Never below the concurrency, which would leave slots idle (graphile-worker warns of it).
+    expect(loadConfig({ STEWARD_CONCURRENCY: "1000" }).localQueueSize).toBe(1000);
     expect(loadConfig({ STEWARD_LOCAL_QUEUE_SIZE: "8" }).localQueueSize).toBe(8);
+    expect(loadConfig({ STEWARD_LOCAL_QUEUE_SIZE: "0" }).localQueueSize).toBe(0);
+    expect(() => loadConfig({ STEWARD_LOCAL_QUEUE_SIZE: "-1" })).toThrow(
+      new ConfigError('STEWARD_LOCAL_QUEUE_SIZE must be an integer from 0 to 10000, got "-1"'),
+    );
   });
 });
 

@@ -6,7 +6,7 @@ import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { withDatabase } from "../src/embedded.ts";
 import { graphileLogger } from "../src/logger.ts";
-import { MIGRATIONS_FOLDER } from "../src/migrate.ts";
+import { MIGRATIONS_FOLDER, migrate } from "../src/migrate.ts";
 import { payloadObject, requiredString } from "../src/worker/payload.ts";
 import { defineTask } from "../src/worker/task.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
@@ -434,6 +434,73 @@ describe("purge_dead_letters and list_dead_letters", () => {
   });
 });
 
+describe("switching dead letters off and on", () => {
+  const verifyDetail = async () =>
+    (
+      await context.db.pool.query(
+        "select status, detail from steward.verify_installation() where name = 'dead-letter trigger'",
+      )
+    ).rows[0];
+
+  it("leaves jobs that fail for good in graphile-worker's table while off, as without pg-steward, and moves them when on again", async () => {
+    const { pool } = context.db;
+    worker = await startTestWorker(context.db, { tasks: [flaky, strict] });
+    expect((await pool.query("select steward.disable_dead_letters() as was")).rows[0].was).toBe(true);
+    expect(await verifyDetail()).toMatchObject({
+      status: "warn",
+      detail: expect.stringContaining("enable_dead_letters"),
+    });
+
+    const failed = await addJob({ fail: "while off" }, { maxAttempts: 1 });
+    const refused = await addJob({ view: "" }, { task: "test_strict", maxAttempts: 5 });
+    await eventually(
+      async () => {
+        const rows = await Promise.all([jobRow(failed), jobRow(refused)]);
+        return rows.every((row) => row && !row.locked_at && row.attempts >= row.max_attempts);
+      },
+      { what: "both jobs to fail for good" },
+    );
+    expect(await jobRow(failed)).toMatchObject({ attempts: 1, max_attempts: 1, last_error: "while off" });
+    expect(await deadLetterOf(failed)).toBeUndefined();
+    expect(await deadLetterOf(refused)).toBeUndefined();
+
+    // On again: what failed while off moves, the permanent error with its own message and attempts.
+    expect(Number((await pool.query("select steward.enable_dead_letters() as moved")).rows[0].moved)).toBe(2);
+    expect(await jobRow(failed)).toBeUndefined();
+    expect(await deadLetterOf(failed)).toMatchObject({ attempts: 1, last_error: "while off", is_permanent: false });
+    expect(await deadLetterOf(refused)).toMatchObject({
+      attempts: 1,
+      max_attempts: 5,
+      is_permanent: true,
+      last_error: 'test_strict: "view" must be a non-empty string, got ""',
+    });
+    expect(await verifyDetail()).toMatchObject({ status: "ok" });
+
+    // And the trigger moves the next one at once again.
+    const after = await addJob({ fail: "after" }, { maxAttempts: 1 });
+    await eventually(() => deadLetterOf(after), { what: "the dead letter of a job failing after the switch" });
+    expect(await jobRow(after)).toBeUndefined();
+    const { rows } = await pool.query(
+      "select action, detail from steward.audit_log where action in ('disable_dead_letters', 'enable_dead_letters') order by id",
+    );
+    expect(rows).toEqual([
+      { action: "disable_dead_letters", detail: { was_enabled: true } },
+      { action: "enable_dead_letters", detail: { moved: 2 } },
+    ]);
+  });
+
+  it("keeps the switch off through steward migrate", async () => {
+    const { pool } = context.db;
+    await pool.query("select steward.disable_dead_letters()");
+    try {
+      await migrate(context.db.url, testLogger());
+      expect(await verifyDetail()).toMatchObject({ status: "warn" });
+    } finally {
+      await pool.query("select steward.enable_dead_letters()");
+    }
+  });
+});
+
 describe("installing the dead-letter trigger", () => {
   /** A new database with only graphile-worker's schema, for `work` to apply our migrations by hand. */
   async function freshDatabase(work: (client: pg.Client) => Promise<void>) {
@@ -463,11 +530,11 @@ describe("installing the dead-letter trigger", () => {
   it("refuses a graphile-worker schema version it was not written for, with a clear message", async () => {
     await freshDatabase(async (client) => {
       await client.query(await migrationBody("000001"));
-      await client.query("insert into graphile_worker.migrations (id) values (20)");
+      await client.query("insert into graphile_worker.migrations (id) values (21)");
       await expect(client.query(await migrationBody("000002"))).rejects.toMatchObject({
         code: "P0001",
         message:
-          "pg-steward's dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version 20",
+          "pg-steward's triggers on graphile-worker's tables were written for graphile-worker schema versions 18 to 20 (graphile-worker 0.16 to 0.18); this database has version 21",
         hint: expect.stringContaining("steward migrate"),
       });
       const { rows } = await client.query("select to_regclass('steward.dead_letters') as table");
@@ -537,16 +604,20 @@ describe("steward dlq", () => {
       [["dlq", "purge", "--older-than", "soon"], 2, "--older-than:"],
       [["dlq", "purge", "--older-than=-3 days"], 2, "must not be negative"],
       [["dlq", "list", "--max", "5000"], 2, "--max must be an integer from 1 to 1000"],
+      [["dlq", "list", "--after", "garbage"], 2, '--after: list_dead_letters: "garbage" is not a cursor'],
+      [["dlq", "purge", "--older-than", "30"], 2, '--older-than needs a unit: "30" alone could mean seconds or days'],
+      [["dlq", "purge", "--older-than", "0"], 2, "examples: 30d, 12h, 90m, '2 weeks', 0s"],
       [["dlq", "show", "987654"], 1, "dead letter 987654 does not exist"],
       [["dlq", "replay", "987654"], 1, "dead letter 987654 does not exist"],
     ];
-    for (const [args, code, message] of cases) {
-      const result = await runCli(args, env());
-      expect({ args, code: result.code }).toEqual({ args, code });
-      expect(result.stderr).toContain(message);
-    }
+    const results = await Promise.all(cases.map(([args]) => runCli(args, env())));
+    cases.forEach(([args, code, message], i) => {
+      expect({ args, code: results[i]!.code }).toEqual({ args, code });
+      expect(results[i]!.stderr).toContain(message);
+      if (code === 2) expect(results[i]!.stderr).toContain("usage: steward dlq");
+    });
     expect(await snapshot()).toEqual(before);
-  });
+  }, 90_000);
 });
 
 describe("steward run --wait", () => {

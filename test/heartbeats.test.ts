@@ -6,9 +6,11 @@ import { eventually, startTestWorker, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 const children: ChildProcess[] = [];
-afterEach(() => {
+afterEach(async () => {
   for (const child of children.splice(0))
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  // A test that failed half-way leaves heartbeat rows behind, which the next one would sweep.
+  await context.db.pool.query("delete from steward.workers");
 });
 
 /** A worker process (test/fixtures/worker.ts) against the test database. */
@@ -43,18 +45,25 @@ async function lockedJob(pool: string) {
   return rows[0].n as number;
 }
 
+/** The heartbeat timeout the crash tests set, and how much longer than it recovery may take. */
+const timeoutMs = 3000;
+const marginMs = 25_000;
+
+/** A short heartbeat timeout, and an empty public.test_runs for test_slow to record its runs. */
+async function prepareCrash() {
+  const { pool } = context.db;
+  await pool.query("select steward.set_setting('workers.heartbeat_timeout', $1)", [`${timeoutMs} milliseconds`]);
+  await pool.query("drop table if exists public.test_runs");
+  await pool.query("create table public.test_runs (job_id bigint, attempt int, pid int, at timestamptz default now())");
+}
+
 describe("crash recovery", () => {
   it(
     "runs the job of a SIGKILLed worker on the other worker within the heartbeat timeout plus a margin",
     { timeout: 120_000 },
     async () => {
       const { pool } = context.db;
-      const timeoutMs = 3000;
-      const marginMs = 25_000;
-      await pool.query("select steward.set_setting('workers.heartbeat_timeout', $1)", [`${timeoutMs} milliseconds`]);
-      await pool.query(
-        "create table public.test_runs (job_id bigint, attempt int, pid int, at timestamptz default now())",
-      );
+      await prepareCrash();
       const workers = [spawnWorker(), spawnWorker()];
       const pids = workers.map((w) => w.child.pid);
       await eventually(
@@ -115,6 +124,83 @@ describe("crash recovery", () => {
       const exit = await survivor.exited;
       expect(exit.code, exit.stderr).toBe(0);
       expect((await pool.query("select pool_id from steward.workers")).rows).toEqual([]);
+    },
+  );
+
+  it(
+    "runs the jobs a SIGKILLed worker had locked ahead, and frees its named queue, within the heartbeat timeout plus a margin",
+    { timeout: 120_000 },
+    async () => {
+      const { pool } = context.db;
+      await prepareCrash();
+      const victim = spawnWorker();
+      const { pool_id: victimPool } = await eventually(
+        async () =>
+          (await pool.query("select pool_id from steward.workers where pid = $1", [victim.child.pid])).rows[0],
+        { timeoutMs: 60_000, what: "the first worker's heartbeat" },
+      );
+
+      // One statement, so the worker's local queue locks them in one fetch: two run (concurrency
+      // 2), the rest wait in its local queue. Of the named queue only the first job is locked.
+      // Distinct run_at: a queue runs its jobs by (priority, run_at), and ties have no order.
+      const { rows: added } = await pool.query(`
+      select array_agg(j.id::text order by n) as ids
+        from generate_series(1, 8) as n,
+             graphile_worker.add_job('test_slow',
+               json_build_object('ms', case when n = 8 then 0 else 600000 end),
+               queue_name => case when n >= 7 then 'test_crash' end,
+               run_at => now() - (8 - n) * interval '1 millisecond', max_attempts => 5) j`);
+      const ids: string[] = added[0].ids;
+      await eventually(async () => (await lockedJob(victimPool)) === 7, {
+        timeoutMs: 30_000,
+        what: "the worker to lock seven jobs",
+      });
+      const { rows: queueLock } = await pool.query(
+        "select locked_by from graphile_worker._private_job_queues where queue_name = 'test_crash'",
+      );
+      expect(queueLock).toEqual([{ locked_by: victimPool }]);
+
+      const survivor = spawnWorker();
+      await eventually(
+        async () =>
+          (await pool.query("select 1 from steward.workers where pid = $1", [survivor.child.pid])).rowCount === 1,
+        { timeoutMs: 60_000, what: "the second worker's heartbeat" },
+      );
+      victim.child.kill("SIGKILL");
+      const killedAt = Date.now();
+      expect((await victim.exited).signal).toBe("SIGKILL");
+
+      const runs = await eventually(
+        async () => {
+          const { rows } = await pool.query(
+            "select job_id::text, attempt, pid from public.test_runs order by at, job_id",
+          );
+          return rows.length === 8 && rows;
+        },
+        { timeoutMs: timeoutMs + marginMs, intervalMs: 100, what: "the survivor to run all eight jobs" },
+      );
+      const recoveredMs = Date.now() - killedAt;
+      console.log(
+        `eight jobs locked by the killed worker finished by the survivor ${recoveredMs} ms after the kill (heartbeat timeout ${timeoutMs} ms)`,
+      );
+      expect(recoveredMs).toBeLessThan(timeoutMs + marginMs);
+      expect(runs.every((run: { pid: number }) => run.pid === survivor.child.pid)).toBe(true);
+      // The locked attempt counts, run or not; the queue's second job was never locked before.
+      const attempts = Object.fromEntries(
+        runs.map((run: { job_id: string; attempt: number }) => [run.job_id, run.attempt]),
+      );
+      expect(attempts).toEqual(Object.fromEntries(ids.map((id, i) => [id, i === 7 ? 1 : 2])));
+      const order = runs.map((run: { job_id: string }) => run.job_id);
+      expect(order.indexOf(ids[6]!)).toBeLessThan(order.indexOf(ids[7]!));
+
+      const { rows: audit } = await pool.query(
+        "select detail->>'released_jobs' as released from steward.audit_log where action = 'release_dead_worker' and target = $1",
+        [victimPool],
+      );
+      expect(audit).toEqual([{ released: "7" }]);
+      expect((await pool.query("select count(*)::int as n from steward.dead_letters")).rows[0].n).toBe(0);
+      survivor.child.kill("SIGTERM");
+      expect((await survivor.exited).code).toBe(0);
     },
   );
 

@@ -88,7 +88,15 @@ export function useTestDatabase(): { readonly db: TestDatabase } {
 }
 
 export function testConfig(overrides: Partial<Config> = {}): Config {
-  return { ...loadConfig({}), healthPort: 0, healthHost: "127.0.0.1", concurrency: 4, ...overrides };
+  // metricsCacheMs 0: a test reads /metrics right after a change and expects to see it.
+  return {
+    ...loadConfig({}),
+    healthPort: 0,
+    healthHost: "127.0.0.1",
+    concurrency: 4,
+    metricsCacheMs: 0,
+    ...overrides,
+  };
 }
 
 /** A worker in this process against `db`, with the given tasks (default: all). */

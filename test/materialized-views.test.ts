@@ -2,19 +2,10 @@ import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
 import { refreshMaterializedView } from "../src/worker/materialized-views.ts";
-import { createMetrics, DATABASE_GAUGES } from "../src/worker/metrics.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { refreshMaterializedViewTask } from "../tasks/refresh_materialized_view.ts";
 import { TASKS } from "../tasks/index.ts";
-import {
-  eventually,
-  runJobOnce,
-  startTestWorker,
-  testLogger,
-  useTestDatabase,
-  whileLocked,
-  withSettings,
-} from "./helpers.ts";
+import { eventually, runJobOnce, startTestWorker, useTestDatabase, whileLocked, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 const query = (text: string, values?: unknown[]) => context.db.pool.query(text, values);
@@ -114,7 +105,11 @@ describe("register_materialized_view", () => {
 
     await query(refusal.hint.slice(0, refusal.hint.indexOf(";") + 1));
     const { rows } = await query("select * from steward.register_materialized_view('refusal_totals', '5 minutes')");
-    expect(rows[0]).toMatchObject({ view: "public.refusal_totals", concurrently: true, refresh_every: { minutes: 5 } });
+    expect(rows[0]).toMatchObject({
+      view: "public.refusal_totals",
+      refresh_concurrently: true,
+      refresh_every: { minutes: 5 },
+    });
     expect(await counts()).toEqual({ views: before.views + 1, audits: before.audits + 1 });
   });
 
@@ -197,7 +192,7 @@ describe("refreshing", () => {
     const readers = await readWhileRefreshing("busy_view", async () => {
       entry = await refreshMaterializedView(context.db.pool, "public.busy_view");
     });
-    expect(entry).toMatchObject({ status: "ok", concurrently: true });
+    expect(entry).toMatchObject({ status: "ok", ran_concurrently: true });
     expect(readers.lockWaits).toBe(0);
     expect(readers.readsDuring).toBeGreaterThan(0);
   });
@@ -209,7 +204,7 @@ describe("refreshing", () => {
     const readers = await readWhileRefreshing("blocking_view", async () => {
       entry = await refreshMaterializedView(context.db.pool, "public.blocking_view");
     });
-    expect(entry).toMatchObject({ status: "ok", concurrently: false });
+    expect(entry).toMatchObject({ status: "ok", ran_concurrently: false });
     expect(readers.lockWaits).toBeGreaterThan(0);
   });
 
@@ -218,11 +213,11 @@ describe("refreshing", () => {
     await query("select steward.register_materialized_view('empty_view')");
     expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({
       status: "ok",
-      concurrently: false,
+      ran_concurrently: false,
     });
     expect(await refreshMaterializedView(context.db.pool, "public.empty_view")).toMatchObject({
       status: "ok",
-      concurrently: true,
+      ran_concurrently: true,
     });
     expect((await query("select count(*)::int as n from empty_view")).rows[0].n).toBe(1000);
   });
@@ -257,7 +252,7 @@ describe("refreshing", () => {
         );
         expect(waited).toMatchObject({
           status: "skipped",
-          concurrently: null,
+          ran_concurrently: null,
           error: expect.stringContaining("another refresh"),
         });
         expect(waited.waited_ms).toBeGreaterThanOrEqual(300);
@@ -283,7 +278,7 @@ describe("refreshing", () => {
 
     await query("update fragile_source set divisor = 0");
     const failed = await refreshMaterializedView(context.db.pool, "public.fragile");
-    expect(failed).toMatchObject({ status: "failed", concurrently: true, error: "division by zero" });
+    expect(failed).toMatchObject({ status: "failed", ran_concurrently: true, error: "division by zero" });
     const { rows: after } = await query(
       "select last_refreshed_at from steward.materialized_views where view = 'public.fragile'",
     );
@@ -373,6 +368,19 @@ describe("refreshing", () => {
 });
 
 describe("scheduling refreshes", () => {
+  // steward.refresh_plan walks the catalog; PostgreSQL estimates it far above jit_above_cost, and
+  // where JIT is available (PostgreSQL 15 from Debian) compiling it took 0.1 to 2 s per call,
+  // inside the invalidation drain's transaction: enqueues of its tags waited seconds.
+  it("turns JIT off in every function that reads refresh_plan", async () => {
+    const { rows } = await context.db.pool.query(`
+      select p.oid::regprocedure::text as function, coalesce('jit=off' = any (p.proconfig), false) as jit_off
+        from pg_proc p
+       where p.pronamespace = 'steward'::regnamespace and p.prosrc like '%steward.refresh_plan%'
+       order by 1`);
+    expect(rows.map((row) => row.function)).toContain("steward.schedule_refresh(regclass,interval)");
+    expect(rows.filter((row) => !row.jit_off)).toEqual([]);
+  });
+
   it("refreshes views that read other registered views after them, whatever order they were asked in", async () => {
     await query("create table chain_source (id int primary key)");
     await query("insert into chain_source select generate_series(1, 10)");
@@ -484,20 +492,30 @@ describe("scheduling refreshes", () => {
 });
 
 describe("view staleness on /metrics", () => {
-  it("reports seconds since the last good refresh of each registered view", async () => {
+  it("reports seconds since the last good refresh of each registered view, and its refresh interval", async () => {
     await createView("watched_view");
-    await query("select steward.register_materialized_view('watched_view')");
+    await query("select steward.register_materialized_view('watched_view', refresh_every => '10 minutes')");
     await query(
       "update steward.materialized_views set last_refreshed_at = now() - interval '1 hour' where view = 'public.watched_view'",
     );
-    const gauge = DATABASE_GAUGES.filter((g) => g.name === "steward_materialized_view_staleness_seconds");
-    expect(gauge).toHaveLength(1);
-    const metrics = createMetrics(context.db.pool, testLogger(), gauge);
-    const text = await metrics.registry.metrics();
-    const seconds = Number(
-      /steward_materialized_view_staleness_seconds\{view="public.watched_view"\} ([\d.]+)/.exec(text)?.[1],
+    const { rows } = await context.db.pool.query(
+      'select metric, value from steward.metrics() where labels = \'{"view": "public.watched_view"}\' order by metric',
     );
-    expect(seconds).toBeGreaterThanOrEqual(3600);
-    expect(seconds).toBeLessThan(3600 + 600);
+    expect(rows.map((row) => row.metric)).toEqual([
+      "steward_materialized_view_refresh_interval_seconds",
+      "steward_materialized_view_staleness_seconds",
+    ]);
+    expect(rows[0].value).toBe(600);
+    expect(rows[1].value).toBeGreaterThanOrEqual(3600);
+    expect(rows[1].value).toBeLessThan(3600 + 600);
+  });
+
+  it("leaves out the refresh interval of a view refreshed only on demand", async () => {
+    await createView("on_demand_view");
+    await query("select steward.register_materialized_view('on_demand_view')");
+    const { rows } = await context.db.pool.query(
+      "select metric from steward.metrics() where labels ->> 'view' = 'public.on_demand_view' order by metric",
+    );
+    expect(rows.map((row) => row.metric)).toEqual(["steward_materialized_view_staleness_seconds"]);
   });
 });

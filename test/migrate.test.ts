@@ -106,41 +106,61 @@ describe("privileges", () => {
   });
 });
 
-describe("settings", () => {
-  it("refuses an unknown setting with SQLSTATE 22023 and a hint", async () => {
-    await expect(context.db.pool.query("select steward.set_setting('no_such_thing', '1')")).rejects.toMatchObject({
-      code: "22023",
-      message: 'unknown setting "no_such_thing"',
-      hint: expect.stringContaining("steward.settings"),
-    });
+/**
+ * Columns (of tables, views, composite types), function outputs and arguments of `schema` named
+ * with an SQL keyword that must be quoted there. A column or output named with a reserved keyword
+ * (catcode R: check, user, order) or a type/function-name keyword (T: concurrently, verbose) must
+ * be quoted in every query a DBA writes: the grammar admits neither as a bare column reference.
+ * An input argument may be a T word (named notation takes it: `concurrently => false`), not an R word.
+ */
+async function namesNeedingQuotes(db: pg.Pool | pg.PoolClient, schema: string): Promise<string[]> {
+  const { rows } = await db.query<{ name: string }>(
+    `with keywords as (select word, catcode from pg_get_keywords() where catcode in ('R', 'T'))
+     select pg_describe_object('pg_class'::regclass, c.oid, a.attnum) as name
+       from pg_class c
+       join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+       join keywords k on k.word = a.attname
+      where c.relnamespace = $1::regnamespace
+     union all
+     select format('%s %s %s', p.oid::regprocedure, case when arg.mode in ('o', 't') then 'output' else 'argument' end, arg.name)
+       from pg_proc p
+      cross join lateral unnest(p.proargnames,
+                                coalesce(p.proargmodes::text[], array_fill('i'::text, array[coalesce(cardinality(p.proargnames), 0)])))
+            as arg(name, mode)
+       join keywords k on k.word = arg.name
+      where p.pronamespace = $1::regnamespace
+        and (k.catcode = 'R' or arg.mode in ('o', 't', 'b'))
+      order by 1`,
+    [schema],
+  );
+  return rows.map((row) => row.name);
+}
+
+describe("names", () => {
+  it("names no steward column, view column or function output or argument with an SQL keyword that needs quoting", async () => {
+    expect(await namesNeedingQuotes(context.db.pool, "steward")).toEqual([]);
   });
 
-  it("checks the type, changes nothing on a bad value, and audits a good one", async () => {
-    const { pool } = context.db;
-    await pool.query(
-      "insert into steward.settings (name, value, type, description) values ('test.retention', '7 days', 'interval', 'test')",
-    );
-    await expect(pool.query("select steward.set_setting('test.retention', 'soon')")).rejects.toMatchObject({
-      code: "22023",
-      message: 'setting "test.retention" takes a value of type interval, got "soon"',
-    });
-    expect((await pool.query("select steward.setting_interval('test.retention') as v")).rows[0].v).toMatchObject({
-      days: 7,
-    });
-    const client = await pool.connect();
+  it("the check finds such a column, output or argument, and lets an argument be a type/function-name keyword", async () => {
+    const client = await context.db.pool.connect();
     try {
-      await client.query("set steward.actor = 'cli:alice'");
-      const { rows } = await client.query("select steward.set_setting('test.retention', '3 days') as previous");
-      expect(rows[0].previous).toBe("7 days");
+      await client.query("begin");
+      await client.query("create schema naming_probe");
+      await client.query('create table naming_probe.t ("check" int, "concurrently" bool, fine int)');
+      await client.query('create view naming_probe.v as select 1 as "user"');
+      await client.query(
+        `create function naming_probe.f("order" int, concurrently bool) returns table ("verbose" text) language sql as 'select null::text'`,
+      );
+      expect(await namesNeedingQuotes(client, "naming_probe")).toEqual([
+        "column check of table naming_probe.t",
+        "column concurrently of table naming_probe.t",
+        "column user of view naming_probe.v",
+        "naming_probe.f(integer,boolean) argument order",
+        "naming_probe.f(integer,boolean) output verbose",
+      ]);
     } finally {
-      await client.query("reset steward.actor");
+      await client.query("rollback");
       client.release();
     }
-    const { rows: audit } = await pool.query(
-      "select actor, action, target, detail from steward.audit_log where target = 'test.retention'",
-    );
-    expect(audit).toEqual([
-      { actor: "cli:alice", action: "set_setting", target: "test.retention", detail: { from: "7 days", to: "3 days" } },
-    ]);
   });
 });

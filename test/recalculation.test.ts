@@ -529,8 +529,8 @@ describe("steward recalc", () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^started run (\d+) of cli_nowait: 2 keys in 1 batches\n$/);
     const { rows } = await pool.query(
-      "select actor, detail->>'keys' as keys from steward.audit_log where action = 'start_recalculation' and target = 'cli_nowait'",
+      "select claimed_actor, detail->>'keys' as keys from steward.audit_log where action = 'start_recalculation' and target = 'cli_nowait'",
     );
-    expect(rows).toEqual([{ actor: expect.stringMatching(/^cli:/), keys: "2" }]);
+    expect(rows).toEqual([{ claimed_actor: expect.stringMatching(/^cli:/), keys: "2" }]);
   });
 });

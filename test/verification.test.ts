@@ -9,20 +9,18 @@ import { adminUrl, runCli, testLogger, useTestDatabase, withAdmin } from "./help
 const context = useTestDatabase();
 
 interface Check {
-  check: string;
+  name: string;
   status: string;
   detail: string;
 }
 
 async function checks(): Promise<Check[]> {
-  const { rows } = await context.db.pool.query<Check>(
-    'select "check", status, detail from steward.verify_installation()',
-  );
+  const { rows } = await context.db.pool.query<Check>("select name, status, detail from steward.verify_installation()");
   return rows;
 }
 
 async function checkNamed(name: string): Promise<Check> {
-  const found = (await checks()).find((row) => row.check === name);
+  const found = (await checks()).find((row) => row.name === name);
   if (!found) throw new Error(`no check named ${name}`);
   return found;
 }
@@ -31,9 +29,9 @@ describe("verify_installation on a fresh install", () => {
   it("passes every check, warning only about what is optional or not running", async () => {
     const rows = await checks();
     expect(rows.filter((row) => row.status === "fail")).toEqual([]);
-    const warnings = rows.filter((row) => row.status === "warn").map((row) => row.check);
+    const warnings = rows.filter((row) => row.status === "warn").map((row) => row.name);
     expect(warnings.every((name) => ["workers", "pg_stat_statements"].includes(name))).toBe(true);
-    expect(rows.map((row) => row.check)).toEqual(
+    expect(rows.map((row) => row.name)).toEqual(
       expect.arrayContaining([
         "schema version",
         "public API",
@@ -44,6 +42,7 @@ describe("verify_installation on a fresh install", () => {
         "table privileges",
         "function privileges",
         "cleanup steps",
+        "metric sources",
         "recalculations",
         "workers",
         "pg_stat_statements",
@@ -58,7 +57,7 @@ describe("verify_installation on a fresh install", () => {
     expect(result.stdout).toMatch(/0 failed/);
     const json = await runCli(["verify", "--json"], { DATABASE_URL: context.db.url });
     expect(JSON.parse(json.stdout)).toEqual(
-      expect.arrayContaining([expect.objectContaining({ check: "public API", status: "ok" })]),
+      expect.arrayContaining([expect.objectContaining({ name: "public API", status: "ok" })]),
     );
   });
 });
@@ -119,6 +118,29 @@ describe("verify_installation catches a broken deploy", () => {
     } finally {
       await pool.query("drop function steward.careless()");
     }
+  });
+
+  it("fails on a metric source whose function is gone, and warns about one that raises", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create function public.doomed_metrics() returns table (metric text, kind text, help text, labels jsonb, value double precision)
+        language plpgsql as $$ begin raise exception 'no table here'; end $$;
+      insert into steward.metric_sources (name, function, description) values ('doomed', 'public.doomed_metrics()', 'test');`);
+    try {
+      expect(await checkNamed("metric sources")).toMatchObject({
+        status: "warn",
+        detail: expect.stringContaining("doomed"),
+      });
+      await pool.query("drop function public.doomed_metrics()");
+      expect(await checkNamed("metric sources")).toMatchObject({
+        status: "fail",
+        detail: expect.stringContaining("delete from steward.metric_sources where name = <source>"),
+      });
+    } finally {
+      await pool.query("delete from steward.metric_sources where name = 'doomed'");
+      await pool.query("drop function if exists public.doomed_metrics()");
+    }
+    expect(await checkNamed("metric sources")).toMatchObject({ status: "ok" });
   });
 
   it("fails when steward_client or PUBLIC can read a steward table", async () => {
@@ -225,7 +247,7 @@ describe("steward migrate", () => {
           true,
         );
         const { rows: failed } = await client.query(
-          `select "check" from steward.verify_installation() where status = 'fail'`,
+          `select name from steward.verify_installation() where status = 'fail'`,
         );
         expect(failed).toEqual([]);
       } finally {

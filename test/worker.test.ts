@@ -1,11 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import pg from "pg";
-import { createPool } from "../src/database.ts";
-import { startHealthServer } from "../src/worker/health.ts";
-import { createMetrics } from "../src/worker/metrics.ts";
 import { defineTask } from "../src/worker/task.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
-import { eventually, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
+import { eventually, startTestWorker, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 let worker: RunningWorker | undefined;
@@ -57,7 +54,7 @@ describe("the worker", () => {
       "select graphile_worker.add_job('test_later', '{}'::json, run_at => now() + interval '1 hour') from generate_series(1, 3)",
     );
     const text = await (await fetch(`http://127.0.0.1:${worker.healthPort}/metrics`)).text();
-    expect(text).toContain('steward_queue_depth{task="test_later",state="scheduled"} 3');
+    expect(text).toContain('steward_queue_depth{state="scheduled",task="test_later"} 3');
   });
 
   it("lets a running job finish when stopped", async () => {
@@ -71,6 +68,38 @@ describe("the worker", () => {
     expect(await jobRow(context.db.pool, id)).toBeUndefined();
   });
 
+  it("hands back the jobs it locked ahead when stopped, with their attempt returned, and runs none of them", async () => {
+    const { pool } = context.db;
+    // Queued before the start, so the worker's first fetch locks all six: one runs, five wait.
+    const { rows } = await pool.query(
+      `select array_agg(j.id::text) as ids
+         from generate_series(1, 6) as n, graphile_worker.add_job('test_sleep', json_build_object('ms', 1500, 'n', n)) j`,
+    );
+    const ids: string[] = rows[0].ids;
+    worker = await startTestWorker(context.db, { tasks: [echo], config: { concurrency: 1 } });
+    const running = await eventually(async () => ids.find((id) => started.has(id)), { what: "one job to start" });
+    const { rows: locked } = await pool.query(
+      "select count(*)::int as n from graphile_worker.jobs where id = any($1) and locked_at is not null",
+      [ids],
+    );
+    expect(locked[0].n).toBe(6);
+
+    await worker.stop("test");
+    expect(released.has(running)).toBe(true);
+    const { rows: left } = await pool.query(
+      "select j.id::text as id, j.attempts, j.locked_at, j.last_error from graphile_worker.jobs j where j.id = any($1) order by j.id",
+      [ids],
+    );
+    expect(left).toEqual(
+      ids
+        .filter((id) => id !== running)
+        .sort((a, b) => Number(a) - Number(b))
+        .map((id) => ({ id, attempts: 0, locked_at: null, last_error: null })),
+    );
+    expect(ids.filter((id) => started.has(id))).toEqual([running]);
+    await pool.query("delete from graphile_worker._private_jobs where id = any($1)", [ids]);
+  });
+
   it("releases a job that outlives the shutdown timeout, for another worker to retry", async () => {
     worker = await startTestWorker(context.db, { tasks: [echo], config: { shutdownTimeoutMs: 500 } });
     const id = await addJob(context.db.pool, { ms: 20_000 });
@@ -81,64 +110,5 @@ describe("the worker", () => {
     const row = await jobRow(context.db.pool, id);
     expect(row).toMatchObject({ locked_at: null, attempts: 1 });
     expect(row.last_error).toMatch(/shutdown/i);
-  });
-});
-
-describe("the health server", () => {
-  it("answers /healthz and /readyz with every check ok", async () => {
-    worker = await startTestWorker(context.db, { tasks: [echo], health: true });
-    const base = `http://127.0.0.1:${worker.healthPort}`;
-    expect((await fetch(`${base}/healthz`)).status).toBe(200);
-    const ready = await fetch(`${base}/readyz`);
-    expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({
-      status: "ok",
-      timestamp: expect.any(String),
-      checks: { database: { status: "ok" }, migrations: { status: "ok" }, worker: { status: "ok" } },
-    });
-    expect((await fetch(`${base}/nope`)).status).toBe(404);
-  });
-
-  it("is not ready when migrations are behind, naming the fix", async () => {
-    worker = await startTestWorker(context.db, { tasks: [echo], health: true });
-    const { pool } = context.db;
-    const { rows } = await pool.query(
-      "delete from graphile_migrate.migrations where filename = (select max(filename) from graphile_migrate.migrations) returning *",
-    );
-    try {
-      const response = await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`);
-      expect(response.status).toBe(503);
-      const body = await response.json();
-      expect(body.checks.migrations).toMatchObject({
-        status: "fail",
-        error: expect.stringContaining("steward migrate"),
-      });
-      expect(body.checks.database.status).toBe("ok");
-    } finally {
-      await pool.query(
-        "insert into graphile_migrate.migrations (filename, hash, previous_hash, date) values ($1, $2, $3, $4)",
-        [rows[0].filename, rows[0].hash, rows[0].previous_hash, rows[0].date],
-      );
-    }
-  });
-
-  it("is not ready when the database does not answer", async () => {
-    const pool = createPool("postgres://nobody:x@127.0.0.1:1/none");
-    const server = await startHealthServer({
-      port: 0,
-      host: "127.0.0.1",
-      pool,
-      metrics: createMetrics(pool, testLogger(), []),
-      logger: testLogger(),
-      isRunning: () => true,
-    });
-    try {
-      const response = await fetch(`http://127.0.0.1:${server.port}/readyz`);
-      expect(response.status).toBe(503);
-      expect((await response.json()).checks.database.status).toBe("fail");
-    } finally {
-      await server.close();
-      await pool.end();
-    }
   });
 });

@@ -1,35 +1,48 @@
---! Previous: sha1:c0562edad374cf7adca6b63ad4be59560ecd96ab
---! Hash: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
+--! Previous: sha1:f54b74b1a2a4d2c0838bed62e725d570caa5f9cc
+--! Hash: sha1:0a99acf293b9db424ef7481ebee005a8e6b57dfb
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its
 -- final failure (a trigger on graphile-worker's job table), as does a job whose task threw a
 -- permanent error; replay, purge and a keyset listing; the cleanup of replayed letters.
 
--- The trigger below reads graphile-worker's private tables, which its authors may change in a
--- minor release. It was written for schema versions 18 (0.16) and 19 (0.17): refuse anything else.
-do $$
+-- The triggers pg-steward puts on graphile-worker's private tables (dead letters here, the named-
+-- queue wake-up in 000003) depend on tables its authors may change in a minor release. They were
+-- written for schema versions 18 (0.16), 19 (0.17) and 20 (0.18, whose migration 000020 replaces
+-- add_job and add_jobs but keeps how a running job is superseded): refuse anything else, here and
+-- whenever steward migrate installs them again.
+create function steward.check_graphile_worker_schema()
+returns integer
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   version integer;
 begin
   if pg_catalog.to_regclass('graphile_worker.migrations') is null then
-    raise exception 'graphile-worker''s schema is not installed, and pg-steward''s dead-letter trigger sits on its job table'
+    raise exception 'graphile-worker''s schema is not installed, and pg-steward''s triggers sit on its tables'
       using errcode = 'P0001',
             hint = 'Run `steward migrate`, which installs graphile-worker''s schema before these migrations.';
   end if;
   select max(m.id) into version from graphile_worker.migrations m;
-  if version is null or version not in (18, 19) then
-    raise exception 'pg-steward''s dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version %', version
+  if version is null or version not in (18, 19, 20) then
+    raise exception 'pg-steward''s triggers on graphile-worker''s tables were written for graphile-worker schema versions 18 to 20 (graphile-worker 0.16 to 0.18); this database has version %', version
       using errcode = 'P0001',
             hint = 'Install the graphile-worker version pg-steward depends on (steward migrate does), or upgrade pg-steward to a release written for this graphile-worker.';
   end if;
+  return version;
 end
 $$;
+comment on function steward.check_graphile_worker_schema() is
+  'Returns the graphile-worker schema version, or raises when it is missing or one pg-steward''s triggers on graphile-worker''s private tables (dead letters, named-queue wake-up) were not written for.';
+
+select steward.check_graphile_worker_schema();
 
 -- Dead letters -----------------------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('dead_letters.replayed_retention', '30 days', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('dead_letters.replayed_retention', '30 days', 'interval', '1 hour', '3650 days',
    'How long cleanup keeps a dead letter after it was replayed. Dead letters never replayed are kept until purged by hand (steward dlq purge).')
 on conflict (name) do nothing;
 
@@ -147,19 +160,12 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-  version integer;
 begin
   if exists (select from pg_catalog.pg_trigger t
               where t.tgrelid = 'graphile_worker._private_jobs'::regclass and t.tgname = '_steward_dead_letters') then
     return false;
   end if;
-  select max(m.id) into version from graphile_worker.migrations m;
-  if version is null or version not in (18, 19) then
-    raise exception 'pg-steward''s dead-letter trigger was written for graphile-worker schema versions 18 and 19 (graphile-worker 0.16 and 0.17); this database has version %', version
-      using errcode = 'P0001',
-            hint = 'Install the graphile-worker version pg-steward depends on (steward migrate does), or upgrade pg-steward to a release written for this graphile-worker.';
-  end if;
+  perform steward.check_graphile_worker_schema();
   -- The common paths cost a WHEN test: success deletes the row (no UPDATE), a lock or an
   -- ordinary failure leaves attempts below max_attempts.
   create trigger _steward_dead_letters
@@ -180,23 +186,92 @@ comment on function steward.install_dead_letter_trigger() is
 
 select steward.install_dead_letter_trigger();
 
+create function steward.move_failed_jobs()
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  moved bigint;
+begin
+  -- A permanent error's mark (left while the trigger was off) keeps its error and real attempts.
+  with moved as (
+    delete from graphile_worker._private_jobs j
+     where j.locked_at is null and j.attempts >= j.max_attempts
+    returning j.*
+  ), marks as (
+    delete from steward.job_marks m using moved where m.job_id = moved.id returning m.*
+  )
+  insert into steward.dead_letters
+    (source, task_identifier, payload, queue_name, attempts, max_attempts, last_error, original_id,
+     is_permanent, job_key, priority, flags, enqueued_at)
+  select 'job', t.identifier, moved.payload::jsonb, q.queue_name, moved.attempts,
+         coalesce(marks.max_attempts, moved.max_attempts), coalesce(marks.error, moved.last_error), moved.id,
+         coalesce(marks.reason = 'permanent', false), moved.key, moved.priority,
+         (select pg_catalog.array_agg(f order by f) from pg_catalog.jsonb_object_keys(moved.flags) f),
+         moved.created_at
+    from moved
+    join graphile_worker._private_tasks t on t.id = moved.task_id
+    left join graphile_worker._private_job_queues q on q.id = moved.job_queue_id
+    left join marks on marks.job_id = moved.id
+   order by moved.id;
+  get diagnostics moved = row_count;
+  return moved;
+end
+$$;
+comment on function steward.move_failed_jobs() is
+  'Moves the jobs that failed for good while no dead-letter trigger was there to see it (before pg-steward was installed, or while it was switched off) from graphile-worker''s table into steward.dead_letters; returns how many.';
+
 -- Jobs that already failed for good before this migration move too.
-with moved as (
-  delete from graphile_worker._private_jobs j
-   where j.locked_at is null and j.attempts >= j.max_attempts
-  returning j.*
-)
-insert into steward.dead_letters
-  (source, task_identifier, payload, queue_name, attempts, max_attempts, last_error, original_id,
-   job_key, priority, flags, enqueued_at)
-select 'job', t.identifier, moved.payload::jsonb, q.queue_name, moved.attempts, moved.max_attempts,
-       moved.last_error, moved.id, moved.key, moved.priority,
-       (select pg_catalog.array_agg(f order by f) from pg_catalog.jsonb_object_keys(moved.flags) f),
-       moved.created_at
-  from moved
-  join graphile_worker._private_tasks t on t.id = moved.task_id
-  left join graphile_worker._private_job_queues q on q.id = moved.job_queue_id
- order by moved.id;
+select steward.move_failed_jobs();
+
+-- The switch ----------------------------------------------------------------------------------------
+
+create function steward.disable_dead_letters()
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  was_enabled boolean;
+begin
+  select t.tgenabled <> 'D' into was_enabled
+    from pg_catalog.pg_trigger t
+   where t.tgrelid = 'graphile_worker._private_jobs'::regclass and t.tgname = '_steward_dead_letters';
+  if not found then
+    raise exception 'the dead-letter trigger is not installed' using errcode = 'P0002',
+      hint = 'steward migrate installs it; select steward.enable_dead_letters() does too.';
+  end if;
+  alter table graphile_worker._private_jobs disable trigger _steward_dead_letters;
+  perform steward.audit('disable_dead_letters', 'graphile_worker._private_jobs',
+    pg_catalog.jsonb_build_object('was_enabled', was_enabled));
+  return was_enabled;
+end
+$$;
+comment on function steward.disable_dead_letters() is
+  'Switches the dead-letter trigger off without uninstalling: jobs that fail for good stay in graphile-worker''s table, as without pg-steward, until enable_dead_letters. Returns whether it was on; audited. Needs the owner of graphile-worker''s tables.';
+
+create function steward.enable_dead_letters()
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  moved bigint;
+begin
+  perform steward.install_dead_letter_trigger();
+  alter table graphile_worker._private_jobs enable trigger _steward_dead_letters;
+  moved := steward.move_failed_jobs();
+  perform steward.audit('enable_dead_letters', 'graphile_worker._private_jobs',
+    pg_catalog.jsonb_build_object('moved', moved));
+  return moved;
+end
+$$;
+comment on function steward.enable_dead_letters() is
+  'Switches the dead-letter trigger on again (installing it if missing) and moves the jobs that failed for good while it was off into steward.dead_letters; returns how many it moved. Audited.';
 
 create function steward.fail_job_permanently(job_id bigint, pool_id text, error text)
 returns boolean
@@ -373,6 +448,106 @@ on conflict (name) do update set function = excluded.function, target = excluded
 
 insert into steward.cleanup_steps (name, function, description) values
   ('job_marks', 'steward.cleanup_job_marks(integer)', 'marks of jobs that no longer exist')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+-- Job states ------------------------------------------------------------------------------------
+-- What state a graphile-worker job is in, defined once: /metrics (queue depth), steward.status(),
+-- sql/queue-health.sql and `steward run --wait` all read it from here.
+
+-- A function rather than a view: a view on graphile_worker.jobs would be a dependency that stops
+-- a graphile-worker upgrade from re-creating its view (graphile-worker #388); a function body is
+-- not. It is plain SQL without SET clauses so the planner inlines it: `where id = …` or
+-- `where task_identifier = …` on it uses graphile-worker's indexes.
+create function steward.job_states()
+returns table (
+  id bigint, task_identifier text, queue_name text, state text, priority smallint, run_at timestamptz,
+  attempts smallint, max_attempts smallint, last_error text, key text, locked_at timestamptz,
+  locked_by text, created_at timestamptz
+)
+language sql
+stable
+as $$
+  select j.id, j.task_identifier, j.queue_name,
+         case when j.locked_at is not null then 'running'
+              when j.attempts >= j.max_attempts then 'failed'
+              when j.run_at > pg_catalog.now() and j.attempts > 0 then 'retrying'
+              when j.run_at > pg_catalog.now() then 'scheduled'
+              else 'ready' end,
+         j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, j.key, j.locked_at,
+         j.locked_by, j.created_at
+    from graphile_worker.jobs j
+$$;
+comment on function steward.job_states() is
+  'Every job of graphile-worker''s queue with its state: running (locked by a worker), ready (due; a retry that is due again included), scheduled (run_at in the future, never attempted), retrying (failed, waiting for its next attempt), failed (out of attempts and not running: it will never run again; normally such a job is already a dead letter). The one definition of job state.';
+
+create function steward.job_outcome(job_id bigint)
+returns table (state text, attempts integer, max_attempts integer, last_error text, is_running boolean,
+               dead_letter_id bigint)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  -- One statement, so a job moving from graphile-worker's table to the dead letters is seen in
+  -- one of them.
+  select coalesce(found.state, 'completed'), found.attempts, found.max_attempts, found.last_error,
+         coalesce(found.is_running, false), found.dead_letter_id
+    from (select 1) as one
+    left join lateral (
+      select case when j.state = 'failed' then 'failed' else 'pending' end as state, j.attempts::integer as attempts,
+             j.max_attempts::integer as max_attempts, j.last_error, j.state = 'running' as is_running,
+             null::bigint as dead_letter_id
+        from steward.job_states() j
+       where j.id = job_id
+      union all
+      select 'failed', d.attempts, d.max_attempts, d.last_error, false, d.id
+        from steward.dead_letters d
+       where d.source = 'job' and d.original_id = job_id
+      limit 1
+    ) as found on true;
+$$;
+comment on function steward.job_outcome(bigint) is
+  'Where a job stands: pending (queued, running or waiting for a retry), failed (a dead letter, whose id is given, or out of attempts in graphile-worker''s table), or completed (gone from both: graphile-worker deletes a job when it succeeds). For `steward run --wait` and applications waiting for a job.';
+
+-- Dead letters: one, and on /metrics --------------------------------------------------------------
+
+create function steward.dead_letter(id bigint)
+returns setof steward.dead_letters
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select d.* from steward.dead_letters d where d.id = dead_letter.id
+$$;
+comment on function steward.dead_letter(bigint) is
+  'One dead letter with everything kept about it (none when the id is unknown): `steward dlq show`.';
+
+create function steward.dead_letter_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_dead_letters', 'gauge',
+         'Dead letters not yet replayed, by source (job, invalidation) and task.',
+         pg_catalog.jsonb_build_object('source', d.source, 'task', coalesce(d.task_identifier, '')),
+         pg_catalog.count(*)::float8
+    from steward.dead_letters d
+   where d.replayed_at is null
+   group by d.source, d.task_identifier
+  union all
+  select 'steward_dead_letters_last_failed_timestamp_seconds', 'gauge',
+         'When the newest dead letter not yet replayed failed (Unix time), by source and task: an alert compares it with time() to tell that dead letters keep arriving.',
+         pg_catalog.jsonb_build_object('source', d.source, 'task', coalesce(d.task_identifier, '')),
+         extract(epoch from pg_catalog.max(d.failed_at))::float8
+    from steward.dead_letters d
+   where d.replayed_at is null
+   group by d.source, d.task_identifier
+$$;
+comment on function steward.dead_letter_metrics() is
+  'Metric source of the dead-letter queue: steward_dead_letters{source,task} and steward_dead_letters_last_failed_timestamp_seconds{source,task}.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('dead_letters', 'steward.dead_letter_metrics()', 'dead letters not replayed, and when the newest failed')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;

@@ -1,13 +1,13 @@
---! Previous: sha1:28ea93c2acc9bb3bb7ea49d2954ca5a087701f60
---! Hash: sha1:429a9315433be0b46a880402c8773a926d113bb5
+--! Previous: sha1:0a99acf293b9db424ef7481ebee005a8e6b57dfb
+--! Hash: sha1:b17b69c45802b8b0d7c0d0793cb2fc1f50721bff
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,
 -- and a pool whose heartbeat goes stale is presumed dead: its jobs are unlocked within seconds
 -- for another worker, instead of after graphile-worker's 4-hour stale-lock sweep.
 
-insert into steward.settings (name, value, type, description) values
-  ('workers.heartbeat_timeout', '60 seconds', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('workers.heartbeat_timeout', '60 seconds', 'interval', '1 second', '1 day',
    'A worker whose last heartbeat is older than this is presumed dead: its locked jobs are unlocked so another worker runs them. Workers beat every sixth of it. Keep it well above the longest event-loop stall of a worker.')
 on conflict (name) do nothing;
 
@@ -100,6 +100,83 @@ end
 $$;
 comment on function steward.unregister_worker(text) is
   'A worker pool stopping cleanly: unlocks any job it still holds (normally none) and removes its heartbeat row. Returns how many jobs it unlocked.';
+
+create view steward.worker_status as
+select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,
+       w.heartbeat_at >= pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout') as is_alive
+  from steward.workers w;
+comment on view steward.worker_status is
+  'Worker pools with a heartbeat row and whether each is alive (its last heartbeat is within workers.heartbeat_timeout; a stale one is about to be released by the next sweep). The one definition of a live worker.';
+
+create function steward.worker_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  -- Both states always, 0 when none: "no live worker" is a value, not a missing series.
+  select 'steward_workers', 'gauge',
+         'Steward worker pools with a heartbeat row, by state (alive; stale: past workers.heartbeat_timeout, about to be released).',
+         pg_catalog.jsonb_build_object('state', s.state),
+         (select pg_catalog.count(*) from steward.worker_status w
+           where w.is_alive = (s.state = 'alive'))::float8
+    from (values ('alive'), ('stale')) as s(state)
+$$;
+comment on function steward.worker_metrics() is
+  'Metric source of worker heartbeats: steward_workers{state} (alive, stale), both always present.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('workers', 'steward.worker_metrics()', 'worker pools alive and stale, from their heartbeats')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+-- Named queues: wake the workers when one is free again -----------------------------------------
+
+-- With the local queue (the worker's default), a worker fetches jobs in batches, at most one per
+-- named queue, and fetches again only when its batch is used up, when graphile-worker announces
+-- new jobs, or at its next poll (2 s). A named queue's next job becomes available when the one
+-- before it completes, which announces nothing: a queue of 50 jobs on an otherwise idle worker
+-- took 50 polls. Announcing the unlock on graphile-worker's own channel makes every worker fetch
+-- now, as it does for a new job.
+create function steward.announce_unlocked_queue()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- One notification per transaction whatever the number of queues: identical ones are merged.
+  perform pg_catalog.pg_notify('jobs:insert', '{"count":1}');
+  return null;
+end
+$$;
+comment on function steward.announce_unlocked_queue() is
+  'Trigger on graphile_worker._private_job_queues: when a named queue is unlocked (its job completed, failed, was handed back or released), announces it on graphile-worker''s jobs:insert channel so idle workers fetch its next job now instead of at their next poll.';
+
+create function steward.install_queue_wakeup_trigger()
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if exists (select from pg_catalog.pg_trigger t
+              where t.tgrelid = 'graphile_worker._private_job_queues'::regclass and t.tgname = '_steward_queue_wakeup') then
+    return false;
+  end if;
+  perform steward.check_graphile_worker_schema();
+  create trigger _steward_queue_wakeup
+    after update of locked_by on graphile_worker._private_job_queues
+    for each row
+    when (old.locked_by is not null and new.locked_by is null)
+    execute function steward.announce_unlocked_queue();
+  comment on trigger _steward_queue_wakeup on graphile_worker._private_job_queues is
+    'pg-steward: announces an unlocked named queue on jobs:insert (steward.announce_unlocked_queue).';
+  return true;
+end
+$$;
+comment on function steward.install_queue_wakeup_trigger() is
+  'Installs the named-queue wake-up trigger on graphile_worker._private_job_queues unless it is there; true when it installed it. steward migrate calls it on every run, like install_dead_letter_trigger. Refuses a graphile-worker schema version it was not written for.';
+
+select steward.install_queue_wakeup_trigger();
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,12 +1,12 @@
---! Previous: sha1:429a9315433be0b46a880402c8773a926d113bb5
---! Hash: sha1:a648ab858cea529503a4e33a58a28d010f74911d
+--! Previous: sha1:b17b69c45802b8b0d7c0d0793cb2fc1f50721bff
+--! Hash: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their
 -- durations as a histogram, kept by the workers in batches (not one row per job).
 
-insert into steward.settings (name, value, type, description) values
-  ('job_stats.retention', '400 days', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('job_stats.retention', '400 days', 'interval', '1 day', '3650 days',
    'How long cleanup keeps the per-day job statistics (steward.job_stats).')
 on conflict (name) do nothing;
 
@@ -100,6 +100,28 @@ comment on function steward.cleanup_job_stats(integer) is
 
 insert into steward.cleanup_steps (name, function, description) values
   ('job_stats', 'steward.cleanup_job_stats(integer)', 'job statistics past job_stats.retention')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+-- The queue on /metrics ---------------------------------------------------------------------------
+
+create function steward.queue_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_queue_depth', 'gauge',
+         'Jobs in graphile-worker''s queue by task and state (steward.job_states(): ready, scheduled, running, retrying, failed).',
+         pg_catalog.jsonb_build_object('task', j.task_identifier, 'state', j.state),
+         pg_catalog.count(*)::float8
+    from steward.job_states() j
+   group by j.task_identifier, j.state
+$$;
+comment on function steward.queue_metrics() is
+  'Metric source of the job queue: steward_queue_depth{task,state}, states as steward.job_states() defines them.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('queue', 'steward.queue_metrics()', 'jobs in graphile-worker''s queue by task and state')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:a648ab858cea529503a4e33a58a28d010f74911d
---! Hash: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
+--! Previous: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
+--! Hash: sha1:48bf228be329ee4558d0ad06c350f2ff691e8cae
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

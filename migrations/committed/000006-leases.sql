@@ -1,5 +1,5 @@
---! Previous: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
---! Hash: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
+--! Previous: sha1:48bf228be329ee4558d0ad06c350f2ff691e8cae
+--! Hash: sha1:71986a00649824059e32051070bcbe0a04f691be
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
---! Hash: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
+--! Previous: sha1:71986a00649824059e32051070bcbe0a04f691be
+--! Hash: sha1:f0d2c00edd4866fa01e3a81e3a49aa82c178b482
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their
@@ -273,8 +273,8 @@ $$;
 comment on function steward.circuit_reset(text) is
   'Closes a circuit by hand and forgets its failures; returns the state it was in. Audited.';
 
-insert into steward.settings (name, value, type, description) values
-  ('circuits.state_retention', '7 days', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('circuits.state_retention', '7 days', 'interval', '0 seconds', '3650 days',
    'How long cleanup keeps the state of a closed circuit with no failures (its last error) after its last change.')
 on conflict (name) do nothing;
 

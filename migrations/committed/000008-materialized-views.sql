@@ -1,5 +1,5 @@
---! Previous: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
---! Hash: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
+--! Previous: sha1:f0d2c00edd4866fa01e3a81e3a49aa82c178b482
+--! Hash: sha1:b1c2b06aec160cafc1a86a2e59757013534a224b
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,
@@ -8,27 +8,27 @@
 
 -- Settings -------------------------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('maintenance.refresh_lock_wait', '10 seconds', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('maintenance.refresh_lock_wait', '10 seconds', 'interval', '0 seconds', '1 hour',
    'How long a refresh waits for another refresh of the same view to end before it is recorded as skipped (0: does not wait).'),
-  ('maintenance.refresh_lock_timeout', '5 seconds', 'interval',
+  ('maintenance.refresh_lock_timeout', '5 seconds', 'interval', '1 millisecond', '1 hour',
    'lock_timeout of a refresh: how long it waits for a table lock. A plain refresh queued behind a long reader would hold up every later reader, so keep it short.'),
-  ('maintenance.refresh_statement_timeout', '30 minutes', 'interval',
+  ('maintenance.refresh_statement_timeout', '30 minutes', 'interval', '1 millisecond', '7 days',
    'statement_timeout of a refresh: a refresh that runs longer fails (logged) and is retried.'),
-  ('maintenance.refresh_max_attempts', '5', 'integer',
+  ('maintenance.refresh_max_attempts', '5', 'integer', '1', '1000',
    'Attempts of a refresh job enqueued by schedule_refresh before it fails for good.'),
-  ('maintenance.refresh_log_retention', '30 days', 'interval',
+  ('maintenance.refresh_log_retention', '30 days', 'interval', '1 hour', '3650 days',
    'How long rows of steward.refresh_log are kept (removed by the cleanup task).')
 on conflict (name) do nothing;
 
 -- Materialized views: registry and log ---------------------------------------------------------
--- CONCURRENTLY is a reserved word, so the SPEC's column name is quoted here; select it qualified
--- (l.concurrently) or quoted ("concurrently").
+-- No column is named with an SQL keyword a DBA would have to quote (CONCURRENTLY is one): the
+-- registry says refresh_concurrently, the log ran_concurrently.
 
 create table steward.materialized_views (
   view              text primary key,
   refresh_every     interval check (refresh_every > interval '0'),
-  "concurrently"    boolean not null default true,
+  refresh_concurrently boolean not null default true,
   debounce          interval not null default '30 seconds' check (debounce >= interval '0'),
   registered_at     timestamptz not null default pg_catalog.now(),
   last_enqueued_at  timestamptz,
@@ -39,7 +39,7 @@ comment on table steward.materialized_views is
   'Materialized views pg-steward refreshes, by schema-qualified name (so a registration survives the drop and re-create of its view, as in graphile-migrate watch). Change with steward.register_materialized_view / unregister_materialized_view.';
 comment on column steward.materialized_views.view is 'Schema-qualified name, quoted where needed (format(''%I.%I'')).';
 comment on column steward.materialized_views.refresh_every is 'schedule_refreshes enqueues a refresh when this long has passed since the last one started or was enqueued; null: only on demand (schedule_refresh, steward run).';
-comment on column steward.materialized_views."concurrently" is 'Refresh with REFRESH ... CONCURRENTLY (readers never wait) once the view is populated.';
+comment on column steward.materialized_views.refresh_concurrently is 'Refresh with REFRESH ... CONCURRENTLY (readers never wait) once the view is populated.';
 comment on column steward.materialized_views.debounce is 'Refreshes of the view start at least this far apart; requests in between join the pending one.';
 comment on column steward.materialized_views.last_started_at is 'When the last refresh that ran (ok or failed) took the view''s lock.';
 comment on column steward.materialized_views.last_refreshed_at is 'When the last successful refresh started: the view''s data is at least this fresh.';
@@ -51,7 +51,7 @@ create table steward.refresh_log (
   finished_at  timestamptz not null,
   duration_ms  double precision not null,
   waited_ms    double precision not null default 0,
-  "concurrently" boolean,
+  ran_concurrently boolean,
   status       text not null check (status in ('ok', 'failed', 'skipped')),
   error        text
 );
@@ -61,7 +61,7 @@ comment on table steward.refresh_log is
   'One row per refresh attempt: ok, failed (error says why) or skipped (another refresh of the view was running).';
 comment on column steward.refresh_log.duration_ms is 'From started_at to finished_at, including waited_ms.';
 comment on column steward.refresh_log.waited_ms is 'Time spent waiting for another refresh of the same view to end.';
-comment on column steward.refresh_log."concurrently" is 'Whether REFRESH ... CONCURRENTLY was used (null when skipped).';
+comment on column steward.refresh_log.ran_concurrently is 'Whether REFRESH ... CONCURRENTLY was used (null when skipped).';
 
 -- The key of the advisory lock a refresh of `view` holds; a DBA's own script can take the same
 -- lock to keep out of the way: select pg_advisory_lock(steward.refresh_lock_key('public.x')).
@@ -269,12 +269,12 @@ begin
     end if;
   end if;
 
-  insert into steward.materialized_views as m (view, refresh_every, "concurrently", debounce)
+  insert into steward.materialized_views as m (view, refresh_every, refresh_concurrently, debounce)
   values (view_name, register_materialized_view.refresh_every, register_materialized_view.concurrently,
           register_materialized_view.debounce)
   on conflict on constraint materialized_views_pkey do update
      set refresh_every = excluded.refresh_every,
-         "concurrently" = excluded.concurrently,
+         refresh_concurrently = excluded.refresh_concurrently,
          debounce = excluded.debounce
   returning * into registration;
   perform steward.audit('register_materialized_view', view_name, pg_catalog.jsonb_build_object(
@@ -403,7 +403,7 @@ begin
     perform pg_catalog.set_config('lock_timeout',
       (extract(epoch from steward.setting_interval('maintenance.refresh_lock_timeout')) * 1000)::bigint::text, true);
     -- CONCURRENTLY cannot fill an unpopulated view: the first refresh of one is plain.
-    select registration.concurrently and c.relispopulated into use_concurrently
+    select registration.refresh_concurrently and c.relispopulated into use_concurrently
       from pg_catalog.pg_class c where c.oid = target;
     begin
       if use_concurrently then
@@ -418,7 +418,7 @@ begin
   end if;
   perform pg_catalog.set_config('lock_timeout', previous_lock_timeout, true);
 
-  insert into steward.refresh_log (view, started_at, finished_at, duration_ms, waited_ms, "concurrently", status, error)
+  insert into steward.refresh_log (view, started_at, finished_at, duration_ms, waited_ms, ran_concurrently, status, error)
   values (view_name, began, pg_catalog.clock_timestamp(),
           extract(epoch from pg_catalog.clock_timestamp() - began) * 1000,
           extract(epoch from locked_at - began) * 1000,
@@ -438,11 +438,16 @@ $$;
 comment on function steward.refresh_materialized_view(regclass) is
   'Refreshes a registered view now: waits up to maintenance.refresh_lock_wait for another refresh of it to end (else logs skipped), refreshes concurrently when registered so and populated, plainly otherwise, and logs the attempt in refresh_log; a failed refresh is logged and returned (status failed), not raised. Set statement_timeout before calling (the task sets maintenance.refresh_statement_timeout).';
 
+-- Both functions below read steward.refresh_plan, whose recursive walk of the catalog PostgreSQL
+-- estimates far above jit_above_cost: with JIT available (PostgreSQL 15 from Debian, most hosted
+-- servers) each call compiled for 0.1 to 2 s instead of running in 5 ms, inside the invalidation
+-- drain's transaction, holding up every enqueue of the tags it had locked.
 create function steward.schedule_refresh(target regclass, run_after interval default '0 seconds')
 returns bigint
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
+set jit = off
 as $$
 declare
   view_name text := steward.materialized_view_name(target);
@@ -486,6 +491,7 @@ returns table (view text, job_id bigint, run_at timestamptz)
 language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
+set jit = off
 as $$
 declare
   due record;
@@ -521,7 +527,7 @@ create view steward.materialized_view_status as
 select m.view,
        pg_catalog.to_regclass(m.view) is not null as is_present,
        c.relispopulated as is_populated,
-       m.concurrently,
+       m.refresh_concurrently,
        m.refresh_every,
        m.debounce,
        steward.concurrent_refresh_index(c.oid) as refresh_index,
@@ -544,6 +550,30 @@ insert into steward.cleanup_steps (name, target, time_column, retention_setting,
 on conflict (name) do update set function = excluded.function, target = excluded.target,
   time_column = excluded.time_column, retention_setting = excluded.retention_setting,
   description = excluded.description;
+
+create function steward.materialized_view_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_materialized_view_staleness_seconds', 'gauge',
+         'Seconds since the last successful refresh of each registered materialized view began (since its registration when it has none): its data is at most this old.',
+         pg_catalog.jsonb_build_object('view', s.view), extract(epoch from s.staleness)::float8
+    from steward.materialized_view_status s
+  union all
+  select 'steward_materialized_view_refresh_interval_seconds', 'gauge',
+         'The refresh_every of each registered view that has one (views refreshed only on demand have no series): alert when staleness passes twice this.',
+         pg_catalog.jsonb_build_object('view', s.view), extract(epoch from s.refresh_every)::float8
+    from steward.materialized_view_status s
+   where s.refresh_every is not null
+$$;
+comment on function steward.materialized_view_metrics() is
+  'Metric source of materialized views: steward_materialized_view_staleness_seconds{view} and steward_materialized_view_refresh_interval_seconds{view}, so "staler than twice its interval" is one comparison.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('materialized_views', 'steward.materialized_view_metrics()', 'staleness and refresh interval of each registered view')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

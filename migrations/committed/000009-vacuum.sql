@@ -1,5 +1,5 @@
---! Previous: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
---! Hash: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
+--! Previous: sha1:b1c2b06aec160cafc1a86a2e59757013534a224b
+--! Hash: sha1:eb3f85f8c7aa0b0f4b0bddc3ff93c9bf02a91d5f
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and
@@ -8,20 +8,20 @@
 
 -- Settings -------------------------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('maintenance.vacuum_min_dead_tuples', '10000', 'integer',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('maintenance.vacuum_min_dead_tuples', '10000', 'integer', '1', '2147483647',
    'vacuum_tables picks a table with at least this many dead tuples (pg_stat_user_tables.n_dead_tup)...'),
-  ('maintenance.vacuum_min_dead_ratio', '0.1', 'numeric',
+  ('maintenance.vacuum_min_dead_ratio', '0.1', 'numeric', '0', '1',
    '...that also make up at least this fraction of its rows (live + dead). Queue tables (schemas steward and graphile_worker) need the count only.'),
-  ('maintenance.vacuum_time_budget', '1 hour', 'interval',
+  ('maintenance.vacuum_time_budget', '1 hour', 'interval', '0 seconds', '7 days',
    'A vacuum_tables run starts no new table after this long; the rest wait for the next run.'),
-  ('maintenance.vacuum_statement_timeout', '2 hours', 'interval',
+  ('maintenance.vacuum_statement_timeout', '2 hours', 'interval', '1 millisecond', '7 days',
    'statement_timeout of one VACUUM.'),
-  ('maintenance.vacuum_buffer_usage_limit', '', 'text',
+  ('maintenance.vacuum_buffer_usage_limit', '', 'size', '128kB', '16GB',
    'BUFFER_USAGE_LIMIT of VACUUM (e.g. 16MB) on PostgreSQL 16 and later; empty: the server''s vacuum_buffer_usage_limit. Ignored before 16.'),
-  ('maintenance.lock_timeout', '5 seconds', 'interval',
+  ('maintenance.lock_timeout', '5 seconds', 'interval', '1 millisecond', '1 hour',
    'lock_timeout of VACUUM and of each cleanup batch.'),
-  ('maintenance.log_retention', '30 days', 'interval',
+  ('maintenance.log_retention', '30 days', 'interval', '1 hour', '3650 days',
    'How long rows of steward.maintenance_log are kept.')
 on conflict (name) do nothing;
 
@@ -83,7 +83,9 @@ as $$
   select 'ANALYZE, SKIP_LOCKED'
     || case when pg_catalog.current_setting('server_version_num')::integer >= 160000
              and steward.setting('maintenance.vacuum_buffer_usage_limit') <> ''
-            then pg_catalog.format(', BUFFER_USAGE_LIMIT %L', steward.setting('maintenance.vacuum_buffer_usage_limit'))
+            -- In kB: VACUUM reads memory units case-sensitively (16MB), pg_size_bytes does not (16mb).
+            then pg_catalog.format(', BUFFER_USAGE_LIMIT ''%skB''',
+                   pg_catalog.pg_size_bytes(steward.setting('maintenance.vacuum_buffer_usage_limit')) / 1024)
             else '' end
 $$;
 comment on function steward.vacuum_options() is

@@ -1,5 +1,5 @@
---! Previous: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
---! Hash: sha1:da10e561466c599e62479ff8efab3edee1604eaa
+--! Previous: sha1:eb3f85f8c7aa0b0f4b0bddc3ff93c9bf02a91d5f
+--! Hash: sha1:c2015bea9671bc57d5a4eb7f2367fc81f1ae1dc9
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each
@@ -8,12 +8,12 @@
 
 -- Settings -------------------------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('maintenance.cleanup_batch_size', '1000', 'integer',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('maintenance.cleanup_batch_size', '1000', 'integer', '1', '100000',
    'Rows a cleanup step deletes per batch; each batch is its own short transaction.'),
-  ('maintenance.cleanup_time_budget', '5 minutes', 'interval',
+  ('maintenance.cleanup_time_budget', '5 minutes', 'interval', '0 seconds', '1 day',
    'A cleanup run starts no further batch of a step after this long (every step still gets its first batch).'),
-  ('maintenance.audit_log_retention', '365 days', 'interval',
+  ('maintenance.audit_log_retention', '365 days', 'interval', '1 day', '3650 days',
    'How long rows of steward.audit_log are kept.')
 on conflict (name) do nothing;
 
@@ -60,6 +60,17 @@ end
 $$;
 comment on function steward.run_cleanup_step(text, integer) is
   'Runs one batch of a registered cleanup step and returns how many rows it deleted: for a plain step, steward.delete_older_than on its table with its retention setting; else its function. The cleanup task calls it (each call its own transaction) until it returns fewer than batch_size.';
+
+create function steward.cleanup_step_names()
+returns setof text
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.name from steward.cleanup_steps s order by s.name
+$$;
+comment on function steward.cleanup_step_names() is
+  'The registered cleanup steps, in the order the cleanup task runs them (by name).';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:da10e561466c599e62479ff8efab3edee1604eaa
---! Hash: sha1:f25b05b524587808e148578bee6cc1225803dbd7
+--! Previous: sha1:c2015bea9671bc57d5a4eb7f2367fc81f1ae1dc9
+--! Hash: sha1:d4121b9bd39726d7f1eb78ae4608c7bba95d80ae
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

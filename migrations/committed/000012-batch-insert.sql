@@ -1,5 +1,5 @@
---! Previous: sha1:f25b05b524587808e148578bee6cc1225803dbd7
---! Hash: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
+--! Previous: sha1:d4121b9bd39726d7f1eb78ae4608c7bba95d80ae
+--! Hash: sha1:bace1f8063a3d881b55768ef02ef34b358f19b16
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
---! Hash: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
+--! Previous: sha1:bace1f8063a3d881b55768ef02ef34b358f19b16
+--! Hash: sha1:46f5008194497da4ed664dafba9444c023ada528
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily
@@ -7,18 +7,18 @@
 
 -- Request metrics: settings --------------------------------------------------------------------
 
-insert into steward.settings (name, value, type, description) values
-  ('request_metrics.raw_retention', '7 days', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('request_metrics.raw_retention', '7 days', 'interval', '1 day', '3650 days',
    'How long raw request rows (steward.requests) are kept. They are dropped a whole UTC day at a time once the day is older than this; record_requests refuses rows older than this.'),
-  ('request_metrics.retention_5m', '30 days', 'interval',
+  ('request_metrics.retention_5m', '30 days', 'interval', '1 hour', '3650 days',
    'How long rows of steward.request_stats_5m are kept.'),
-  ('request_metrics.retention_hourly', '400 days', 'interval',
+  ('request_metrics.retention_hourly', '400 days', 'interval', '1 day', '3650 days',
    'How long rows of steward.request_stats_hourly are kept.'),
-  ('request_metrics.hourly_refresh', '5 minutes', 'interval',
+  ('request_metrics.hourly_refresh', '5 minutes', 'interval', '0 seconds', '1 hour',
    'How stale the hourly stats of an hour still in progress may get: such an hour is recomputed at most this often (a closed hour is recomputed on the next rollup after any change).'),
-  ('request_metrics.max_clock_skew', '5 minutes', 'interval',
+  ('request_metrics.max_clock_skew', '5 minutes', 'interval', '0 seconds', '1 day',
    'How far in the future a recorded request''s at may be; record_requests refuses rows later than that.'),
-  ('request_metrics.partitions_ahead', '3', 'integer',
+  ('request_metrics.partitions_ahead', '3', 'integer', '1', '90',
    'Daily partitions of steward.requests that the rollup keeps created ahead of today (UTC).')
 on conflict (name) do nothing;
 
@@ -49,14 +49,31 @@ create table steward.request_stats_5m (
   p95_ms     double precision not null,
   p99_ms     double precision not null,
   cache_hits bigint not null,
+  rate_limited bigint not null default 0,
   primary key (bucket, endpoint, method)
 );
 comment on table steward.request_stats_5m is
-  'Requests per 5-minute bucket (UTC, start of the bucket), endpoint and method: count, errors (status >= 500), exact percentiles of duration_ms (percentile_cont) and cache hits. Recomputed from the raw rows by the rollup_requests task whenever a bucket gets new rows.';
+  'Requests per 5-minute bucket (UTC, start of the bucket), endpoint and method: count, errors (status >= 500), exact percentiles of duration_ms (percentile_cont), cache hits and rate-limited requests (status 429). Recomputed from the raw rows by the rollup_requests task whenever a bucket gets new rows.';
+comment on column steward.request_stats_5m.rate_limited is 'Requests answered 429 (Too Many Requests): a rate limit refused them.';
 
 create table steward.request_stats_hourly (like steward.request_stats_5m including all);
 comment on table steward.request_stats_hourly is
   'Requests per hour (UTC, start of the hour), endpoint and method, computed like request_stats_5m from the raw rows (percentiles cannot be combined from 5-minute ones). An hour in progress is refreshed at most every request_metrics.hourly_refresh; a closed hour on the next rollup after a change.';
+
+-- Percentiles of all endpoints together cannot be derived from the per-endpoint ones: the
+-- service's overall p95 on /metrics comes from here.
+create table steward.request_stats_5m_overall (
+  bucket       timestamptz primary key,
+  requests     bigint not null,
+  errors       bigint not null,
+  p50_ms       double precision not null,
+  p95_ms       double precision not null,
+  p99_ms       double precision not null,
+  cache_hits   bigint not null,
+  rate_limited bigint not null
+);
+comment on table steward.request_stats_5m_overall is
+  'Requests per 5-minute bucket over every endpoint and method together, computed like request_stats_5m from the raw rows (so the percentiles are exact for the whole service). Recomputed by the rollup whenever any endpoint of the bucket gets new rows; kept for request_metrics.retention_5m.';
 
 -- Buckets with rows the rollup has not seen yet. record_requests appends one row per distinct
 -- (bucket, endpoint, method) of each call (no unique index, so concurrent callers never wait on
@@ -224,26 +241,28 @@ comment on function steward.record_requests(jsonb) is
 
 create function steward.request_stats_of(width interval, buckets timestamptz[], endpoints text[], methods text[])
 returns table (bucket timestamptz, endpoint text, method text, requests bigint, errors bigint,
-               p50_ms double precision, p95_ms double precision, p99_ms double precision, cache_hits bigint)
+               p50_ms double precision, p95_ms double precision, p99_ms double precision, cache_hits bigint,
+               rate_limited bigint)
 language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
   -- Each bucket's time range is read once, for all of its endpoints and methods; percentiles
   -- are exact (percentile_cont over every duration of the bucket).
-  select a.bucket, a.endpoint, a.method, a.requests, a.errors, a.p[1], a.p[2], a.p[3], a.cache_hits
+  select a.bucket, a.endpoint, a.method, a.requests, a.errors, a.p[1], a.p[2], a.p[3], a.cache_hits, a.rate_limited
     from (select b.bucket, r.endpoint, r.method,
                  pg_catalog.count(*) as requests,
                  pg_catalog.count(*) filter (where r.status >= 500) as errors,
                  pg_catalog.percentile_cont(array[0.5, 0.95, 0.99]) within group (order by r.duration_ms) as p,
-                 pg_catalog.count(*) filter (where r.cache_hit) as cache_hits
+                 pg_catalog.count(*) filter (where r.cache_hit) as cache_hits,
+                 pg_catalog.count(*) filter (where r.status = 429) as rate_limited
             from (select distinct k from pg_catalog.unnest(buckets) as k) as b(bucket)
             join steward.requests r on r.at >= b.bucket and r.at < b.bucket + width
            where (b.bucket, r.endpoint, r.method) in (select * from unnest(buckets, endpoints, methods))
            group by b.bucket, r.endpoint, r.method) as a
 $$;
 comment on function steward.request_stats_of(interval, timestamptz[], text[], text[]) is
-  'The stats (requests, errors, exact p50/p95/p99 of duration_ms, cache hits) of the given buckets of the given width, from the raw rows of steward.requests; the three arrays list (bucket start, endpoint, method). Used by rollup_requests.';
+  'The stats (requests, errors, exact p50/p95/p99 of duration_ms, cache hits, 429s) of the given buckets of the given width, from the raw rows of steward.requests; the three arrays list (bucket start, endpoint, method). Used by rollup_requests.';
 
 create function steward.rollup_requests(max_buckets integer default 5000)
 returns table (buckets_5m integer, buckets_hourly integer, more boolean)
@@ -296,7 +315,25 @@ begin
     select * from steward.request_stats_of(interval '5 minutes', keys_bucket, keys_endpoint, keys_method)
     on conflict (bucket, endpoint, method) do update
        set requests = excluded.requests, errors = excluded.errors, p50_ms = excluded.p50_ms,
-           p95_ms = excluded.p95_ms, p99_ms = excluded.p99_ms, cache_hits = excluded.cache_hits;
+           p95_ms = excluded.p95_ms, p99_ms = excluded.p99_ms, cache_hits = excluded.cache_hits,
+           rate_limited = excluded.rate_limited;
+
+    -- The whole service's stats of each bucket touched, over all its endpoints.
+    insert into steward.request_stats_5m_overall
+    select a.bucket, a.requests, a.errors, a.p[1], a.p[2], a.p[3], a.cache_hits, a.rate_limited
+      from (select b.bucket,
+                   pg_catalog.count(*) as requests,
+                   pg_catalog.count(*) filter (where r.status >= 500) as errors,
+                   pg_catalog.percentile_cont(array[0.5, 0.95, 0.99]) within group (order by r.duration_ms) as p,
+                   pg_catalog.count(*) filter (where r.cache_hit) as cache_hits,
+                   pg_catalog.count(*) filter (where r.status = 429) as rate_limited
+              from (select distinct k from pg_catalog.unnest(keys_bucket) as k) as b(bucket)
+              join steward.requests r on r.at >= b.bucket and r.at < b.bucket + interval '5 minutes'
+             group by b.bucket) as a
+    on conflict (bucket) do update
+       set requests = excluded.requests, errors = excluded.errors, p50_ms = excluded.p50_ms,
+           p95_ms = excluded.p95_ms, p99_ms = excluded.p99_ms, cache_hits = excluded.cache_hits,
+           rate_limited = excluded.rate_limited;
 
     insert into steward.request_rollup_dirty_hours (bucket, endpoint, method)
     select distinct pg_catalog.date_bin('1 hour', k.bucket, origin), k.endpoint, k.method
@@ -326,7 +363,8 @@ begin
     select * from steward.request_stats_of(interval '1 hour', hours_bucket, hours_endpoint, hours_method)
     on conflict (bucket, endpoint, method) do update
        set requests = excluded.requests, errors = excluded.errors, p50_ms = excluded.p50_ms,
-           p95_ms = excluded.p95_ms, p99_ms = excluded.p99_ms, cache_hits = excluded.cache_hits;
+           p95_ms = excluded.p95_ms, p99_ms = excluded.p99_ms, cache_hits = excluded.cache_hits,
+           rate_limited = excluded.rate_limited;
   end if;
 
   -- More only when a step was full: rows that keep arriving during the run are the next
@@ -426,6 +464,10 @@ begin
   deleted := steward.delete_older_than('steward.request_stats_5m', 'bucket',
     pg_catalog.now() - steward.setting_interval('request_metrics.retention_5m'), batch_size);
   if deleted < batch_size then
+    deleted := deleted + steward.delete_older_than('steward.request_stats_5m_overall', 'bucket',
+      pg_catalog.now() - steward.setting_interval('request_metrics.retention_5m'), (batch_size - deleted)::integer);
+  end if;
+  if deleted < batch_size then
     deleted := deleted + steward.delete_older_than('steward.request_stats_hourly', 'bucket',
       pg_catalog.now() - steward.setting_interval('request_metrics.retention_hourly'), (batch_size - deleted)::integer);
   end if;
@@ -433,13 +475,97 @@ begin
 end
 $$;
 comment on function steward.cleanup_request_stats(integer) is
-  'Cleanup step: deletes at most batch_size rows of request_stats_5m and request_stats_hourly older than their retention settings; returns how many.';
+  'Cleanup step: deletes at most batch_size rows of request_stats_5m, request_stats_5m_overall and request_stats_hourly older than their retention settings; returns how many.';
 
 insert into steward.cleanup_steps (name, function, description) values
   ('requests', 'steward.cleanup_requests(integer)',
    'Drops daily partitions of steward.requests older than request_metrics.raw_retention (once rolled up).'),
   ('request_stats', 'steward.cleanup_request_stats(integer)',
-   'Deletes request_stats_5m and request_stats_hourly rows older than request_metrics.retention_5m and retention_hourly.')
+   'Deletes request_stats_5m, request_stats_5m_overall and request_stats_hourly rows older than request_metrics.retention_5m and retention_hourly.')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
+
+-- Metrics ----------------------------------------------------------------------------------------
+
+-- On-call reads requests, errors, 429s and latency from the last complete 5-minute bucket as
+-- gauges (not counters): the rollup recomputes buckets and retention deletes them, so a sum over
+-- the stats tables is not monotonic, while one closed bucket is exact and every alert on it is a
+-- plain ratio or comparison (deploy/alerts.yml).
+create function steward.request_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  with last_bucket as (
+    -- The rollup runs every minute: a bucket that ended at least a minute ago is rolled up.
+    select pg_catalog.date_bin('5 minutes', pg_catalog.now() - interval '1 minute', timestamptz '2000-01-01 00:00:00+00')
+           - interval '5 minutes' as bucket
+  ), cap as (
+    select greatest(steward.setting_integer('metrics.max_label_values'), 2) as label_values
+  ), ranked as (
+    select s.endpoint, s.method, s.requests, s.errors, s.rate_limited, s.p50_ms, s.p95_ms, s.p99_ms,
+           pg_catalog.dense_rank() over (order by e.endpoint_requests desc, s.endpoint) as rank
+      from steward.request_stats_5m s
+      join last_bucket l on s.bucket = l.bucket
+      join (select t.endpoint, pg_catalog.sum(t.requests) as endpoint_requests
+              from steward.request_stats_5m t join last_bucket l on t.bucket = l.bucket
+             group by t.endpoint) as e on e.endpoint = s.endpoint
+  ), per_endpoint as (
+    -- The busiest endpoints by name, the rest as _other: its counts are sums and its
+    -- percentiles the largest of its endpoints' (an upper bound of the percentile of all of
+    -- them together, so an alert on it never misses).
+    select case when r.rank < c.label_values or (select pg_catalog.max(x.rank) from ranked x) <= c.label_values
+                then r.endpoint else '_other' end as endpoint,
+           r.method,
+           pg_catalog.sum(r.requests)::float8 as requests, pg_catalog.sum(r.errors)::float8 as errors,
+           pg_catalog.sum(r.rate_limited)::float8 as rate_limited,
+           pg_catalog.max(r.p50_ms) / 1000 as p50, pg_catalog.max(r.p95_ms) / 1000 as p95, pg_catalog.max(r.p99_ms) / 1000 as p99
+      from ranked r cross join cap c
+     group by 1, 2
+  )
+  select 'steward_requests_5m', 'gauge',
+         'Requests recorded (record_requests) in the last complete 5-minute bucket, by endpoint and method; divide by 300 for a rate.',
+         pg_catalog.jsonb_build_object('endpoint', p.endpoint, 'method', p.method), p.requests
+    from per_endpoint p
+  union all
+  select 'steward_requests_5m_errors', 'gauge',
+         'Requests answered with status 500 or more in the last complete 5-minute bucket, by endpoint and method.',
+         pg_catalog.jsonb_build_object('endpoint', p.endpoint, 'method', p.method), p.errors
+    from per_endpoint p
+  union all
+  select 'steward_requests_5m_rate_limited', 'gauge',
+         'Requests answered 429 (rate limited) in the last complete 5-minute bucket, by endpoint and method.',
+         pg_catalog.jsonb_build_object('endpoint', p.endpoint, 'method', p.method), p.rate_limited
+    from per_endpoint p
+  union all
+  select 'steward_requests_5m_duration_seconds', 'gauge',
+         'Exact percentiles (quantile 0.5, 0.95, 0.99) of request durations in the last complete 5-minute bucket, by endpoint and method (for endpoint _other, the largest of its endpoints'').',
+         pg_catalog.jsonb_build_object('endpoint', p.endpoint, 'method', p.method, 'quantile', q.quantile), q.seconds
+    from per_endpoint p
+   cross join lateral (values ('0.5', p.p50), ('0.95', p.p95), ('0.99', p.p99)) as q(quantile, seconds)
+  union all
+  select 'steward_requests_5m_overall_duration_seconds', 'gauge',
+         'Exact percentiles (quantile 0.5, 0.95, 0.99) of the durations of all requests together in the last complete 5-minute bucket.',
+         pg_catalog.jsonb_build_object('quantile', q.quantile), q.ms / 1000
+    from steward.request_stats_5m_overall o
+    join last_bucket l on o.bucket = l.bucket
+   cross join lateral (values ('0.5', o.p50_ms), ('0.95', o.p95_ms), ('0.99', o.p99_ms)) as q(quantile, ms)
+  union all
+  select 'steward_requests_5m_start_timestamp_seconds', 'gauge',
+         'Start (Unix time) of the 5-minute bucket the steward_requests_5m* series describe: the last one that ended at least a minute ago.',
+         '{}'::jsonb, extract(epoch from l.bucket)::float8
+    from last_bucket l
+  union all
+  select 'steward_request_rollup_pending', 'gauge',
+         '5-minute request buckets (bucket, endpoint, method) with rows the rollup_requests task has not rolled up yet.',
+         '{}'::jsonb, pg_catalog.count(*)::float8
+    from (select distinct p.bucket, p.endpoint, p.method from steward.request_rollup_pending p) as pending
+$$;
+comment on function steward.request_metrics() is
+  'Metric source of request metrics: from the last complete 5-minute bucket (ended at least a minute ago), steward_requests_5m, _errors, _rate_limited and _duration_seconds{quantile} by endpoint and method (at most metrics.max_label_values endpoints, the rest as _other), steward_requests_5m_overall_duration_seconds{quantile} over all endpoints, steward_requests_5m_start_timestamp_seconds; and steward_request_rollup_pending.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('request_metrics', 'steward.request_metrics()', 'requests, errors, 429s and latency of the last complete 5-minute bucket; the rollup backlog')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 -- Today and the days ahead exist from the start; the rollup keeps them ahead.

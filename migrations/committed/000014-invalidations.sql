@@ -1,5 +1,5 @@
---! Previous: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
---! Hash: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
+--! Previous: sha1:46f5008194497da4ed664dafba9444c023ada528
+--! Hash: sha1:096fc5edd5a8681ff78f3c638a1698e841ee9eef
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -28,14 +28,14 @@
 -- a page read from disk where a busy queue's pages are in memory. With index scans,
 -- "x = any (array)" costs one probe per element, whether the plan is generic or not.
 
-insert into steward.settings (name, value, type, description) values
-  ('invalidations.max_delay', '1 minute', 'interval',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('invalidations.max_delay', '1 minute', 'interval', '0 seconds', '1 day',
    'Debounce never delays a tag past its first enqueue plus this.'),
-  ('invalidations.max_attempts', '10', 'integer',
+  ('invalidations.max_attempts', '10', 'integer', '1', '1000',
    'Deliveries tried before an entry moves to the dead letters.'),
-  ('invalidations.backoff_base', '1 second', 'interval',
+  ('invalidations.backoff_base', '1 second', 'interval', '1 millisecond', '1 hour',
    'First retry delay after a failed delivery; doubles per attempt, with jitter.'),
-  ('invalidations.backoff_max', '10 minutes', 'interval',
+  ('invalidations.backoff_max', '10 minutes', 'interval', '1 millisecond', '7 days',
    'Longest retry delay after a failed delivery.')
 on conflict (name) do nothing;
 
@@ -84,10 +84,13 @@ create table steward.tracked_tables (
   tags_on_insert      text,
   tags_on_update      text,
   tags_on_delete      text,
-  tracked_at          timestamptz not null default pg_catalog.now()
+  tracked_at          timestamptz not null default pg_catalog.now(),
+  disabled_at         timestamptz
 );
 comment on table steward.tracked_tables is
   'Tables whose writes enqueue invalidation tags (track_table), and what their triggers were built from. static_tags have no placeholder; templates are the tags with {column} placeholders as steward.fill_templates reads them (null when there are none: the triggers then capture no rows); tags_on_insert, tags_on_update and tags_on_delete are the queries over a statement''s transition tables that fill them for statements of many rows.';
+comment on column steward.tracked_tables.disabled_at is
+  'When disable_tracking switched its triggers off (null: on). While off its writes enqueue nothing.';
 
 -- Enqueueing ------------------------------------------------------------------------------------
 
@@ -496,7 +499,7 @@ begin
   on conflict on constraint tracked_tables_pkey do update
     set tags = excluded.tags, static_tags = excluded.static_tags, templates = excluded.templates,
         tags_on_insert = excluded.tags_on_insert, tags_on_update = excluded.tags_on_update,
-        tags_on_delete = excluded.tags_on_delete, tracked_at = pg_catalog.now();
+        tags_on_delete = excluded.tags_on_delete, tracked_at = pg_catalog.now(), disabled_at = null;
 
   execute pg_catalog.format('drop trigger if exists steward_invalidate_insert on %s', target);
   execute pg_catalog.format('drop trigger if exists steward_invalidate_update on %s', target);
@@ -559,6 +562,60 @@ end
 $$;
 comment on function steward.untrack_table(regclass) is
   'Removes the invalidation triggers of a tracked table. Returns whether it was tracked. Audited.';
+
+create function steward.set_tracking(target regclass, enabled boolean)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  tracked regclass;
+  switched integer := 0;
+begin
+  if target is not null and not exists (select from steward.tracked_tables t where t.target = set_tracking.target) then
+    raise exception 'table % is not tracked', target using errcode = 'P0002',
+      hint = 'select target from steward.tracked_tables lists the tracked tables.';
+  end if;
+  for tracked in
+    select t.target from steward.tracked_tables t
+     where (set_tracking.target is null or t.target = set_tracking.target)
+       and (t.disabled_at is null) = not enabled
+       and exists (select from pg_catalog.pg_class c where c.oid = t.target)
+     order by t.target::text
+  loop
+    -- ALTER TABLE … DISABLE TRIGGER: while off, no steward code runs in the table's writes at all.
+    execute pg_catalog.format('alter table %s %s trigger steward_invalidate_insert, %2$s trigger steward_invalidate_update, %2$s trigger steward_invalidate_delete',
+      tracked, case when enabled then 'enable' else 'disable' end);
+    update steward.tracked_tables t
+       set disabled_at = case when enabled then null else pg_catalog.now() end
+     where t.target = tracked;
+    perform steward.audit(case when enabled then 'enable_tracking' else 'disable_tracking' end, tracked::text);
+    switched := switched + 1;
+  end loop;
+  return switched;
+end
+$$;
+comment on function steward.set_tracking(regclass, boolean) is
+  'Internal to disable_tracking and enable_tracking: switches the invalidation triggers of one tracked table (or of all when target is null) off or on; returns how many tables it switched.';
+
+create function steward.disable_tracking(target regclass default null)
+returns integer
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$ select steward.set_tracking(target, false) $$;
+comment on function steward.disable_tracking(regclass) is
+  'Switches tracking of a table off (every tracked table when target is null) without untracking it: its invalidation triggers are disabled, so its writes run as without pg-steward and enqueue nothing, until enable_tracking. Returns how many tables it switched off; a table that is not tracked is an error (P0002). Audited. Needs the table''s owner.';
+
+create function steward.enable_tracking(target regclass default null)
+returns integer
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$ select steward.set_tracking(target, true) $$;
+comment on function steward.enable_tracking(regclass) is
+  'Switches tracking of a table back on (every switched-off table when target is null): writes from now on enqueue their tags again. Writes made while it was off enqueued nothing; enqueue their tags by hand if caches must hear of them. Returns how many tables it switched on. Audited.';
 
 -- Delivering -----------------------------------------------------------------------------------
 
@@ -970,6 +1027,54 @@ as $$
 $$;
 comment on function steward.next_invalidation_due() is
   'When the next entry may be claimed (due, or its claim expires); null when the queue is empty. The drainer sleeps until then.';
+
+-- The queue's state: for the drainer, status, health and /metrics ------------------------------
+
+create function steward.invalidation_states()
+returns table (state text, entries bigint, oldest_enqueued_at timestamptz)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.state, coalesce(c.entries, 0), c.oldest_enqueued_at
+    from (values ('ready'), ('scheduled'), ('claimed')) as s(state)
+    left join (
+      select case when p.deliver_at > pg_catalog.now() then 'scheduled' else 'ready' end as state,
+             pg_catalog.count(*) as entries, pg_catalog.min(p.enqueued_at) as oldest_enqueued_at
+        from steward.pending_invalidations p
+       group by 1
+      union all
+      select 'claimed', pg_catalog.count(*), pg_catalog.min(i.enqueued_at)
+        from steward.invalidations i
+       where i.claimed_until > pg_catalog.now()) as c on c.state = s.state
+$$;
+comment on function steward.invalidation_states() is
+  'Undelivered invalidation entries (one per tag while pending, as steward.pending_invalidations folds them; one per claim in flight) by state, every state always present: ready (due and unclaimed, or its claim expired), scheduled (debounced or backing off after a failure), claimed (being delivered); with the oldest entry''s first enqueue. The one definition of these states, for status, health and /metrics.';
+
+create function steward.invalidation_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  with p as (select * from steward.invalidation_states())
+  select 'steward_invalidations_pending', 'gauge',
+         'Undelivered invalidation entries by state (ready: due and unclaimed; scheduled: debounced or backing off; claimed: being delivered).',
+         pg_catalog.jsonb_build_object('state', p.state), p.entries::float8
+    from p
+  union all
+  select 'steward_invalidations_oldest_pending_seconds', 'gauge',
+         'Age of the oldest undelivered invalidation entry (0 when none).',
+         '{}'::jsonb,
+         coalesce(extract(epoch from pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at)), 0)::float8
+    from p
+$$;
+comment on function steward.invalidation_metrics() is
+  'Metric source of the invalidation queue: steward_invalidations_pending{state} and steward_invalidations_oldest_pending_seconds.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('invalidations', 'steward.invalidation_metrics()', 'undelivered invalidations by state, and the oldest one''s age')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:a90b6d7f5d021cf5bad759d485c207c304c9c7d3
---! Hash: sha1:65c86a37609348c6c0412aecab4e42cbae4e774c
+--! Previous: sha1:096fc5edd5a8681ff78f3c638a1698e841ee9eef
+--! Hash: sha1:7f46a1724737fdeb3c6d3910ca19b7804fede95b
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,
@@ -17,12 +17,12 @@
 -- * The run's counters are updated by each batch's transaction under the run's row lock, so the
 --   batch that makes every batch terminal is the one that ends the run, exactly once.
 
-insert into steward.settings (name, value, type, description) values
-  ('recalculation.max_attempts', '5', 'integer',
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('recalculation.max_attempts', '5', 'integer', '1', '1000',
    'Attempts of one batch job before the batch counts as failed (its job then goes to the dead letters).'),
-  ('recalculation.batch_timeout', '10 minutes', 'interval',
+  ('recalculation.batch_timeout', '10 minutes', 'interval', '1 millisecond', '7 days',
    'statement_timeout of one batch (the call of compute); a batch over it fails that attempt.'),
-  ('recalculation.retention', '30 days', 'interval',
+  ('recalculation.retention', '30 days', 'interval', '1 hour', '3650 days',
    'Finished runs (and their batches) older than this are removed by cleanup.')
 on conflict (name) do nothing;
 
@@ -472,6 +472,89 @@ end
 $$;
 comment on function steward.cancel_recalculation(bigint) is
   'Stops an unfinished run: its pending batches are cancelled (their jobs, when they run, do nothing) and the run ends cancelled. A batch being computed finishes. Returns how many batches it cancelled. Audited.';
+
+-- Progress: what `steward recalc`, the batch task and /metrics read ---------------------------
+
+create view steward.recalc_run_progress as
+select r.id, r.name, r.status, r.scope, r.keys_total, r.keys_done, r.keys_failed, r.batches_total,
+       r.batches_done, r.batches_failed, r.started_at, r.finished_at, r.started_by, r.error,
+       extract(epoch from coalesce(r.finished_at, pg_catalog.now()) - r.started_at)::float8 as elapsed_seconds
+  from steward.recalc_runs r;
+comment on view steward.recalc_run_progress is
+  'Every recalculation run with its progress, and its elapsed seconds: to its end, or to now while it runs (the server''s clock).';
+
+create view steward.recalculation_status as
+select c.name, c.batch_size, c.compute, c.registered_at, current_run.id as current_run_id,
+       current_run.status as current_run_status
+  from steward.recalculations c
+  left join lateral (
+    select r.id, r.status from steward.recalc_runs r
+     where r.name = c.name
+     order by r.finished_at is null desc, r.id desc
+     limit 1
+  ) as current_run on true;
+comment on view steward.recalculation_status is
+  'Every registered recalculation and its current run: the unfinished one, else the latest (null when it never ran).';
+
+create function steward.recalc_failed_batches(run_id bigint, max integer default 5)
+returns table (batch integer, key_count integer, attempts integer, last_error text)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select b.batch, b.key_count, b.attempts, b.last_error
+    from steward.recalc_batches b
+   where b.run_id = recalc_failed_batches.run_id and b.status = 'failed'
+   order by b.batch
+   limit greatest(recalc_failed_batches.max, 0)
+$$;
+comment on function steward.recalc_failed_batches(bigint, integer) is
+  'The first max failed batches of a run (by number): their size, attempts and last error.';
+
+create function steward.recalc_run_is_busy(run_id bigint)
+returns boolean
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select exists (
+    select from steward.job_states() j
+     where j.task_identifier = 'recalculate_batch' and j.state = 'running'
+       and j.key like 'steward:recalc:' || recalc_run_is_busy.run_id || ':%')
+$$;
+comment on function steward.recalc_run_is_busy(bigint) is
+  'Whether a worker is computing a batch of the run right now (a running recalculate_batch job of it).';
+
+create function steward.recalculation_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_recalc_keys', 'gauge',
+         'Keys of recalculation runs in progress, by recalculation and state (done, failed, pending).',
+         pg_catalog.jsonb_build_object('name', r.name, 'state', k.state), k.keys::float8
+    from steward.recalc_run_progress r
+   cross join lateral (values ('done', r.keys_done), ('failed', r.keys_failed),
+                              ('pending', r.keys_total - r.keys_done - r.keys_failed)) as k(state, keys)
+   where r.status = 'running'
+  union all
+  select 'steward_recalc_last_run_seconds', 'gauge',
+         'Duration of the last finished run of each recalculation, labelled by its status (completed, failed, cancelled).',
+         pg_catalog.jsonb_build_object('name', c.name, 'status', last_run.status), last_run.elapsed_seconds
+    from steward.recalculations c
+   cross join lateral (
+         select r.status, r.elapsed_seconds
+           from steward.recalc_run_progress r
+          where r.name = c.name and r.finished_at is not null
+          order by r.id desc limit 1) as last_run
+$$;
+comment on function steward.recalculation_metrics() is
+  'Metric source of recalculations: steward_recalc_keys{name,state} of runs in progress, steward_recalc_last_run_seconds{name,status} of the last finished run of each.';
+
+insert into steward.metric_sources (name, function, description) values
+  ('recalculation', 'steward.recalculation_metrics()', 'keys of runs in progress, duration of the last finished run')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 -- Cleanup ---------------------------------------------------------------------------------------
 

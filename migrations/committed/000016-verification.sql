@@ -1,5 +1,5 @@
---! Previous: sha1:8dca296b7b029e6aa9e8ab3658c04f0091061d0b
---! Hash: sha1:ded8e26490cd88667ff7cd536fb76b54cfaa613c
+--! Previous: sha1:7f46a1724737fdeb3c6d3910ca19b7804fede95b
+--! Hash: sha1:92b1f4c1b791cd5cd4c35b84e9cbe699add0b526
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -29,7 +29,7 @@ comment on function steward.client_functions() is
   'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits, the batch form the TypeScript client uses.';
 
 create function steward.verify_installation()
-returns table ("check" text, status text, detail text)
+returns table (name text, status text, detail text)
 language plpgsql
 stable
 set search_path = pg_catalog, pg_temp
@@ -61,7 +61,7 @@ declare
   found_any boolean;
 begin
   -- Versions --------------------------------------------------------------------------------
-  "check" := 'schema version';
+  name := 'schema version';
   if pg_catalog.to_regclass('graphile_migrate.migrations') is null then
     status := 'warn';
     detail := 'graphile_migrate.migrations is missing, so the applied version cannot be told; install with `steward migrate`';
@@ -73,7 +73,7 @@ begin
   end if;
   return next;
 
-  "check" := 'public API';
+  name := 'public API';
   select pg_catalog.array_agg(s order by s) into missing
     from pg_catalog.unnest(public_api) s where pg_catalog.to_regprocedure(s) is null;
   select pg_catalog.array_agg(r order by r) into problems
@@ -90,25 +90,25 @@ begin
   return next;
 
   -- graphile-worker ---------------------------------------------------------------------------
-  "check" := 'graphile-worker schema';
+  name := 'graphile-worker schema';
   if pg_catalog.to_regclass('graphile_worker.migrations') is null then
     status := 'fail';
     detail := 'schema graphile_worker is not installed; fix: run `steward migrate`';
   else
     select pg_catalog.max(m.id) into worker_version from graphile_worker.migrations m;
-    if worker_version in (18, 19) then
+    if worker_version in (18, 19, 20) then
       status := 'ok';
       detail := pg_catalog.format('graphile-worker schema version %s', worker_version);
     else
       status := 'fail';
       detail := pg_catalog.format(
-        'graphile-worker schema version %s; pg-steward''s dead-letter trigger was written for 18 and 19: install the graphile-worker version pg-steward depends on',
+        'graphile-worker schema version %s; pg-steward''s triggers on graphile-worker''s tables were written for 18 to 20: install the graphile-worker version pg-steward depends on',
         worker_version);
     end if;
   end if;
   return next;
 
-  "check" := 'dead-letter trigger';
+  name := 'dead-letter trigger';
   select t.tgenabled into item
     from pg_catalog.pg_trigger t
    where t.tgrelid = pg_catalog.to_regclass('graphile_worker._private_jobs') and t.tgname = '_steward_dead_letters';
@@ -116,8 +116,8 @@ begin
     status := 'fail';
     detail := 'trigger _steward_dead_letters on graphile_worker._private_jobs is missing (a graphile-worker upgrade may have re-created the table): jobs that fail for good stay in graphile-worker; fix: run `steward migrate`, which re-installs it';
   elsif item.tgenabled = 'D' then
-    status := 'fail';
-    detail := 'trigger _steward_dead_letters is disabled; fix: alter table graphile_worker._private_jobs enable trigger _steward_dead_letters';
+    status := 'warn';
+    detail := 'switched off (steward.disable_dead_letters()): jobs that fail for good stay in graphile-worker''s table; switch on: select steward.enable_dead_letters();';
   else
     status := 'ok';
     detail := 'jobs that fail for good move to steward.dead_letters';
@@ -127,34 +127,34 @@ begin
   -- Registered views --------------------------------------------------------------------------
   found_any := false;
   for item in
-    select m.view, m."concurrently", c.oid, c.relkind,
+    select m.view, m.refresh_concurrently, c.oid, c.relkind,
            case when c.oid is not null then steward.concurrent_refresh_index(c.oid) end as refresh_index
       from steward.materialized_views m
       left join pg_catalog.pg_class c on c.oid = pg_catalog.to_regclass(m.view)
      order by m.view
   loop
     found_any := true;
-    "check" := 'materialized view ' || item.view;
+    name := 'materialized view ' || item.view;
     if item.oid is null then
       status := 'warn';
       detail := 'registered but does not exist (skipped by the schedule); fix: create it again, or select steward.unregister_materialized_view(...) before dropping a view for good';
     elsif item.relkind <> 'm' then
       status := 'fail';
       detail := 'registered, but it is no longer a materialized view; fix: unregister it';
-    elsif item."concurrently" and item.refresh_index is null then
+    elsif item.refresh_concurrently and item.refresh_index is null then
       status := 'fail';
       select pg_catalog.format('no unique index that REFRESH ... CONCURRENTLY can use, so every refresh fails; fix: %s',
                                a.hint)
         into detail from steward.refresh_index_advice(item.oid) a;
     else
       status := 'ok';
-      detail := case when item."concurrently" then 'refreshed concurrently using ' || item.refresh_index::text
+      detail := case when item.refresh_concurrently then 'refreshed concurrently using ' || item.refresh_index::text
                      else 'refreshed plainly (readers wait)' end;
     end if;
     return next;
   end loop;
   if not found_any then
-    "check" := 'materialized views';
+    name := 'materialized views';
     status := 'ok';
     detail := 'none registered';
     return next;
@@ -163,19 +163,24 @@ begin
   -- Tracked tables ----------------------------------------------------------------------------
   found_any := false;
   for item in
-    select t.target, t.tags,
-           pg_catalog.array_agg(tr.tgname::text order by tr.tgname) filter (where tr.tgenabled <> 'D') as enabled
+    select t.target, t.tags, t.disabled_at,
+           pg_catalog.array_agg(tr.tgname::text order by tr.tgname) filter (where tr.tgenabled <> 'D') as enabled,
+           pg_catalog.count(tr.tgname) as present
       from steward.tracked_tables t
       left join pg_catalog.pg_trigger tr
         on tr.tgrelid = t.target and tr.tgname in ('steward_invalidate_insert', 'steward_invalidate_update', 'steward_invalidate_delete')
-     group by t.target, t.tags
+     group by t.target, t.tags, t.disabled_at
      order by t.target::text
   loop
     found_any := true;
-    "check" := 'tracked table ' || item.target::text;
+    name := 'tracked table ' || item.target::text;
     if not exists (select from pg_catalog.pg_class c where c.oid = item.target) then
       status := 'fail';
       detail := pg_catalog.format('tracked table (oid %s) no longer exists; fix: delete from steward.tracked_tables where target = %s', item.target::oid, item.target::oid);
+    elsif item.disabled_at is not null and item.present = 3 and item.enabled is null then
+      status := 'warn';
+      detail := pg_catalog.format('switched off since %s (steward.disable_tracking): its writes enqueue nothing; switch on: select steward.enable_tracking(%L);',
+                                  item.disabled_at, item.target::text);
     elsif coalesce(pg_catalog.cardinality(item.enabled), 0) < 3 then
       status := 'fail';
       detail := pg_catalog.format('only %s of its 3 invalidation triggers are in place and enabled, so some writes enqueue nothing; fix: select steward.track_table(%L, %L)',
@@ -187,14 +192,14 @@ begin
     return next;
   end loop;
   if not found_any then
-    "check" := 'tracked tables';
+    name := 'tracked tables';
     status := 'ok';
     detail := 'none tracked';
     return next;
   end if;
 
   -- Security ----------------------------------------------------------------------------------
-  "check" := 'security definer search_path';
+  name := 'security definer search_path';
   select pg_catalog.array_agg(p.oid::regprocedure::text order by p.oid::regprocedure::text) into problems
     from pg_catalog.pg_proc p
    where p.pronamespace = 'steward'::regnamespace and p.prosecdef
@@ -210,7 +215,7 @@ begin
   end if;
   return next;
 
-  "check" := 'steward_client role';
+  name := 'steward_client role';
   if exists (select from pg_catalog.pg_roles r where r.rolname = 'steward_client') then
     status := 'ok';
     detail := pg_catalog.format('granted to %s role(s)',
@@ -221,7 +226,7 @@ begin
   end if;
   return next;
 
-  "check" := 'table privileges';
+  name := 'table privileges';
   if exists (select from pg_catalog.pg_roles r where r.rolname = 'steward_client') then
     select pg_catalog.array_agg(pg_catalog.format('%s (%s)', c.oid::regclass, who.role) order by c.oid::regclass::text)
       into problems
@@ -246,7 +251,7 @@ begin
   end if;
   return next;
 
-  "check" := 'function privileges';
+  name := 'function privileges';
   problems := null;
   select pg_catalog.array_agg(pg_catalog.format('%s (public)', p.oid::regprocedure) order by p.oid::regprocedure::text)
     into problems
@@ -281,7 +286,7 @@ begin
   return next;
 
   -- Registries --------------------------------------------------------------------------------
-  "check" := 'cleanup steps';
+  name := 'cleanup steps';
   select pg_catalog.array_agg(s.name order by s.name) into problems
     from steward.cleanup_steps s
    where case when s.function is not null
@@ -298,7 +303,29 @@ begin
   end if;
   return next;
 
-  "check" := 'recalculations';
+  name := 'metric sources';
+  select pg_catalog.array_agg(m.name order by m.name) into problems
+    from steward.metric_sources m
+   where not exists (select from pg_catalog.pg_proc p where p.oid = m.function and p.pronargs = 0);
+  select pg_catalog.array_agg(m.labels ->> 'source' order by m.labels ->> 'source') into missing
+    from steward.metrics() m
+   where m.metric = 'steward_metric_source_errors' and m.value > 0;
+  if problems is not null then
+    status := 'fail';
+    detail := 'metric sources whose function is gone or takes arguments: ' || pg_catalog.array_to_string(problems, ', ')
+              || '; their series are missing from /metrics; fix: run `steward migrate`, or delete from steward.metric_sources where name = <source>';
+  elsif missing is not null then
+    status := 'warn';
+    detail := 'metric sources that fail (their series are missing from /metrics; the error is in the server log): '
+              || pg_catalog.array_to_string(missing, ', ');
+  else
+    status := 'ok';
+    detail := pg_catalog.format('%s sources, all answering', (select pg_catalog.count(*) from steward.metric_sources));
+  end if;
+  missing := null;
+  return next;
+
+  name := 'recalculations';
   select pg_catalog.array_agg(r.name order by r.name) into problems
     from steward.recalculations r
    where not exists (select from pg_catalog.pg_proc p where p.oid = r.compute);
@@ -313,22 +340,21 @@ begin
   return next;
 
   -- Runtime -----------------------------------------------------------------------------------
-  "check" := 'workers';
-  if (select pg_catalog.count(*) from steward.workers w
-       where w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout')) > 0 then
+  name := 'workers';
+  if exists (select from steward.worker_status w where w.is_alive) then
     status := 'ok';
     select pg_catalog.format('%s worker(s) alive: %s', pg_catalog.count(*),
                              pg_catalog.string_agg(coalesce(w.host, '?') || ':' || coalesce(w.pid::text, '?'), ', ' order by w.started_at))
       into detail
-      from steward.workers w
-     where w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout');
+      from steward.worker_status w
+     where w.is_alive;
   else
     status := 'warn';
     detail := 'no worker has sent a heartbeat recently: nothing runs jobs, drains invalidations or refreshes views; fix: start `steward worker`';
   end if;
   return next;
 
-  "check" := 'pg_stat_statements';
+  name := 'pg_stat_statements';
   if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_stat_statements') then
     status := 'ok';
     detail := 'installed: sql/slow-statements.sql works';
@@ -353,25 +379,25 @@ as $$
     'queues', coalesce((
       select pg_catalog.jsonb_agg(q order by q.queue_name nulls first, q.task)
         from (select j.queue_name, j.task_identifier as task,
-                     pg_catalog.count(*) filter (where j.locked_at is null and j.run_at <= pg_catalog.now()) as ready,
-                     pg_catalog.count(*) filter (where j.locked_at is null and j.run_at > pg_catalog.now()) as scheduled,
-                     pg_catalog.count(*) filter (where j.locked_at is not null) as running,
-                     pg_catalog.count(*) filter (where j.attempts > 0 and j.locked_at is null) as retrying,
-                     pg_catalog.min(j.run_at) filter (where j.locked_at is null and j.run_at <= pg_catalog.now()) as oldest_ready_since
-                from graphile_worker.jobs j
+                     pg_catalog.count(*) filter (where j.state = 'ready') as ready,
+                     pg_catalog.count(*) filter (where j.state = 'scheduled') as scheduled,
+                     pg_catalog.count(*) filter (where j.state = 'running') as running,
+                     pg_catalog.count(*) filter (where j.state = 'retrying') as retrying,
+                     pg_catalog.count(*) filter (where j.state = 'failed') as failed,
+                     pg_catalog.min(j.run_at) filter (where j.state = 'ready') as oldest_ready_since
+                from steward.job_states() j
                group by j.queue_name, j.task_identifier) as q), '[]'::jsonb),
     'running', coalesce((
       select pg_catalog.jsonb_agg(r order by r.locked_at)
         from (select j.id, j.task_identifier as task, j.locked_by, j.locked_at, j.attempts, j.max_attempts,
                      w.host, w.pid
-                from graphile_worker.jobs j
-                left join steward.workers w on w.pool_id = j.locked_by
-               where j.locked_at is not null) as r), '[]'::jsonb),
+                from steward.job_states() j
+                left join steward.worker_status w on w.pool_id = j.locked_by
+               where j.state = 'running') as r), '[]'::jsonb),
     'workers', coalesce((
       select pg_catalog.jsonb_agg(w order by w.started_at)
-        from (select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,
-                     w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout') as alive
-                from steward.workers w) as w), '[]'::jsonb),
+        from (select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at, w.is_alive as alive
+                from steward.worker_status w) as w), '[]'::jsonb),
     'dead_letters', coalesce((
       select pg_catalog.jsonb_agg(d order by d.count desc, d.task)
         from (select d.source, coalesce(d.task_identifier, d.source) as task, pg_catalog.count(*) as count,
@@ -381,11 +407,11 @@ as $$
                group by d.source, coalesce(d.task_identifier, d.source)) as d), '[]'::jsonb),
     'invalidations', (
       select pg_catalog.jsonb_build_object(
-               'pending', pg_catalog.count(*),
-               'due', pg_catalog.count(*) filter (where i.deliver_at <= pg_catalog.now() and (i.claimed_until is null or i.claimed_until < pg_catalog.now())),
-               'claimed', pg_catalog.count(*) filter (where i.claimed_until > pg_catalog.now()),
-               'oldest_age_seconds', extract(epoch from pg_catalog.now() - pg_catalog.min(i.enqueued_at)))
-        from steward.invalidations i),
+               'pending', pg_catalog.sum(p.entries),
+               'due', pg_catalog.sum(p.entries) filter (where p.state = 'ready'),
+               'claimed', pg_catalog.sum(p.entries) filter (where p.state = 'claimed'),
+               'oldest_age_seconds', extract(epoch from pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at)))
+        from steward.invalidation_states() p),
     'views', coalesce((
       select pg_catalog.jsonb_agg(v order by v.view)
         from (select s.view, s.is_present, s.is_populated, s.refresh_every, s.last_refreshed_at,
@@ -408,7 +434,97 @@ as $$
   );
 $$;
 comment on function steward.status() is
-  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue and task, running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits, the last vacuum, the last run of each recalculation.';
+  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue, task and state (as steward.job_states() defines them), running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits, the last vacuum, the last run of each recalculation.';
+
+-- Health: the database's part of the worker's /readyz ---------------------------------------------
+
+-- The checks below are facts about the whole database: every worker reports the same. A `fail`
+-- makes every worker answer 503 at once, and an orchestrator that restarts unready workers
+-- would restart the whole fleet without draining a single entry; so by default they only warn,
+-- and a fail threshold is a choice a team makes (0 turns a threshold off).
+insert into steward.settings (name, value, type, min_value, max_value, description) values
+  ('health.dead_letters_window', '1 hour', 'interval', '1 minute', '365 days',
+   '/readyz check deadLetters counts the dead letters (not replayed) that failed within this window.'),
+  ('health.dead_letters_warn', '1', 'integer', '0', '1000000000',
+   'deadLetters is warn when at least this many dead letters failed within health.dead_letters_window (0: never).'),
+  ('health.dead_letters_fail', '0', 'integer', '0', '1000000000',
+   'deadLetters is fail (/readyz answers 503) when at least this many dead letters failed within health.dead_letters_window (0: never, the default).'),
+  ('health.invalidation_age_warn', '5 minutes', 'interval', '0', '365 days',
+   'invalidations is warn when the oldest undelivered invalidation is older than this (0: never).'),
+  ('health.invalidation_age_fail', '0', 'interval', '0', '365 days',
+   'invalidations is fail (/readyz answers 503) when the oldest undelivered invalidation is older than this (0: never, the default).'),
+  ('health.view_staleness_warn', '2', 'numeric', '0', '1000',
+   'views is warn when a view with refresh_every is staler than this many times its refresh_every (0: never), or a registered view is missing, or its last refresh failed.'),
+  ('health.view_staleness_fail', '0', 'numeric', '0', '1000',
+   'views is fail (/readyz answers 503) when a view with refresh_every is staler than this many times its refresh_every (0: never, the default).')
+on conflict (name) do nothing;
+
+create function steward.health_checks()
+returns table (name text, status text, details jsonb)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  with dead as (
+    select pg_catalog.count(*) filter (where d.failed_at >= pg_catalog.now() - steward.setting_interval('health.dead_letters_window')) as recent,
+           pg_catalog.count(*) as not_replayed,
+           steward.setting_integer('health.dead_letters_warn') as warn_at,
+           steward.setting_integer('health.dead_letters_fail') as fail_at
+      from steward.dead_letters d
+     where d.replayed_at is null
+  ), pending as (
+    select coalesce(pg_catalog.sum(p.entries), 0) as entries,
+           coalesce(pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at), interval '0') as oldest_age,
+           steward.setting_interval('health.invalidation_age_warn') as warn_after,
+           steward.setting_interval('health.invalidation_age_fail') as fail_after
+      from steward.invalidation_states() p
+  ), view_state as (
+    select s.view, not s.is_present as is_missing, s.last_status = 'failed' as has_failed,
+           s.refresh_every is not null and warn.factor > 0 and s.staleness > s.refresh_every * warn.factor as is_stale,
+           s.refresh_every is not null and fail.factor > 0 and s.staleness > s.refresh_every * fail.factor as is_very_stale
+      from steward.materialized_view_status s
+     cross join (select steward.setting('health.view_staleness_warn')::float8 as factor) as warn
+     cross join (select steward.setting('health.view_staleness_fail')::float8 as factor) as fail
+  ), views as (
+    select pg_catalog.count(*) as registered,
+           pg_catalog.count(*) filter (where v.is_very_stale) as very_stale,
+           pg_catalog.count(*) filter (where v.is_stale or v.is_missing or v.has_failed) as troubled,
+           -- At most ten names each: the body stays small whatever is registered.
+           (pg_catalog.array_agg(v.view order by v.view) filter (where v.is_stale))[1:10] as stale,
+           (pg_catalog.array_agg(v.view order by v.view) filter (where v.has_failed))[1:10] as failed,
+           (pg_catalog.array_agg(v.view order by v.view) filter (where v.is_missing))[1:10] as missing
+      from view_state v
+  )
+  select 'deadLetters',
+         case when d.fail_at > 0 and d.recent >= d.fail_at then 'fail'
+              when d.warn_at > 0 and d.recent >= d.warn_at then 'warn' else 'ok' end,
+         pg_catalog.jsonb_build_object('recent', d.recent, 'notReplayed', d.not_replayed,
+           'windowSeconds', extract(epoch from steward.setting_interval('health.dead_letters_window'))::float8)
+    from dead d
+  union all
+  select 'invalidations',
+         case when p.fail_after > interval '0' and p.oldest_age > p.fail_after then 'fail'
+              when p.warn_after > interval '0' and p.oldest_age > p.warn_after then 'warn' else 'ok' end,
+         pg_catalog.jsonb_build_object('pending', p.entries, 'oldestAgeSeconds', pg_catalog.round(extract(epoch from p.oldest_age), 3)::float8)
+    from pending p
+  union all
+  select 'views',
+         case when v.very_stale > 0 then 'fail' when v.troubled > 0 then 'warn' else 'ok' end,
+         pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('registered', v.registered,
+           'stale', pg_catalog.to_jsonb(v.stale), 'failed', pg_catalog.to_jsonb(v.failed), 'missing', pg_catalog.to_jsonb(v.missing)))
+    from views v
+$$;
+comment on function steward.health_checks() is
+  'The database''s checks of the worker''s /readyz, one row each (name, ok/warn/fail, details as counts and view names, never error text): deadLetters (dead letters failed within health.dead_letters_window against health.dead_letters_warn/_fail), invalidations (the oldest undelivered entry''s age against health.invalidation_age_warn/_fail), views (missing, last refresh failed, or staler than health.view_staleness_warn/_fail times refresh_every). Fail thresholds are off by default.';
+
+-- Metric sources of capabilities migrated before the registry existed on their branch: wired here
+-- when their function is present (their own migration may register them too).
+insert into steward.metric_sources (name, function, description)
+select s.name, pg_catalog.to_regprocedure(s.signature), s.description
+  from (values ('circuits', 'steward.circuit_metrics()', 'circuit states and transitions'),
+               ('rate_limits', 'steward.rate_limit_metrics()', 'rate-limit denials by policy and window')) as s(name, signature, description)
+ where pg_catalog.to_regprocedure(s.signature) is not null
+on conflict (name) do nothing;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

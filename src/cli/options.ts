@@ -2,7 +2,7 @@
 // each function takes the value parseArgs gave, names the option in its error and throws
 // UsageError, which the CLI prints with the command's usage before it exits 2.
 import { parseDuration } from "../duration.ts";
-import { UsageError } from "../errors.ts";
+import { isBadArgument, UsageError } from "../errors.ts";
 
 interface Range {
   min: number;
@@ -45,5 +45,49 @@ export function jsonOption(text: string, name: string): unknown {
     return JSON.parse(text);
   } catch (error) {
     throw new UsageError(`${name} is not JSON: ${(error as Error).message}`);
+  }
+}
+
+/** `text` where a unit is required: a bare number ("30": seconds? days?) is refused. */
+export function requireUnit(text: string, name: string, examples: string): string {
+  const trimmed = text.trim();
+  if (/^[-+]?\d+(\.\d+)?$/.test(trimmed)) {
+    throw new UsageError(`${name} needs a unit: "${trimmed}" alone could mean seconds or days (examples: ${examples})`);
+  }
+  return trimmed;
+}
+
+const SINCE_EXAMPLES = "30m, 24h, 7d, 2026-11-30, 2026-11-30T12:00:00Z";
+
+/**
+ * A moment, given as a duration back from now with a unit (24h) or as an ISO 8601 date or time
+ * (a date alone is midnight UTC); undefined when the option was not given.
+ */
+export function sinceOption(value: unknown, name: string): Date | undefined {
+  if (value === undefined) return undefined;
+  const text = requireUnit(String(value), name, SINCE_EXAMPLES);
+  if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
+    const at = new Date(text);
+    if (Number.isNaN(at.getTime()))
+      throw new UsageError(`${name}: "${text}" is not a date (examples: ${SINCE_EXAMPLES})`);
+    return at;
+  }
+  try {
+    return new Date(Date.now() - parseDuration(text, name));
+  } catch {
+    throw new UsageError(`${name}: "${text}" is neither a duration nor a date (examples: ${SINCE_EXAMPLES})`);
+  }
+}
+
+/**
+ * Runs `work`; a bad-argument error from the database (SQLSTATE class 22, as steward's functions
+ * raise for what the option passed them) becomes a UsageError naming the option.
+ */
+export async function databaseChecksOption<T>(name: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (isBadArgument(error)) throw new UsageError(`${name}: ${(error as Error).message}`);
+    throw error;
   }
 }

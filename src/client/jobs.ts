@@ -47,28 +47,25 @@ export type JobOutcome =
   | { state: "pending"; attempts: number; maxAttempts: number; lastError: string | null; running: boolean };
 
 /**
- * Where a job stands: still queued or running, completed (gone), or failed for good (moved to
- * steward.dead_letters; or, without the dead-letter trigger, left exhausted in graphile-worker's
- * table). One statement, so a job moving between the two tables is seen in one of them.
+ * Where a job stands (steward.job_outcome): still queued or running, completed (gone), or failed
+ * for good (moved to steward.dead_letters; or, without the dead-letter trigger, left exhausted
+ * in graphile-worker's table).
  */
 export async function jobOutcome(pool: pg.Pool, id: string): Promise<JobOutcome> {
   const { rows } = await pool.query<{
+    state: JobOutcome["state"];
     attempts: number;
     max_attempts: number;
     last_error: string | null;
-    running: boolean;
+    is_running: boolean;
     dead_letter_id: string | null;
   }>(
-    `select attempts, max_attempts, last_error, locked_at is not null as running, null as dead_letter_id
-       from graphile_worker.jobs where id = $1
-     union all
-     select attempts, max_attempts, last_error, false, id::text
-       from steward.dead_letters where source = 'job' and original_id = $1`,
+    "select state, attempts, max_attempts, last_error, is_running, dead_letter_id::text from steward.job_outcome($1)",
     [id],
   );
-  const job = rows[0];
-  if (!job) return { state: "completed" };
-  if (job.dead_letter_id !== null || (!job.running && job.attempts >= job.max_attempts)) {
+  const job = rows[0]!;
+  if (job.state === "completed") return { state: "completed" };
+  if (job.state === "failed") {
     return { state: "failed", attempts: job.attempts, error: job.last_error, deadLetterId: job.dead_letter_id };
   }
   return {
@@ -76,7 +73,7 @@ export async function jobOutcome(pool: pg.Pool, id: string): Promise<JobOutcome>
     attempts: job.attempts,
     maxAttempts: job.max_attempts,
     lastError: job.last_error,
-    running: job.running,
+    running: job.is_running,
   };
 }
 

@@ -24,7 +24,7 @@ export async function runCleanup(
   pool: pg.Pool,
   options: { signal?: AbortSignal; logger: Logger },
 ): Promise<CleanupStepResult[]> {
-  const { rows: steps } = await pool.query<{ name: string }>("select name from steward.cleanup_steps order by name");
+  const { rows: steps } = await pool.query<{ name: string }>("select name from steward.cleanup_step_names() as name");
   const { rows } = await pool.query<{ batch_size: number }>(
     "select steward.setting_integer('maintenance.cleanup_batch_size') as batch_size",
   );

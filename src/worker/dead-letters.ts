@@ -53,7 +53,7 @@ export async function getDeadLetter(
   | undefined
 > {
   const { rows } = await pool.query(
-    `select ${COLUMNS}, job_key, priority, flags, enqueued_at from steward.dead_letters where id = $1`,
+    `select ${COLUMNS}, job_key, priority, flags, enqueued_at from steward.dead_letter($1)`,
     [id],
   );
   return rows[0];

@@ -13,7 +13,7 @@ export interface RefreshLogEntry {
   finished_at: Date;
   duration_ms: number;
   waited_ms: number;
-  concurrently: boolean | null;
+  ran_concurrently: boolean | null;
   status: "ok" | "failed" | "skipped";
   error: string | null;
 }
@@ -38,7 +38,7 @@ export async function refreshMaterializedView(
              (extract(epoch from steward.setting_interval('maintenance.refresh_statement_timeout')) * 1000)::bigint::text, true)`,
         );
         const { rows } = await client.query<RefreshLogEntry>(
-          `select id::text, view, started_at, finished_at, duration_ms, waited_ms, l.concurrently, status, error
+          `select id::text, view, started_at, finished_at, duration_ms, waited_ms, ran_concurrently, status, error
              from steward.refresh_materialized_view($1::text::regclass) l`,
           [view],
         );

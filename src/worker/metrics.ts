@@ -1,133 +1,29 @@
 // Prometheus metrics of one worker process. Job counters are counted in process by the task
-// wrapper (a crash loses the last few: metrics only, never state); database gauges are read
-// when /metrics is scraped, each from one SQL query listed in DATABASE_GAUGES.
+// wrapper (a crash loses the last few: metrics only, never state). Every database-wide series
+// comes from one statement, `select * from steward.metrics()` (the union of the capabilities'
+// metric sources, migrations/committed/000001-foundation.sql), on a connection of its own,
+// cached for a few seconds and shared by concurrent scrapes.
 import client from "prom-client";
 import type pg from "pg";
 import type { Logger } from "../logger.ts";
 import type { AttemptOutcome } from "./task.ts";
 
-/**
- * A gauge read from the database on every scrape. The query returns one row per series: a
- * numeric `value` column and one text column per label.
- */
-export interface DatabaseGauge {
-  name: string;
+/** One row of steward.metrics(). */
+export interface DatabaseSample {
+  metric: string;
+  kind: "gauge" | "counter";
   help: string;
-  labels: string[];
-  sql: string;
+  labels: Record<string, string>;
+  value: number;
 }
-
-export const DATABASE_GAUGES: DatabaseGauge[] = [
-  {
-    name: "steward_queue_depth",
-    help: "Jobs in graphile-worker's queue by task and state (ready: due and unlocked; scheduled: due later; running: locked).",
-    labels: ["task", "state"],
-    sql: `
-      select task_identifier as task,
-             case when locked_at is not null then 'running'
-                  when run_at > pg_catalog.now() then 'scheduled'
-                  else 'ready' end as state,
-             count(*)::float8 as value
-        from graphile_worker.jobs
-       where attempts < max_attempts or locked_at is not null
-       group by 1, 2`,
-  },
-  {
-    name: "steward_materialized_view_staleness_seconds",
-    help: "Seconds since the last successful refresh of each registered materialized view began (since its registration when it has none): its data is at most this old.",
-    labels: ["view"],
-    sql: `
-      select view, extract(epoch from pg_catalog.now() - coalesce(last_refreshed_at, registered_at))::float8 as value
-        from steward.materialized_views`,
-  },
-  {
-    name: "steward_invalidations_pending",
-    help: "Undelivered invalidation entries by state (ready: due and unclaimed; scheduled: debounced or backing off; claimed: being delivered).",
-    labels: ["state"],
-    sql: `
-      select case when claimed_until > pg_catalog.now() then 'claimed'
-                  when deliver_at > pg_catalog.now() then 'scheduled'
-                  else 'ready' end as state,
-             count(*)::float8 as value
-        from steward.invalidations
-       group by 1`,
-  },
-  {
-    name: "steward_invalidations_oldest_pending_seconds",
-    help: "Age of the oldest undelivered invalidation entry (0 when none).",
-    labels: [],
-    sql: `
-      select coalesce(extract(epoch from pg_catalog.now() - min(enqueued_at)), 0)::float8 as value
-        from steward.invalidations`,
-  },
-  {
-    name: "steward_request_rollup_pending",
-    help: "5-minute request buckets (bucket, endpoint, method) with rows the rollup_requests task has not rolled up yet.",
-    labels: [],
-    sql: `
-      select count(*)::float8 as value
-        from (select distinct bucket, endpoint, method from steward.request_rollup_pending) as pending`,
-  },
-  {
-    name: "steward_recalc_keys",
-    help: "Keys of recalculation runs in progress, by recalculation and state (done, failed, pending).",
-    labels: ["name", "state"],
-    sql: `
-      select r.name, k.state, k.value::float8 as value
-        from steward.recalc_runs r
-       cross join lateral (values ('done', r.keys_done), ('failed', r.keys_failed),
-                                  ('pending', r.keys_total - r.keys_done - r.keys_failed)) as k(state, value)
-       where r.finished_at is null`,
-  },
-  {
-    name: "steward_recalc_last_run_seconds",
-    help: "Duration of the last finished run of each recalculation, labelled by its status (completed, failed, cancelled).",
-    labels: ["name", "status"],
-    sql: `
-      select c.name, last.status, last.value
-        from steward.recalculations c
-       cross join lateral (
-             select r.status, extract(epoch from r.finished_at - r.started_at)::float8 as value
-               from steward.recalc_runs r
-              where r.name = c.name and r.finished_at is not null
-              order by r.id desc limit 1) as last`,
-  },
-  {
-    name: "steward_circuit_state",
-    help: "State of each configured or once-failed circuit breaker: 1 for the state it is in (closed, open, half_open), 0 for the others.",
-    labels: ["circuit", "state"],
-    sql: `
-      select c.name as circuit, s.state, (c.state = s.state)::int::float8 as value
-        from steward.circuit_status c
-       cross join (values ('closed'), ('open'), ('half_open')) as s(state)`,
-  },
-  {
-    name: "steward_dead_letters",
-    help: "Dead letters not yet replayed, by source (job, invalidation) and task.",
-    labels: ["source", "task"],
-    sql: `
-      select source, coalesce(task_identifier, '') as task, count(*)::float8 as value
-        from steward.dead_letters
-       where replayed_at is null
-       group by 1, 2`,
-  },
-  {
-    name: "steward_workers",
-    help: "Steward worker pools with a heartbeat row, by state (alive; stale: past workers.heartbeat_timeout, about to be released).",
-    labels: ["state"],
-    sql: `
-      select case when heartbeat_at < pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout')
-                  then 'stale' else 'alive' end as state,
-             count(*)::float8 as value
-        from steward.workers
-       group by 1`,
-  },
-];
 
 export interface Metrics {
   registry: client.Registry;
   /** Counts one finished attempt (steward_jobs_total, steward_job_duration_seconds). */
   recordJob(task: string, outcome: AttemptOutcome, ms: number): void;
+  /** The text of one scrape: this process's series, then the database's. */
+  scrape(): Promise<string>;
+  contentType: string;
 }
 
 const DURATION_BUCKETS = [0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120, 600];
@@ -221,32 +117,202 @@ function jobMetrics(series: JobSeries): client.Metric<string>[] {
   return [total, duration];
 }
 
-/** Creates the registry of one worker process; `pool` serves the database gauges. */
-export function createMetrics(pool: pg.Pool, logger: Logger, gauges: DatabaseGauge[] = DATABASE_GAUGES): Metrics {
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+const escapeHelp = (text: string) => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+const escapeLabel = (text: string) => text.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  return String(value);
+}
+
+/**
+ * The database's samples in Prometheus text format, one family per metric. A family whose name
+ * the process already exposes, or a sample with a label name Prometheus would refuse, is left
+ * out (reported through `skipped`): one bad line makes Prometheus reject the whole scrape.
+ */
+export function formatSamples(
+  samples: DatabaseSample[],
+  taken: ReadonlySet<string>,
+  skipped: (what: string) => void,
+): string {
+  const families = new Map<string, DatabaseSample[]>();
+  for (const sample of samples) {
+    let family = families.get(sample.metric);
+    if (!family) families.set(sample.metric, (family = []));
+    family.push(sample);
+  }
+  const lines: string[] = [];
+  for (const [name, family] of families) {
+    if (!METRIC_NAME.test(name) || taken.has(name)) {
+      skipped(`metric ${name}`);
+      continue;
+    }
+    const first = family[0]!;
+    lines.push(`# HELP ${name} ${escapeHelp(first.help ?? "")}`, `# TYPE ${name} ${first.kind}`);
+    for (const sample of family) {
+      // In name order: jsonb keeps its own (shortest first), and a stable order reads better.
+      const labels = Object.entries(sample.labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      const bad = labels.find(([key]) => !LABEL_NAME.test(key) || key.startsWith("__"));
+      if (bad) {
+        skipped(`label ${bad[0]} of ${name}`);
+        continue;
+      }
+      const text = labels.map(([key, value]) => `${key}="${escapeLabel(String(value))}"`).join(",");
+      lines.push(`${name}${text ? `{${text}}` : ""} ${formatValue(Number(sample.value))}`);
+    }
+  }
+  return lines.length ? `${lines.join("\n")}\n` : "";
+}
+
+export interface MetricsOptions {
+  /** Serves steward.metrics(): a pool of its own (one connection is enough), or null for none. */
+  pool: pg.Pool | null;
+  logger: Logger;
+  /** How long one reading of steward.metrics() is served (default 5000 ms). */
+  cacheMs?: number;
+}
+
+/**
+ * steward.metrics() read at most once per `cacheMs`, whatever the number of scrapers: a scrape
+ * within it gets the last reading; the first one after it starts a new reading, which
+ * concurrent scrapes share (single flight), and meanwhile every scrape still gets the last
+ * reading, so a slow statement never makes a scrape wait. A reading is therefore at most
+ * `cacheMs` plus one statement old (the statement is cancelled after its timeout). Only a scrape
+ * with no reading at all (the first, or the first after a failed reading) waits.
+ */
+class DatabaseSamples {
+  private reading: { at: number; samples: DatabaseSample[] } | undefined;
+  private inFlight: Promise<DatabaseSample[]> | undefined;
+  private readonly queryDuration: client.Gauge;
+  private readonly failures: client.Counter;
+  private readonly age: client.Gauge;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly logger: Logger,
+    private readonly cacheMs: number,
+    registry: client.Registry,
+  ) {
+    // A source that raises is reported by the database as a warning: the reason, for the log.
+    pool.on("connect", (connection) =>
+      connection.on("notice", (notice) =>
+        logger.warn({ notice: notice.message }, "database notice while reading metrics"),
+      ),
+    );
+    this.queryDuration = new client.Gauge({
+      name: "steward_metrics_query_seconds",
+      help: "How long the last reading of steward.metrics() (the database series of /metrics) took.",
+      registers: [registry],
+    });
+    this.failures = new client.Counter({
+      name: "steward_metrics_query_failures_total",
+      help: "Readings of steward.metrics() that failed: the scrapes that needed them had no database series.",
+      registers: [registry],
+    });
+    this.age = new client.Gauge({
+      name: "steward_metrics_database_age_seconds",
+      help: "Age of the reading of steward.metrics() this scrape shows (up to STEWARD_METRICS_CACHE_MS plus the time one reading takes).",
+      registers: [registry],
+    });
+  }
+
+  async samples(): Promise<DatabaseSample[]> {
+    const reading = this.reading;
+    const age = reading ? performance.now() - reading.at : Infinity;
+    if (age >= this.cacheMs) this.inFlight ??= this.read();
+    if (reading) {
+      this.age.set(age / 1000);
+      return reading.samples;
+    }
+    const samples = await this.inFlight!;
+    this.age.set(0);
+    return samples;
+  }
+
+  /** Logs a source when it starts failing and when it answers again, not on every reading. */
+  private failing = new Set<string>();
+  private reportSources(rows: DatabaseSample[]): void {
+    const now = new Set(
+      rows
+        .filter((row) => row.metric === "steward_metric_source_errors" && row.value > 0)
+        .map((row) => row.labels.source!),
+    );
+    for (const source of now) {
+      if (!this.failing.has(source))
+        this.logger.warn(
+          { source },
+          "a metric source fails: its series are missing from /metrics (the reason is in the database's log)",
+        );
+    }
+    for (const source of this.failing) {
+      if (!now.has(source)) this.logger.info({ source }, "a metric source answers again");
+    }
+    this.failing = now;
+  }
+
+  private async read(): Promise<DatabaseSample[]> {
+    const began = performance.now();
+    try {
+      const { rows } = await this.pool.query<DatabaseSample>(
+        "select metric, kind, help, labels, value from steward.metrics()",
+      );
+      this.reading = { at: performance.now(), samples: rows };
+      this.reportSources(rows);
+      return rows;
+    } catch (error) {
+      // A database that does not answer (or is not migrated yet) leaves the database series out.
+      this.reading = undefined;
+      this.failures.inc();
+      this.logger.warn({ err: error }, "could not read steward.metrics()");
+      return [];
+    } finally {
+      this.queryDuration.set((performance.now() - began) / 1000);
+      this.inFlight = undefined;
+    }
+  }
+}
+
+/** Creates the registry of one worker process. */
+export function createMetrics(options: MetricsOptions): Metrics {
+  const { logger } = options;
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry, prefix: "steward_" });
   const jobs = new JobSeries();
   for (const metric of jobMetrics(jobs)) registry.registerMetric(metric);
-  for (const gauge of gauges) {
-    new client.Gauge({
-      name: gauge.name,
-      help: gauge.help,
-      labelNames: gauge.labels,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        try {
-          const { rows } = await pool.query({ text: gauge.sql });
-          for (const row of rows as Array<Record<string, unknown>>) {
-            const labels = Object.fromEntries(gauge.labels.map((label) => [label, String(row[label] ?? "")]));
-            this.set(labels, Number(row.value));
-          }
-        } catch (error) {
-          // A missing table (capability not migrated yet) or a slow database leaves the gauge empty.
-          logger.debug({ gauge: gauge.name, err: error }, "could not read gauge");
-        }
-      },
-    });
-  }
-  return { registry, recordJob: (task, outcome, ms) => jobs.record(task, outcome, ms) };
+  const cacheMs = options.cacheMs ?? 5000;
+  const database = options.pool ? new DatabaseSamples(options.pool, logger, cacheMs, registry) : null;
+  const rendered = new WeakMap<DatabaseSample[], string>();
+  let last: { at: number; samples: DatabaseSample[]; text: string } | undefined;
+  const reported = new Set<string>();
+  const skipped = (what: string) => {
+    if (reported.has(what)) return;
+    reported.add(what);
+    logger.warn({ what }, "left a malformed database series out of /metrics");
+  };
+  return {
+    registry,
+    contentType: registry.contentType,
+    recordJob: (task, outcome, ms) => jobs.record(task, outcome, ms),
+    async scrape() {
+      const samples = database ? await database.samples() : [];
+      // Scrapes within a second of each other (many scrapers, or a storm of them) share one
+      // text; a reading of the database is turned into text once.
+      const now = performance.now();
+      if (last && last.samples === samples && now - last.at < Math.min(cacheMs, 1000)) return last.text;
+      const own = await registry.metrics();
+      let text = rendered.get(samples);
+      if (text === undefined) {
+        const taken = new Set(registry.getMetricsAsArray().map((metric) => metric.name));
+        text = formatSamples(samples, taken, skipped);
+        rendered.set(samples, text);
+      }
+      last = { at: now, samples, text: own + text };
+      return last.text;
+    },
+  };
 }

@@ -28,8 +28,7 @@ export interface RecalcRun {
 
 const RUN_COLUMNS = `
   r.id::float8 as id, r.name, r.status, r.scope, r.keys_total, r.keys_done, r.keys_failed, r.batches_total,
-  r.batches_done, r.batches_failed, r.started_at, r.finished_at, r.error,
-  extract(epoch from coalesce(r.finished_at, now()) - r.started_at)::float8 as elapsed_seconds`;
+  r.batches_done, r.batches_failed, r.started_at, r.finished_at, r.error, r.elapsed_seconds`;
 
 type RunRow = {
   id: number;
@@ -68,22 +67,25 @@ function toRun(row: RunRow): RecalcRun {
 }
 
 export async function readRun(pool: pg.Pool, id: number): Promise<RecalcRun | undefined> {
-  const { rows } = await pool.query<RunRow>(`select ${RUN_COLUMNS} from steward.recalc_runs r where r.id = $1`, [id]);
+  const { rows } = await pool.query<RunRow>(
+    `select ${RUN_COLUMNS} from steward.recalc_run_progress r where r.id = $1`,
+    [id],
+  );
   return rows[0] && toRun(rows[0]);
 }
 
 /** The unfinished run of `name`, else its latest one. */
 export async function currentRun(pool: pg.Pool, name: string): Promise<RecalcRun | undefined> {
   const { rows } = await pool.query<RunRow>(
-    `select ${RUN_COLUMNS} from steward.recalc_runs r where r.name = $1
-      order by r.finished_at is null desc, r.id desc limit 1`,
+    `select ${RUN_COLUMNS} from steward.recalc_run_progress r
+      where r.id = (select s.current_run_id from steward.recalculation_status s where s.name = $1)`,
     [name],
   );
   return rows[0] && toRun(rows[0]);
 }
 
 export async function recalculationNames(pool: pg.Pool): Promise<string[]> {
-  const { rows } = await pool.query<{ name: string }>("select name from steward.recalculations order by name");
+  const { rows } = await pool.query<{ name: string }>("select name from steward.recalculation_status order by name");
   return rows.map((row) => row.name);
 }
 
@@ -166,8 +168,7 @@ export interface FailedBatch {
 
 export async function failedBatches(pool: pg.Pool, run: number, max = 5): Promise<FailedBatch[]> {
   const { rows } = await pool.query<FailedBatch>(
-    `select batch, key_count as keys, attempts, last_error as error from steward.recalc_batches
-      where run_id = $1 and status = 'failed' order by batch limit $2`,
+    "select batch, key_count as keys, attempts, last_error as error from steward.recalc_failed_batches($1, $2)",
     [run, max],
   );
   return rows;
@@ -175,12 +176,8 @@ export async function failedBatches(pool: pg.Pool, run: number, max = 5): Promis
 
 /** Whether any batch job of the run is being worked on right now. */
 export async function hasRunningBatch(pool: pg.Pool, run: number): Promise<boolean> {
-  const { rows } = await pool.query(
-    `select 1 from graphile_worker.jobs
-      where task_identifier = 'recalculate_batch' and locked_at is not null and key like $1 limit 1`,
-    [`steward:recalc:${run}:%`],
-  );
-  return rows.length > 0;
+  const { rows } = await pool.query<{ busy: boolean }>("select steward.recalc_run_is_busy($1) as busy", [run]);
+  return rows[0]!.busy;
 }
 
 const number = (value: number) => Math.round(value).toLocaleString("en-US");

@@ -14,6 +14,9 @@ import { createMetrics, type Metrics } from "./metrics.ts";
 import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
 import { buildTaskList, type OutcomeObserver, type TaskDefinition } from "./task.ts";
 
+/** A reading of steward.metrics() (or its connection) that takes longer fails: the scrape shows no database series. */
+const METRICS_STATEMENT_TIMEOUT_MS = 10_000;
+
 export interface WorkerOptions {
   url: string;
   config: Config;
@@ -58,7 +61,27 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // kept here to release their running jobs ourselves when the shutdown timeout passes.
   const workerPools: WorkerPool[] = [];
   events.on("pool:create", ({ workerPool }) => workerPools.push(workerPool));
-  const metrics = createMetrics(pool, logger);
+  // /metrics and /readyz each get one connection of their own: a scrape or a readiness check
+  // never waits behind jobs, and a slow scrape never delays a readiness check.
+  const metricsPool = createPool(options.url, {
+    max: 1,
+    applicationName: "steward worker metrics",
+    actor: "worker",
+    statementTimeoutMs: METRICS_STATEMENT_TIMEOUT_MS,
+    connectionTimeoutMs: METRICS_STATEMENT_TIMEOUT_MS,
+  });
+  const metrics = createMetrics({ pool: metricsPool, logger, cacheMs: config.metricsCacheMs });
+  const healthPool = createPool(options.url, {
+    max: 1,
+    applicationName: "steward worker health",
+    actor: "worker",
+    statementTimeoutMs: config.healthTimeoutMs,
+    connectionTimeoutMs: config.healthTimeoutMs,
+  });
+  const closeMonitoring = async () => {
+    await metricsPool.end().catch(() => undefined);
+    await healthPool.end().catch(() => undefined);
+  };
   // Heartbeats and statistics get connections of their own: a pool busy with long jobs must
   // not delay a heartbeat past the timeout and get its worker presumed dead.
   const housekeeping = createPool(options.url, {
@@ -111,6 +134,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     });
   } catch (error) {
     await closeHousekeeping();
+    await closeMonitoring();
     await pool.end();
     throw error;
   }
@@ -148,15 +172,17 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       health = await startHealthServer({
         port: config.healthPort,
         host: config.healthHost,
-        pool,
+        pool: healthPool,
         metrics,
         logger,
+        timeoutMs: config.healthTimeoutMs,
         isRunning: () => running,
       });
     } catch (error) {
       await drainer?.stop();
       await runner.stop();
       await closeHousekeeping();
+      await closeMonitoring();
       await pool.end();
       throw error;
     }
@@ -191,6 +217,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       }
       await closeHousekeeping();
       await health?.close();
+      await closeMonitoring();
       await pool.end().catch(() => undefined);
       logger.info("worker stopped");
     })();

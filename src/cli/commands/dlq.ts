@@ -6,10 +6,10 @@ import {
   replayDeadLetter,
   type DeadLetter,
 } from "../../worker/dead-letters.ts";
-import { isBadArgument, StewardError, UsageError } from "../../errors.ts";
+import { StewardError, UsageError } from "../../errors.ts";
 import { withDatabasePool, type Command, type CommandContext } from "../command.ts";
-import { integerOption } from "../options.ts";
-import { textTable } from "../text-table.ts";
+import { databaseChecksOption, integerOption, requireUnit } from "../options.ts";
+import { oneLine, textTable, timeCell } from "../text-table.ts";
 
 const ACTIONS = ["list", "show", "replay", "purge"];
 
@@ -20,17 +20,12 @@ function deadLetterId(text: string | undefined, action: string): string {
   return text;
 }
 
-function oneLine(text: string | null, width: number): string {
-  const line = (text ?? "").replace(/\s+/g, " ").trim();
-  return line.length > width ? `${line.slice(0, width - 1)}…` : line;
-}
-
 function listTable(rows: DeadLetter[]): string {
   const table = [
     ["id", "failed_at", "source", "task", "attempts", "replayed", "last_error"],
     ...rows.map((row) => [
       row.id,
-      row.failed_at.toISOString().replace("T", " ").slice(0, 19),
+      timeCell(row.failed_at),
       row.source,
       row.task_identifier ?? "",
       `${row.attempts}/${row.max_attempts}${row.is_permanent ? " permanent" : ""}`,
@@ -45,7 +40,8 @@ async function list(values: Record<string, unknown>, context: CommandContext): P
   const max = integerOption(values.max, "--max", { min: 1, max: 1000 }, 50);
   const after = values.after as string | undefined;
   return withDatabasePool(context, async (pool) => {
-    const page = await listDeadLetters(pool, { after, max });
+    // The database knows its cursors: one it did not make is a bad argument (exit 2).
+    const page = await databaseChecksOption("--after", () => listDeadLetters(pool, { after, max }));
     if (page.rows.length === 0) {
       context.print(after ? "no more dead letters" : "no dead letters");
       return 0;
@@ -66,7 +62,7 @@ export const dlqCommand: Command = {
     "  show <id>                one dead letter in full, its payload and error\n" +
     "  replay <id>              queue it again as a new job (once; audited)\n" +
     "  purge --older-than 30d   delete dead letters that failed longer ago (audited); a PostgreSQL\n" +
-    "                           interval: 30d, 12h, '2 weeks'",
+    "                           interval with its unit: 30d, 12h, 90m, '2 weeks', 0s (everything)",
   options: {
     after: { type: "string" },
     max: { type: "string" },
@@ -113,19 +109,13 @@ export const dlqCommand: Command = {
         });
       }
       default: {
-        const olderThan = (values["older-than"] as string | undefined)?.trim();
-        if (!olderThan) throw new UsageError("dlq purge needs --older-than <interval>, e.g. --older-than 30d");
+        const given = (values["older-than"] as string | undefined)?.trim();
+        if (!given) throw new UsageError("dlq purge needs --older-than <interval>, e.g. --older-than 30d");
+        // "0" would purge everything and "30" mean 30 seconds: an age needs its unit.
+        const olderThan = requireUnit(given, "--older-than", "30d, 12h, 90m, '2 weeks', 0s");
         return withDatabasePool(context, async (pool) => {
-          let purged: number;
-          try {
-            purged = await purgeDeadLetters(pool, olderThan);
-          } catch (error) {
-            // The interval itself is wrong (not an interval, negative).
-            if (isBadArgument(error)) {
-              throw new UsageError(`--older-than: ${(error as Error).message}`);
-            }
-            throw error;
-          }
+          // The interval itself may be wrong (not an interval, negative).
+          const purged = await databaseChecksOption("--older-than", () => purgeDeadLetters(pool, olderThan));
           context.print(`purged ${purged} dead letter${purged === 1 ? "" : "s"} older than ${olderThan}`);
           return 0;
         });

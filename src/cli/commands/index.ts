@@ -1,4 +1,5 @@
 // Every `steward` subcommand, in the order `steward --help` lists them.
+import { auditCommand } from "./audit.ts";
 import { benchCommand } from "./bench.ts";
 import type { Command } from "../command.ts";
 import { dlqCommand } from "./dlq.ts";
@@ -7,6 +8,7 @@ import { migrateCommand } from "./migrate.ts";
 import { recalcCommand } from "./recalc.ts";
 import { runCommand } from "./run.ts";
 import { statusCommand } from "./status.ts";
+import { uninstallCommand } from "./uninstall.ts";
 import { verifyCommand } from "./verify.ts";
 import { startCommand, workerCommand } from "./worker.ts";
 
@@ -19,6 +21,8 @@ export const COMMANDS: Command[] = [
   recalcCommand,
   statusCommand,
   verifyCommand,
+  auditCommand,
+  uninstallCommand,
   benchCommand,
   loadCommand,
 ];

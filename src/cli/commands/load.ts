@@ -1,17 +1,25 @@
-// `steward load`: the pre-launch load test, against a scratch database on a loopback server.
+// `steward load`: the pre-launch load test, against a scratch database on a loopback server:
+// a flat run (connections calling as fast as they can) or ramped stages of simulated users.
 import fs from "node:fs/promises";
-import { openDatabase, createPool } from "../../database.ts";
-import { formatDuration } from "../../duration.ts";
-import { RateLimiter } from "../../client/rate-limits.ts";
+import { openDatabase } from "../../database.ts";
+import { formatDuration, parseDuration } from "../../duration.ts";
 import { UsageError } from "../../errors.ts";
-import { breaches, runLoad, type LoadOperation, type LoadReport } from "../../../bench/load.ts";
-import { scratchDatabase } from "../../../bench/scratch.ts";
+import {
+  breaches,
+  runLoad,
+  type LoadPlan,
+  type LoadReport,
+  type LoadStage,
+  type Percentiles,
+} from "../../../bench/load.ts";
+import { startSqlDriver } from "../../../bench/load-sql.ts";
 import { textTable } from "../text-table.ts";
-import { startWorker } from "../../worker/runner.ts";
 import type { Command } from "../command.ts";
-import { durationOption, integerOption, numberOption } from "../options.ts";
+import { durationOption, integerOption, numberOption, requireUnit } from "../options.ts";
 
-const MAX_DURATION_MS = 10 * 60_000;
+/** The checklists' whole ramp (1k, 5k, 10k users) takes 19 minutes; room for it and more. */
+const MAX_DURATION_MS = 30 * 60_000;
+const MAX_USERS = 1_000_000;
 const MAX_OPERATIONS = 20_000_000;
 
 /** The load test talks only to a server on this machine: never a shared or production one. */
@@ -20,117 +28,114 @@ export function isLoopback(url: string): boolean {
   return host === "" || host === "localhost" || host === "::1" || /^127\./.test(host) || host.startsWith("/");
 }
 
-const VIEW = "public.load_profile_stats";
-
-/** What the simulated users do, with the share of calls each gets. */
-function operations(limiter: RateLimiter): LoadOperation[] {
-  return [
-    {
-      name: "rate_limit_hit",
-      weight: 50,
-      // Through the TypeScript client, as application code calls it (coalesced per tick).
-      run: (_pool, user) => limiter.hit("load", `user:${user}`),
-    },
-    {
-      name: "lease",
-      weight: 15,
-      async run(pool, user) {
-        const key = `export:${user % 500}`;
-        const { rows } = await pool.query<{ lease: string | null }>(
-          "select steward.lease_acquire($1, 2, '30 seconds') as lease",
-          [key],
-        );
-        if (rows[0]?.lease) await pool.query("select steward.lease_release($1)", [rows[0].lease]);
-      },
-    },
-    {
-      name: "enqueue_invalidation",
-      weight: 20,
-      run: (pool, user) =>
-        pool.query("select steward.enqueue_invalidation($1)", [user % 20 === 0 ? `mv:${VIEW}` : `user:${user}`]),
-    },
-    {
-      name: "record_requests",
-      weight: 15,
-      run: (pool, user) =>
-        pool.query("select steward.record_requests($1::jsonb)", [
-          JSON.stringify(
-            Array.from({ length: 5 }, (_, i) => ({
-              at: new Date().toISOString(),
-              endpoint: ["/feed", "/profile", "/search", "/metrics"][(user + i) % 4],
-              method: i % 3 === 0 ? "POST" : "GET",
-              status: Math.random() < 0.01 ? 503 : 200,
-              duration_ms: Math.round(5 + Math.random() * 120),
-              cache_hit: Math.random() < 0.6,
-              request_id: `${user}-${Date.now()}-${i}`,
-            })),
-          ),
-        ]),
-    },
-  ];
+/** `--stages 1000:2m,5000:5m,10000:12m`: ramp to each number of users over its duration. */
+export function parseStages(text: string): LoadStage[] {
+  const stages = text.split(",").map((part) => {
+    const match = /^\s*(\d+)\s*:\s*(\S+)\s*$/.exec(part);
+    if (!match) throw new UsageError(`--stages: "${part}" is not users:duration (e.g. 1000:2m,5000:5m,10000:12m)`);
+    const users = Number(match[1]);
+    if (users > MAX_USERS) throw new UsageError(`--stages: at most ${MAX_USERS} users a stage, got ${users}`);
+    const durationMs = parseDuration(requireUnit(match[2]!, "--stages", "30s, 2m, 1h"), "--stages");
+    if (durationMs < 1000) throw new UsageError(`--stages: a stage lasts at least 1s, got "${match[2]}"`);
+    return { users, durationMs };
+  });
+  if (!stages.some((stage) => stage.users > 0)) throw new UsageError("--stages: some stage must have users");
+  return stages;
 }
 
-async function prepare(url: string, users: number): Promise<void> {
-  const pool = createPool(url, { max: 1 });
-  try {
-    await pool.query("select steward.set_rate_limit('load', 60, '1 minute')");
-    await pool.query("select steward.set_rate_limit('load', 1000, '1 hour')");
-    await pool.query("create table public.load_profiles (user_id int primary key, visits int not null default 0)");
-    await pool.query("insert into public.load_profiles (user_id) select g from generate_series(0, $1 - 1) g", [users]);
-    await pool.query(
-      `create materialized view ${VIEW} as select visits % 10 as bucket, count(*) as users from public.load_profiles group by 1`,
-    );
-    await pool.query(`create unique index on ${VIEW} (bucket)`);
-    await pool.query(`select steward.register_materialized_view('${VIEW}', debounce => '2 seconds')`);
-  } finally {
-    await pool.end();
+/** The run the options ask for: stages, or a flat run; refuses mixing the two. */
+function loadPlan(values: Record<string, unknown>): LoadPlan {
+  if (values.stages !== undefined) {
+    // In a ramp the stages say how many users there are and for how long.
+    for (const flat of ["users", "duration"]) {
+      if (values[flat] !== undefined) throw new UsageError(`--${flat} goes with a flat run, not with --stages`);
+    }
+    const stages = parseStages(String(values.stages));
+    const total = stages.reduce((sum, stage) => sum + stage.durationMs, 0);
+    if (total > MAX_DURATION_MS) {
+      throw new UsageError(`--stages: the stages last ${formatDuration(total)} together; at most 30m`);
+    }
+    const thinkMs = durationOption(values.think, "--think", "1s");
+    if (thinkMs < 1 || thinkMs > 60_000)
+      throw new UsageError(`--think must be from 1ms to 1m, got "${String(values.think)}"`);
+    return { kind: "stages", stages, thinkMs };
   }
+  if (values.think !== undefined) throw new UsageError("--think goes with --stages");
+  const durationMs = durationOption(values.duration, "--duration", "30s");
+  if (durationMs < 1000 || durationMs > MAX_DURATION_MS) {
+    throw new UsageError(`--duration must be from 1s to 30m, got "${String(values.duration)}"`);
+  }
+  return {
+    kind: "flat",
+    users: integerOption(values.users, "--users", { min: 1, max: MAX_USERS }, 10_000),
+    connections: integerOption(values.connections, "--connections", { min: 1, max: 256 }, 32),
+    durationMs,
+  };
+}
+
+function figures(name: string, r: Percentiles): string[] {
+  return [
+    name,
+    String(r.count),
+    String(Math.round(r.ops_per_s)),
+    r.p50_ms.toFixed(2),
+    r.p95_ms.toFixed(2),
+    r.p99_ms.toFixed(2),
+    String(r.errors),
+  ];
 }
 
 function reportTable(report: LoadReport): string {
   const rows = [
     ["operation", "calls", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
-    ...[...Object.entries(report.by_op), ["overall", report] as const].map(([name, r]) => [
-      name,
-      String(r.count),
-      String(Math.round(r.ops_per_s)),
-      r.p50_ms.toFixed(2),
-      r.p95_ms.toFixed(2),
-      r.p99_ms.toFixed(2),
-      String(r.errors),
-    ]),
+    ...Object.entries(report.by_op).map(([name, r]) => figures(name, r)),
+    figures("overall", report),
   ];
   return textTable(rows, { numeric: [1, 2, 3, 4, 5, 6] }).join("\n");
+}
+
+function stageTable(report: LoadReport): string {
+  const rows = [
+    ["stage", "users", "seconds", "calls", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
+    ...report.stages.map((stage) => {
+      const [, ...rest] = figures("", stage);
+      const users = stage.from_users === stage.to_users ? `${stage.to_users}` : `${stage.from_users}→${stage.to_users}`;
+      return [String(stage.stage), users, stage.duration_s.toFixed(1), ...rest];
+    }),
+  ];
+  return textTable(rows, { numeric: [0, 2, 3, 4, 5, 6, 7, 8] }).join("\n");
 }
 
 export const loadCommand: Command = {
   name: "load",
   summary: "the pre-launch load test: simulated users on the client functions while a worker drains and refreshes",
   usage:
-    "load [--users 10000] [--connections 32] [--duration 30s] [--max-p95-ms N] [--max-error-rate R] [--json FILE]\n" +
-    "  --users N           distinct simulated users (keys), 1 to 1,000,000\n" +
-    "  --connections N     concurrent connections, 1 to 256\n" +
-    "  --duration D        how long to run, at most 10m\n" +
-    "  --max-p95-ms N      exit 1 when the overall p95 latency is over N ms\n" +
-    "  --max-error-rate R  exit 1 when the share of failed calls is over R (0 to 1)\n" +
-    "  --json FILE         write {ops_per_s, p50_ms, p95_ms, p99_ms, error_rate, by_op} to FILE\n" +
+    "load [--users 10000] [--connections 32] [--duration 30s] | [--stages 1000:2m,5000:5m,10000:12m [--think 1s]]\n" +
+    "     [--max-p95-ms N] [--max-error-rate R] [--json FILE]\n" +
+    "  --users N           a flat run: distinct simulated users (keys), 1 to 1,000,000\n" +
+    "  --connections N     concurrent connections, 1 to 256; a flat run keeps each busy\n" +
+    "  --duration D        how long a flat run lasts, at most 30m\n" +
+    "  --stages U:D,...    a ramp: from 0 (then from the stage before), to U active users over D;\n" +
+    "                      each user calls once, then waits --think; at most 30m in all\n" +
+    "  --think D           a user's wait between calls in a ramp (default 1s)\n" +
+    "  --max-p95-ms N      exit 1 when the p95 latency is over N ms, overall or in a stage\n" +
+    "  --max-error-rate R  exit 1 when the share of failed calls is over R (0 to 1), overall or in a stage\n" +
+    "  --json FILE         write {ops_per_s, p50_ms, p95_ms, p99_ms, error_rate, by_op, stages} to FILE\n" +
     "Runs in a scratch database on a loopback server only, dropped afterwards.",
   options: {
     users: { type: "string" },
     connections: { type: "string" },
     duration: { type: "string" },
+    stages: { type: "string" },
+    think: { type: "string" },
     "max-p95-ms": { type: "string" },
     "max-error-rate": { type: "string" },
     json: { type: "string" },
   },
   positionals: [0, 0],
   async run(_positionals, values, context) {
-    const users = integerOption(values.users, "--users", { min: 1, max: 1_000_000 }, 10_000);
+    const plan = loadPlan(values);
     const connections = integerOption(values.connections, "--connections", { min: 1, max: 256 }, 32);
-    const durationMs = durationOption(values.duration, "--duration", "30s");
-    if (durationMs < 1000 || durationMs > MAX_DURATION_MS) {
-      throw new UsageError(`--duration must be from 1s to 10m, got "${String(values.duration)}"`);
-    }
     const maxP95Ms = numberOption(values["max-p95-ms"], "--max-p95-ms", { min: 0, max: 3_600_000 });
     const maxErrorRate = numberOption(values["max-error-rate"], "--max-error-rate", { min: 0, max: 1 });
     if (context.config.databaseUrl && !isLoopback(context.config.databaseUrl)) {
@@ -138,42 +143,42 @@ export const loadCommand: Command = {
         "steward load runs only against a server on this machine (DATABASE_URL host must be loopback)",
       );
     }
+    const users = plan.kind === "flat" ? plan.users : Math.max(...plan.stages.map((stage) => stage.users));
 
     const database = await openDatabase(context.config, context.logger);
     let report: LoadReport;
     try {
-      const scratch = await scratchDatabase(database.url, context.logger, "load");
+      const driver = await startSqlDriver({
+        url: database.url,
+        config: context.config,
+        logger: context.logger,
+        users,
+        connections,
+      });
       try {
-        await prepare(scratch.url, users);
-        const worker = await startWorker({
-          url: scratch.url,
-          config: { ...context.config, concurrency: 2 },
-          logger: context.logger,
-          health: false,
+        const what =
+          plan.kind === "flat"
+            ? `${users} users, ${connections} connections, ${formatDuration(plan.durationMs)}`
+            : `stages ${plan.stages.map((stage) => `${stage.users}:${formatDuration(stage.durationMs)}`).join(",")}, ` +
+              `think ${formatDuration(plan.thinkMs)}, ${connections} connections`;
+        process.stderr.write(`load: ${what}\n`);
+        report = await runLoad(driver.operations, plan, {
+          maxOperations: MAX_OPERATIONS,
+          onProgress: context.isTerminal
+            ? (elapsed, completed, active) =>
+                process.stderr.write(`\r  ${formatDuration(elapsed)}, ${active} users, ${completed} calls   `)
+            : undefined,
         });
-        const pool = createPool(scratch.url, { max: connections, applicationName: "steward load" });
-        try {
-          process.stderr.write(`load: ${users} users, ${connections} connections, ${formatDuration(durationMs)}\n`);
-          report = await runLoad(
-            pool,
-            operations(new RateLimiter(pool)),
-            { users, connections, durationMs, maxOperations: MAX_OPERATIONS },
-            context.isTerminal
-              ? (elapsed, completed) => process.stderr.write(`\r  ${formatDuration(elapsed)}, ${completed} calls`)
-              : undefined,
-          );
-          if (context.isTerminal) process.stderr.write("\n");
-        } finally {
-          await pool.end();
-          await worker.stop("load test over");
-        }
+        if (context.isTerminal) process.stderr.write("\n");
       } finally {
-        await scratch.drop();
+        await driver.stop();
       }
     } finally {
       await database.release();
     }
 
+    context.print(stageTable(report));
+    context.print("");
     context.print(reportTable(report));
     context.print(`\n${Math.round(report.ops_per_s)} calls/s overall, error rate ${report.error_rate.toFixed(4)}`);
     for (const error of report.sample_errors) context.print(`error: ${error}`);

@@ -1,7 +1,7 @@
 // `steward run <task> [json-payload] [--wait]`: enqueue a job by hand.
-import { TASK_NAMES } from "../../../tasks/index.ts";
+import { TASK_NAMES, TASKS } from "../../../tasks/index.ts";
 import { formatDuration } from "../../duration.ts";
-import { UsageError } from "../../errors.ts";
+import { PermanentError, UsageError } from "../../errors.ts";
 import { enqueueJob, waitForJob } from "../../client/jobs.ts";
 import { withDatabasePool, type Command } from "../command.ts";
 import { durationOption, integerOption, jsonOption } from "../options.ts";
@@ -13,6 +13,20 @@ function parsePayload(text: string | undefined): unknown {
     throw new UsageError('the payload must be a JSON object, e.g. \'{"tables": ["public.orders"]}\'');
   }
   return payload;
+}
+
+/**
+ * Refuses a payload the task's own check would refuse: enqueued, it would only become a dead
+ * letter after one attempt. Tasks this process does not define are checked by their worker.
+ */
+function checkPayload(task: string, payload: unknown): void {
+  const definition = TASKS.find((candidate) => candidate.identifier === task);
+  try {
+    definition?.parse(payload);
+  } catch (error) {
+    if (error instanceof PermanentError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 export const runCommand: Command = {
@@ -36,6 +50,7 @@ export const runCommand: Command = {
         `unknown task "${task}"; tasks: ${TASK_NAMES.length ? TASK_NAMES.join(", ") : "(none registered)"}`,
       );
     }
+    checkPayload(task!, payload);
     const timeoutMs = durationOption(values.timeout, "--timeout", "10m");
     const maxAttempts = integerOption(values["max-attempts"], "--max-attempts", { min: 1, max: 32767 });
     return withDatabasePool(context, async (pool) => {

@@ -2,7 +2,7 @@
 import { withDatabasePool, type Command } from "../command.ts";
 
 interface Check {
-  check: string;
+  name: string;
   status: "ok" | "warn" | "fail";
   detail: string;
 }
@@ -12,17 +12,17 @@ const MARKS = { ok: "✓", warn: "!", fail: "✗" } as const;
 export const verifyCommand: Command = {
   name: "verify",
   summary: "check that everything is in place (schema, triggers, indexes, privileges); exit 1 on any failure",
-  usage: "verify [--json]\n  --json  print the checks as a JSON array of {check, status, detail}",
+  usage: "verify [--json]\n  --json  print the checks as a JSON array of {name, status, detail}",
   options: { json: { type: "boolean" } },
   positionals: [0, 0],
   async run(_positionals, values, context) {
     return withDatabasePool(context, async (pool) => {
-      const { rows } = await pool.query<Check>('select "check", status, detail from steward.verify_installation()');
+      const { rows } = await pool.query<Check>("select name, status, detail from steward.verify_installation()");
       if (values.json) {
         context.print(JSON.stringify(rows, null, 2));
       } else {
-        const width = Math.max(...rows.map((row) => row.check.length));
-        for (const row of rows) context.print(`${MARKS[row.status]} ${row.check.padEnd(width)}  ${row.detail}`);
+        const width = Math.max(...rows.map((row) => row.name.length));
+        for (const row of rows) context.print(`${MARKS[row.status]} ${row.name.padEnd(width)}  ${row.detail}`);
         const count = (status: Check["status"]) => rows.filter((row) => row.status === status).length;
         context.print(`\n${count("ok")} ok, ${count("warn")} warnings, ${count("fail")} failed`);
       }

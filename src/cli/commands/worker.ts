@@ -1,54 +1,111 @@
 // `steward start` (migrate, then work) and `steward worker` (work; the schema must be current).
-import { startExample } from "../../../examples/health-metrics/index.ts";
+import os from "node:os";
+import { startExample, type RunningExample } from "../../../examples/health-metrics/index.ts";
 import { openDatabase } from "../../database.ts";
+import type { Logger } from "../../logger.ts";
 import { migrate, migrationStatus } from "../../migrate.ts";
 import { createPool } from "../../database.ts";
-import { startWorker } from "../../worker/runner.ts";
+import { startWorker, type RunningWorker } from "../../worker/runner.ts";
 import type { Command, CommandContext } from "../command.ts";
+
+/** Signals within this long after the first are copies of it, not a second request (README, "Shutdown"). */
+export const SAME_REQUEST_MS = 2000;
+/** A forced exit waits at most this long for running jobs to be failed back to the queue. */
+const FORCED_EXIT_MS = 3000;
+
+/**
+ * One Ctrl-C is one graceful shutdown. A terminal signals its whole foreground process group,
+ * so under `npm start` each Ctrl-C reaches us twice at once (from the terminal, and forwarded by
+ * npm); a supervisor's `kill -TERM -<pgid>` does the same. Signals within SAME_REQUEST_MS of the
+ * first are that one request; one arriving later is a deliberate second request and forces.
+ */
+function onShutdownSignals(
+  logger: Logger,
+  handlers: { graceful(signal: NodeJS.Signals): void; force(signal: NodeJS.Signals): void },
+) {
+  let firstAt: number | undefined;
+  const listener = (signal: NodeJS.Signals) => {
+    const now = Date.now();
+    if (firstAt === undefined) {
+      firstAt = now;
+      logger.info(
+        { signal },
+        `shutting down gracefully (a second signal ${SAME_REQUEST_MS / 1000} s or more later forces an exit)`,
+      );
+      handlers.graceful(signal);
+    } else if (now - firstAt < SAME_REQUEST_MS) {
+      logger.debug({ signal }, "the same shutdown request again (a process group receives one signal more than once)");
+    } else {
+      logger.warn({ signal }, "forced exit");
+      handlers.force(signal);
+    }
+  };
+  process.on("SIGINT", listener);
+  process.on("SIGTERM", listener);
+  return {
+    requested: () => firstAt !== undefined,
+    dispose() {
+      process.off("SIGINT", listener);
+      process.off("SIGTERM", listener);
+    },
+  };
+}
 
 async function work(context: CommandContext, options: { migrateFirst: boolean }): Promise<number> {
   const { logger } = context;
-  const database = await openDatabase(context.config, logger);
+  let worker: RunningWorker | undefined;
+  let example: RunningExample | undefined;
+  // Listening from the start: a Ctrl-C while the server starts or migrations run waits for
+  // them, then exits 0 without starting the worker.
+  const signals = onShutdownSignals(logger, {
+    graceful(signal) {
+      void example?.stop();
+      void worker?.stop(signal);
+    },
+    force(signal) {
+      // Running jobs are failed back to the queue where the database still answers; the
+      // embedded server is stopped by its exit hook.
+      const deadline = new Promise((resolve) => setTimeout(resolve, FORCED_EXIT_MS));
+      void Promise.race([worker?.runner.kill(), deadline]).finally(() =>
+        process.exit(128 + os.constants.signals[signal]),
+      );
+    },
+  });
   try {
-    if (options.migrateFirst) {
-      await migrate(database.url, logger);
-    } else {
-      const pool = createPool(database.url, { max: 1 });
-      const status = await migrationStatus(pool).finally(() => pool.end());
-      if (!status.current) {
-        logger.error(status, "the database schema is not at this version of pg-steward: run `steward migrate` first");
-        return 1;
-      }
-    }
-    // `start` offers the example (by default on the embedded database only; see STEWARD_EXAMPLE).
-    const example = options.migrateFirst ? await startExample(database.url, context.config, logger) : undefined;
-    const worker = await startWorker({ url: database.url, config: context.config, logger }).catch(
-      async (error: unknown) => {
-        await example?.stop();
-        throw error;
-      },
-    );
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
-      signals++;
-      if (signals === 1) {
-        logger.info({ signal }, "shutting down (send the signal again to force)");
-        void example?.stop();
-        void worker.stop(signal);
+    const database = await openDatabase(context.config, logger, { ownProcessGroup: true });
+    try {
+      if (signals.requested()) return 0;
+      if (options.migrateFirst) {
+        await migrate(database.url, logger);
       } else {
-        logger.warn({ signal }, "forced exit");
-        void worker.runner.kill().finally(() => process.exit(130));
+        const pool = createPool(database.url, { max: 1 });
+        const status = await migrationStatus(pool).finally(() => pool.end());
+        if (!status.current) {
+          logger.error(status, "the database schema is not at this version of pg-steward: run `steward migrate` first");
+          return 1;
+        }
       }
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-    const failure = await worker.done;
-    await example?.stop();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    return failure ? 1 : 0;
+      if (signals.requested()) return 0;
+      // `start` offers the example (by default on the embedded database only; see STEWARD_EXAMPLE).
+      example = options.migrateFirst ? await startExample(database.url, context.config, logger) : undefined;
+      worker = await startWorker({ url: database.url, config: context.config, logger }).catch(
+        async (error: unknown) => {
+          await example?.stop();
+          throw error;
+        },
+      );
+      if (signals.requested()) {
+        void example?.stop();
+        void worker.stop("shutdown requested while starting");
+      }
+      const failure = await worker.done;
+      await example?.stop();
+      return failure ? 1 : 0;
+    } finally {
+      await database.release();
+    }
   } finally {
-    await database.release();
+    signals.dispose();
   }
 }
 
