@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CircuitOpenError, Circuits } from "../src/client/circuits.ts";
 import { DATABASE_GAUGES, createMetrics } from "../src/worker/metrics.ts";
 import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
-import { eventually, testLogger, useTestDatabase } from "./helpers.ts";
+import { testClock } from "./clock.ts";
+import { testLogger, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 let app: ClientRole;
@@ -25,12 +26,6 @@ const fail = (name: string, times = 1) =>
     (previous) => previous.then(() => circuits.record(name, false, "boom")),
     Promise.resolve(),
   );
-const halfOpen = (name: string) =>
-  eventually(async () => (await stateOf(name)) === "half_open", {
-    timeoutMs: 20_000,
-    intervalMs: 100,
-    what: `${name} to be half-open`,
-  });
 /** Moves the opening a day back, so a circuit with a long cooldown is half-open now (no waiting, no timing). */
 const endCooldown = async (name: string) => {
   await owner("update steward.circuit_states set opened_at = opened_at - interval '1 day' where name = $1", [name]);
@@ -95,17 +90,25 @@ describe("circuit breakers", () => {
   });
 
   it("refuses until the cooldown has passed, and frees a probe slot that never reports after one more", async () => {
-    await configure("lost-probe", 1, "2 seconds");
-    await fail("lost-probe");
-    expect(await circuits.allow("lost-probe")).toBe(false);
-    await halfOpen("lost-probe");
-    expect(await circuits.allow("lost-probe")).toBe(true);
-    expect(await circuits.allow("lost-probe")).toBe(false);
-    await eventually(() => circuits.allow("lost-probe"), {
-      timeoutMs: 20_000,
-      intervalMs: 100,
-      what: "the lost probe's slot",
-    });
+    await configure("lost-probe", 1, "1 minute");
+    const clock = await testClock(context.db.pool, { role: app.name });
+    const allow = async () =>
+      (await clock.client.query("select steward.circuit_allow('lost-probe') as allowed")).rows[0].allowed;
+    try {
+      await clock.client.query("select steward.circuit_record('lost-probe', false, 'down')");
+      await clock.advance(59_999);
+      expect(await allow()).toBe(false);
+      await clock.advance(1);
+      expect(await allow()).toBe(true);
+      expect(await allow()).toBe(false);
+      // The probe never reports: its slot counts for one more cooldown, then frees.
+      await clock.advance(59_999);
+      expect(await allow()).toBe(false);
+      await clock.advance(1);
+      expect(await allow()).toBe(true);
+    } finally {
+      await clock.release();
+    }
   });
 
   it("ignores outcomes reported while open: late calls neither close it nor extend the cooldown", async () => {
@@ -237,16 +240,18 @@ describe("circuit cleanup", () => {
     await fail("healthy-again");
     await circuits.record("healthy-again", true);
     await fail("failing");
-    await owner("select steward.set_setting('circuits.state_retention', '0 seconds')");
+    const clock = await testClock(context.db.pool);
     try {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      expect(Number((await owner("select steward.cleanup_circuits(1000) as n")).rows[0].n)).toBeGreaterThanOrEqual(1);
+      await clock.advance(7 * 86_400_000 + 1000);
+      expect(
+        Number((await clock.client.query("select steward.cleanup_circuits(1000) as n")).rows[0].n),
+      ).toBeGreaterThanOrEqual(1);
       const { rows } = await owner(
         "select name from steward.circuit_states where name in ('healthy-again', 'failing')",
       );
       expect(rows).toEqual([{ name: "failing" }]);
     } finally {
-      await owner("select steward.set_setting('circuits.state_retention', '7 days')");
+      await clock.release();
     }
   });
 });

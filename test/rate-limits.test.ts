@@ -1,6 +1,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
+import { testClock, type TestClock } from "./clock.ts";
 import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -70,12 +71,18 @@ async function hits(
 }
 
 /** The same hit n times in one call: one instant, so the answers do not depend on timing. */
-const burst = (policyName: string, key: string, n: number, cost = 1) =>
-  hits(Array(n).fill(policyName), Array(n).fill(key), Array(n).fill(cost));
+const burst = (policyName: string, key: string, n: number, cost = 1, client: pg.Pool | pg.Client = app.pool) =>
+  hits(Array(n).fill(policyName), Array(n).fill(key), Array(n).fill(cost), client);
 
-const databaseNow = async () =>
-  Number((await context.db.pool.query("select extract(epoch from clock_timestamp()) * 1000 as ms")).rows[0].ms);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Runs `work` on a connection whose clock the test moves (acting as the client role). */
+async function withClock<T>(work: (clock: TestClock) => Promise<T>): Promise<T> {
+  const clock = await testClock(context.db.pool, { role: app.name });
+  try {
+    return await work(clock);
+  } finally {
+    await clock.release();
+  }
+}
 
 describe("rate_limit_hit", () => {
   it("admits a burst of max_requests, then denies with retry_after = per / max_requests", async () => {
@@ -94,21 +101,29 @@ describe("rate_limit_hit", () => {
 
   it("denied hits consume nothing: after retry_after_ms the next hit is admitted", async () => {
     const name = await policy([2, "2 seconds"]);
-    const answers = await burst(name, "carol", 22);
-    expect(answers.filter((a) => a.allowed)).toHaveLength(2);
-    // Twenty denials in a row, each still one emission interval from a free unit.
-    expect(new Set(answers.slice(2).map((a) => a.retry_after_ms))).toEqual(new Set([1000]));
-    await sleep(answers[2]!.retry_after_ms);
-    expect((await hit(name, "carol")).allowed).toBe(true);
+    await withClock(async (clock) => {
+      const answers = await burst(name, "carol", 22, 1, clock.client);
+      expect(answers.filter((a) => a.allowed)).toHaveLength(2);
+      // Twenty denials in a row, each still one emission interval from a free unit.
+      expect(new Set(answers.slice(2).map((a) => a.retry_after_ms))).toEqual(new Set([1000]));
+      await clock.advance(999);
+      expect(await hit(name, "carol", 1, clock.client)).toMatchObject({ allowed: false, retry_after_ms: 1 });
+      await clock.advance(1);
+      expect(await hit(name, "carol", 1, clock.client)).toMatchObject({ allowed: true, remaining: 0 });
+    });
   });
 
   it("retry_after_ms is the wait after which the same hit succeeds, for any cost", async () => {
     const name = await policy([3, "3 seconds"]);
-    const denied = (await hits([name, name, name, name], ["dave", "dave", "dave", "dave"], [1, 1, 1, 2]))[3]!;
-    // Two units are needed right after a full burst: two emission intervals.
-    expect(denied).toMatchObject({ allowed: false, retry_after_ms: 2000 });
-    await sleep(denied.retry_after_ms);
-    expect(await hit(name, "dave", 2)).toMatchObject({ allowed: true, remaining: 0 });
+    await withClock(async (clock) => {
+      const denied = (await hits([name, name, name, name], Array(4).fill("dave"), [1, 1, 1, 2], clock.client))[3]!;
+      // Two units are needed right after a full burst: two emission intervals.
+      expect(denied).toMatchObject({ allowed: false, retry_after_ms: 2000 });
+      await clock.advance(denied.retry_after_ms - 1);
+      expect(await hit(name, "dave", 2, clock.client)).toMatchObject({ allowed: false, retry_after_ms: 1 });
+      await clock.advance(1);
+      expect(await hit(name, "dave", 2, clock.client)).toMatchObject({ allowed: true, remaining: 0 });
+    });
   });
 
   it("needs room in every window and takes from all or none of them", async () => {
@@ -140,20 +155,26 @@ describe("rate_limit_hit", () => {
 
   it("allows no second burst at a window boundary: after a full burst, one unit per emission interval", async () => {
     const name = await policy([4, "2 seconds"]);
-    const before = await databaseNow();
-    const first = await burst(name, "grace", 4);
-    const afterFirst = await databaseNow();
-    expect(first.every((a) => a.allowed)).toBe(true);
-    await sleep(1200);
-    const beforeSecond = await databaseNow();
-    const second = await burst(name, "grace", 4);
-    const after = await databaseNow();
-    // 500 ms per unit since the burst: at most floor(elapsed / 500) and at least that of the
-    // shortest possible elapsed time; a fixed window restarting at 2 s would admit none here and
-    // then 4 at once.
-    const admitted = second.filter((a) => a.allowed).length;
-    expect(admitted).toBeGreaterThanOrEqual(Math.min(4, Math.floor((beforeSecond - afterFirst) / 500)));
-    expect(admitted).toBeLessThanOrEqual(Math.min(4, Math.floor((after - before) / 500)));
+    await withClock(async (clock) => {
+      expect((await burst(name, "grace", 4, 1, clock.client)).every((a) => a.allowed)).toBe(true);
+      // 500 ms per unit since the burst: 1.2 s later two units have come back, not a new burst of
+      // four; a fixed window restarting at 2 s would admit none here and then 4 at once.
+      await clock.advance(1200);
+      expect((await burst(name, "grace", 4, 1, clock.client)).map((a) => a.allowed)).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
+      // At the 2 s boundary: the 800 ms since then and 200 ms left over make two units, not a fresh burst.
+      await clock.advance(800);
+      expect((await burst(name, "grace", 4, 1, clock.client)).map((a) => a.allowed)).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
+    });
   });
 
   it("gives the same answers through the one-statement path and the general path", async () => {
@@ -413,6 +434,19 @@ describe("rate-limit privileges", () => {
     }
   });
 
+  it("refuses a clock set by a client session: only the owner's tests choose the time", async () => {
+    const name = await policy([1, "1 hour"]);
+    const [client] = await app.connect(1);
+    await client!.query("set steward.clock = '2001-01-01 00:00:00+00'");
+    expect(await sqlError(hit(name, "time-traveller", 1, client!))).toMatchObject({
+      code: "42501",
+      message:
+        "steward.clock is set in this session, but only sessions of the owner of schema steward may set the time",
+    });
+    await client!.query("reset steward.clock");
+    expect(await hit(name, "time-traveller", 1, client!)).toMatchObject({ allowed: true, remaining: 0 });
+  });
+
   it("pins search_path on every rate-limit, lease and circuit function", async () => {
     const { rows } = await context.db.pool.query(`
       select p.proname, p.prosecdef, p.proconfig
@@ -426,11 +460,12 @@ describe("rate-limit privileges", () => {
 
 describe("rate-limit cleanup", () => {
   it("removes rows whose arrival time has passed, in bounded batches, and keeps live ones", async () => {
-    const shortPolicy = await policy([1, "1 millisecond"]);
+    const shortPolicy = await policy([1, "1 second"]);
     const longPolicy = await policy([1, "1 hour"]);
-    await hits(Array(5).fill(shortPolicy), ["a", "b", "c", "d", "e"]);
-    await hit(longPolicy, "kept");
-    await sleep(5);
+    const clock = await testClock(context.db.pool);
+    await hits(Array(5).fill(shortPolicy), ["a", "b", "c", "d", "e"], undefined, clock.client);
+    await hit(longPolicy, "kept", 1, clock.client);
+    await clock.advance(1000);
     const live = async () =>
       (
         await context.db.pool.query(
@@ -439,10 +474,14 @@ describe("rate-limit cleanup", () => {
         )
       ).rows.map((r) => r.key);
     const removed: number[] = [];
-    for (;;) {
-      const count = Number((await context.db.pool.query("select steward.cleanup_rate_limits(2) as n")).rows[0].n);
-      removed.push(count);
-      if (count < 2) break;
+    try {
+      for (;;) {
+        const count = Number((await clock.client.query("select steward.cleanup_rate_limits(2) as n")).rows[0].n);
+        removed.push(count);
+        if (count < 2) break;
+      }
+    } finally {
+      await clock.release();
     }
     expect(removed.slice(0, 2)).toEqual([2, 2]);
     expect(await live()).toEqual(["kept"]);

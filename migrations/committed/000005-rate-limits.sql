@@ -1,5 +1,5 @@
 --! Previous: sha1:a648ab858cea529503a4e33a58a28d010f74911d
---! Hash: sha1:ae2c7801cc674a8e27f53cbf7346afdc8dbb45e5
+--! Hash: sha1:65bc4dd79c5b4226be5f9a74c0af1072bf101f2c
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a
@@ -10,6 +10,41 @@
 -- locks, and so is exact under any number of concurrent callers. In REPEATABLE READ or
 -- SERIALIZABLE a concurrent change to the same row makes the call fail with a serialization
 -- error (SQLSTATE 40001) instead of deciding on a stale snapshot.
+
+-- The clock of rate limits, leases and circuits --------------------------------------------------
+
+create function steward.clock_override(setting text)
+returns timestamptz
+language plpgsql
+stable
+strict
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not pg_catalog.pg_has_role(session_user,
+           (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'steward'), 'MEMBER') then
+    raise exception 'steward.clock is set in this session, but only sessions of the owner of schema steward may set the time'
+      using errcode = '42501',
+            hint = 'reset steward.clock: it is a test clock, and clients do not choose the time of their rate limits, leases or circuits.';
+  end if;
+  return setting::timestamptz;
+end
+$$;
+comment on function steward.clock_override(text) is
+  'The time a test set with `set steward.clock = ''…''`, honoured only in sessions of the owner of schema steward (a member of it, logged in as such): anyone else gets SQLSTATE 42501. Internal to steward.clock().';
+
+-- Plain SQL without a SET clause, so the planner inlines it into the statements that call it:
+-- where steward.clock is not set (always, outside tests) it costs one lookup of a setting.
+create function steward.clock()
+returns timestamptz
+language sql
+volatile
+as $$
+  select coalesce(steward.clock_override(nullif(pg_catalog.current_setting('steward.clock', true), '')),
+                  pg_catalog.clock_timestamp())
+$$;
+comment on function steward.clock() is
+  'The time rate limits, leases and circuits decide by: clock_timestamp(), or in a test session of the schema owner the value of the setting steward.clock (`set steward.clock = ''2030-01-01 12:00:00+00''`), so tests pass time explicitly instead of sleeping through it.';
 
 create table steward.rate_limit_windows (
   id           integer generated always as identity primary key,
@@ -262,7 +297,7 @@ begin
            (window_id, key, base_us, steps, max_requests, per_us, last_hit_us, last_hit_allowed)
     select i.window_id, i.key, c.now_us, i.cost, i.max_requests, i.per_us, c.now_us, true
       from input i
-     cross join (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
+     cross join (select (extract(epoch from steward.clock()) * 1000000)::bigint as now_us) c
      where (select f.ok from fit f)
      order by i.window_id, i.key collate "C"
         on conflict (window_id, key) do update
@@ -271,7 +306,7 @@ begin
                     case when g.fits then g.next_steps else s.steps end,
                     c.now_us,
                     g.fits
-               from (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
+               from (select (extract(epoch from steward.clock()) * 1000000)::bigint as now_us) c
               cross join lateral steward.gcra_step(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps, c.now_us) g)
     returning s.window_id, s.key, s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed
   )
@@ -345,7 +380,7 @@ begin
         on conflict (window_id, key) do update set steps = s.steps where false;
 
     -- The clock is read once the rows are held: decisions on one key follow each other in time.
-    now_us := (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint;
+    now_us := (extract(epoch from steward.clock()) * 1000000)::bigint;
 
     select pg_catalog.array_agg(s.base_us order by u.slot), pg_catalog.array_agg(s.steps order by u.slot)
       into slot_base, slot_steps
@@ -479,7 +514,7 @@ begin
              (window_id, key, base_us, steps, max_requests, per_us, last_hit_us, last_hit_allowed)
       select w.id, rate_limit_hit.key, c.now_us, rate_limit_hit.cost, w.max_requests, w.per_us, c.now_us, true
         from steward.rate_limit_windows w
-       cross join (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
+       cross join (select (extract(epoch from steward.clock()) * 1000000)::bigint as now_us) c
        where w.policy = rate_limit_hit.policy and w.max_requests >= rate_limit_hit.cost
          and not exists (select from steward.rate_limit_windows other where other.policy = w.policy and other.id <> w.id)
           on conflict (window_id, key) do update
@@ -488,7 +523,7 @@ begin
                       case when g.fits then g.next_steps else s.steps end,
                       c.now_us,
                       g.fits
-                 from (select (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint as now_us) c
+                 from (select (extract(epoch from steward.clock()) * 1000000)::bigint as now_us) c
                 cross join lateral steward.gcra_step(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps, c.now_us) g)
       returning s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed
     )
@@ -525,7 +560,7 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  now_us bigint := (extract(epoch from pg_catalog.clock_timestamp()) * 1000000)::bigint;
+  now_us bigint := (extract(epoch from steward.clock()) * 1000000)::bigint;
   removed bigint;
 begin
   if batch_size is null or batch_size <= 0 then

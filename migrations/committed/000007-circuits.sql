@@ -1,5 +1,5 @@
---! Previous: sha1:f69dda957ddf37abd669d8067a04afbaf17bbb65
---! Hash: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
+--! Previous: sha1:2ed05a51e160b3d0da8c0c8ec8da866109313bc3
+--! Hash: sha1:ca2066df65e37a1a2632d7b4a32d6506adc22665
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their
@@ -122,13 +122,13 @@ begin
   select coalesce(c.cooldown, interval '60 seconds'), coalesce(c.half_open_probes, 1)
     into cooldown, probe_limit
     from (select) dummy left join steward.circuits c on c.name = circuit_allow.name;
-  if pg_catalog.clock_timestamp() < circuit.opened_at + cooldown then
+  if steward.clock() < circuit.opened_at + cooldown then
     return false;
   end if;
 
   -- Half-open: claim a probe slot under the row lock, so the limit holds across processes.
   select * into circuit from steward.circuit_states s where s.name = circuit_allow.name for update;
-  moment := pg_catalog.clock_timestamp();
+  moment := steward.clock();
   case steward.circuit_effective_state(circuit.state, circuit.opened_at, cooldown, moment)
     when 'closed' then return true;
     when 'open' then return false;
@@ -178,10 +178,10 @@ begin
     into threshold, cooldown
     from (select) dummy left join steward.circuits c on c.name = circuit_record.name;
   insert into steward.circuit_states (name, state, changed_at)
-  values (circuit_record.name, 'closed', pg_catalog.clock_timestamp())
+  values (circuit_record.name, 'closed', steward.clock())
       on conflict on constraint circuit_states_pkey do nothing;
   select * into circuit from steward.circuit_states s where s.name = circuit_record.name for update;
-  moment := pg_catalog.clock_timestamp();
+  moment := steward.clock();
   effective := steward.circuit_effective_state(circuit.state, circuit.opened_at, cooldown, moment);
 
   if circuit_record.success then
@@ -228,7 +228,7 @@ stable
 set search_path = pg_catalog, pg_temp
 as $$
   select steward.circuit_effective_state(s.state, s.opened_at, coalesce(c.cooldown, interval '60 seconds'),
-                                         pg_catalog.clock_timestamp())
+                                         steward.clock())
     from (select) dummy
     left join steward.circuit_states s on s.name = circuit_state.name
     left join steward.circuits c on c.name = circuit_state.name
@@ -239,12 +239,12 @@ comment on function steward.circuit_state(text) is
 create view steward.circuit_status as
 select coalesce(c.name, s.name) as name,
        steward.circuit_effective_state(s.state, s.opened_at, coalesce(c.cooldown, interval '60 seconds'),
-                                       pg_catalog.clock_timestamp()) as state,
+                                       steward.clock()) as state,
        coalesce(s.consecutive_failures, 0) as consecutive_failures,
        coalesce(c.failure_threshold, 5) as failure_threshold,
        coalesce(c.cooldown, interval '60 seconds') as cooldown,
        coalesce(c.half_open_probes, 1) as half_open_probes,
-       (select count(*)::integer from unnest(s.probes) p where p > pg_catalog.clock_timestamp()) as probes_in_flight,
+       (select count(*)::integer from unnest(s.probes) p where p > steward.clock()) as probes_in_flight,
        s.opened_at,
        s.changed_at,
        s.last_error,
@@ -293,8 +293,8 @@ begin
   with doomed as (
     select s.name from steward.circuit_states s
      where s.state = 'closed' and s.consecutive_failures = 0
-       and s.changed_at < pg_catalog.now() - steward.setting_interval('circuits.state_retention')
-       and coalesce(s.last_failure_at, '-infinity') < pg_catalog.now() - steward.setting_interval('circuits.state_retention')
+       and s.changed_at < steward.clock() - steward.setting_interval('circuits.state_retention')
+       and coalesce(s.last_failure_at, '-infinity') < steward.clock() - steward.setting_interval('circuits.state_retention')
      limit batch_size
        for update skip locked
   )

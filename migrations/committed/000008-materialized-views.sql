@@ -1,5 +1,5 @@
---! Previous: sha1:615eabc9f303d1bb68a77177200f8b01c3d2abb6
---! Hash: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
+--! Previous: sha1:ca2066df65e37a1a2632d7b4a32d6506adc22665
+--! Hash: sha1:4d13fdded9a5860ab542025e366686e1301de3c6
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

@@ -1,5 +1,5 @@
---! Previous: sha1:e106b130dd0e0aa4b44c42152fe26d53711230e0
---! Hash: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
+--! Previous: sha1:4d13fdded9a5860ab542025e366686e1301de3c6
+--! Hash: sha1:283310ae8742cc4b433e3a8124a7e1f7de2c786c
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

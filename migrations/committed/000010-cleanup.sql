@@ -1,5 +1,5 @@
---! Previous: sha1:2d3d59d226d89b859ba6f2d01f130ba298bb8d29
---! Hash: sha1:da10e561466c599e62479ff8efab3edee1604eaa
+--! Previous: sha1:283310ae8742cc4b433e3a8124a7e1f7de2c786c
+--! Hash: sha1:d02d647bb09cf96228ce88a99b1f50694397492d
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:da10e561466c599e62479ff8efab3edee1604eaa
---! Hash: sha1:f25b05b524587808e148578bee6cc1225803dbd7
+--! Previous: sha1:d02d647bb09cf96228ce88a99b1f50694397492d
+--! Hash: sha1:a2c4f558988b653e900cbac28ce7bf17cd9197ac
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

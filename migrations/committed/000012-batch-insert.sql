@@ -1,5 +1,5 @@
---! Previous: sha1:f25b05b524587808e148578bee6cc1225803dbd7
---! Hash: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
+--! Previous: sha1:a2c4f558988b653e900cbac28ce7bf17cd9197ac
+--! Hash: sha1:cb9afb132251fe6f955838bd80f0473adfeec70b
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

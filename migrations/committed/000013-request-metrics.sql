@@ -1,5 +1,5 @@
---! Previous: sha1:6888748d4d0ddfd5bc7c380733526fb5ed7a10a1
---! Hash: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
+--! Previous: sha1:cb9afb132251fe6f955838bd80f0473adfeec70b
+--! Hash: sha1:9f7aceef8f76fed9af381a4bca854724ccdd431a
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

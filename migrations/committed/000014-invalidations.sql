@@ -1,5 +1,5 @@
---! Previous: sha1:877eed308fa6444764b82eda8d33a28cd8b31f8d
---! Hash: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
+--! Previous: sha1:9f7aceef8f76fed9af381a4bca854724ccdd431a
+--! Hash: sha1:f1c03ae8b8d13889a8ae2f1906a9815379b1f5b6
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:1cbff420575a272b78088fcb8e94dd1cbc76e326
---! Hash: sha1:8dca296b7b029e6aa9e8ab3658c04f0091061d0b
+--! Previous: sha1:f1c03ae8b8d13889a8ae2f1906a9815379b1f5b6
+--! Hash: sha1:c92fabe3887562c2a2686b2f03d971403a3b990a
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

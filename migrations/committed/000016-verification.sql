@@ -1,5 +1,5 @@
---! Previous: sha1:8dca296b7b029e6aa9e8ab3658c04f0091061d0b
---! Hash: sha1:ded8e26490cd88667ff7cd536fb76b54cfaa613c
+--! Previous: sha1:c92fabe3887562c2a2686b2f03d971403a3b990a
+--! Hash: sha1:7062cf629e17fdacc3312fc75443ab8475aa7973
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
