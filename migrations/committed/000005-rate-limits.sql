@@ -1,5 +1,5 @@
 --! Previous: sha1:a648ab858cea529503a4e33a58a28d010f74911d
---! Hash: sha1:65bc4dd79c5b4226be5f9a74c0af1072bf101f2c
+--! Hash: sha1:62b2f162fbd42ef93cc8c04f5efcc113be899a03
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a
@@ -17,7 +17,6 @@ create function steward.clock_override(setting text)
 returns timestamptz
 language plpgsql
 stable
-strict
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -40,8 +39,8 @@ returns timestamptz
 language sql
 volatile
 as $$
-  select coalesce(steward.clock_override(nullif(pg_catalog.current_setting('steward.clock', true), '')),
-                  pg_catalog.clock_timestamp())
+  select case when coalesce(pg_catalog.current_setting('steward.clock', true), '') = '' then pg_catalog.clock_timestamp()
+              else steward.clock_override(pg_catalog.current_setting('steward.clock')) end
 $$;
 comment on function steward.clock() is
   'The time rate limits, leases and circuits decide by: clock_timestamp(), or in a test session of the schema owner the value of the setting steward.clock (`set steward.clock = ''2030-01-01 12:00:00+00''`), so tests pass time explicitly instead of sleeping through it.';

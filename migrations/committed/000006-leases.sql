@@ -1,5 +1,5 @@
---! Previous: sha1:65bc4dd79c5b4226be5f9a74c0af1072bf101f2c
---! Hash: sha1:2ed05a51e160b3d0da8c0c8ec8da866109313bc3
+--! Previous: sha1:62b2f162fbd42ef93cc8c04f5efcc113be899a03
+--! Hash: sha1:a487b9c74fb86cad9f5fee02a16f07a294256875
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:ca2066df65e37a1a2632d7b4a32d6506adc22665
---! Hash: sha1:4d13fdded9a5860ab542025e366686e1301de3c6
+--! Previous: sha1:11fe589d64ea4d4ff2b23d2d416d62e9969ba450
+--! Hash: sha1:dd1562555f8a5a8a8f19d62b4430b66c05d0ef78
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

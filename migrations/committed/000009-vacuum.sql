@@ -1,5 +1,5 @@
---! Previous: sha1:4d13fdded9a5860ab542025e366686e1301de3c6
---! Hash: sha1:283310ae8742cc4b433e3a8124a7e1f7de2c786c
+--! Previous: sha1:dd1562555f8a5a8a8f19d62b4430b66c05d0ef78
+--! Hash: sha1:c2c84e5a1aac2eeaa7aaa9e7fb455e11d661c180
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

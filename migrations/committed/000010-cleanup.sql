@@ -1,5 +1,5 @@
---! Previous: sha1:283310ae8742cc4b433e3a8124a7e1f7de2c786c
---! Hash: sha1:d02d647bb09cf96228ce88a99b1f50694397492d
+--! Previous: sha1:c2c84e5a1aac2eeaa7aaa9e7fb455e11d661c180
+--! Hash: sha1:2583dda1cdc3cbf131d0c63551631c869d33628b
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

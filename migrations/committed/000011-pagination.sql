@@ -1,5 +1,5 @@
---! Previous: sha1:d02d647bb09cf96228ce88a99b1f50694397492d
---! Hash: sha1:a2c4f558988b653e900cbac28ce7bf17cd9197ac
+--! Previous: sha1:2583dda1cdc3cbf131d0c63551631c869d33628b
+--! Hash: sha1:6805e8a5181a5d7da8bf4bb529e606d8dbc6b2c0
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

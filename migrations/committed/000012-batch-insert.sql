@@ -1,5 +1,5 @@
---! Previous: sha1:a2c4f558988b653e900cbac28ce7bf17cd9197ac
---! Hash: sha1:cb9afb132251fe6f955838bd80f0473adfeec70b
+--! Previous: sha1:6805e8a5181a5d7da8bf4bb529e606d8dbc6b2c0
+--! Hash: sha1:d1147d8dbeb0c6885d74cf7ac70fffca882be799
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:cb9afb132251fe6f955838bd80f0473adfeec70b
---! Hash: sha1:9f7aceef8f76fed9af381a4bca854724ccdd431a
+--! Previous: sha1:d1147d8dbeb0c6885d74cf7ac70fffca882be799
+--! Hash: sha1:b2d323c4ad11b671ab277130a12d5bd5ae8a9662
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

@@ -1,5 +1,5 @@
---! Previous: sha1:9f7aceef8f76fed9af381a4bca854724ccdd431a
---! Hash: sha1:f1c03ae8b8d13889a8ae2f1906a9815379b1f5b6
+--! Previous: sha1:b2d323c4ad11b671ab277130a12d5bd5ae8a9662
+--! Hash: sha1:72202d8c0800775d2566193f3db4cc4e0124f8b3
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

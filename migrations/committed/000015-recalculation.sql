@@ -1,5 +1,5 @@
---! Previous: sha1:f1c03ae8b8d13889a8ae2f1906a9815379b1f5b6
---! Hash: sha1:c92fabe3887562c2a2686b2f03d971403a3b990a
+--! Previous: sha1:72202d8c0800775d2566193f3db4cc4e0124f8b3
+--! Hash: sha1:87f401b774ea266bb742d917d9be923a85ab0484
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:c92fabe3887562c2a2686b2f03d971403a3b990a
---! Hash: sha1:7062cf629e17fdacc3312fc75443ab8475aa7973
+--! Previous: sha1:87f401b774ea266bb742d917d9be923a85ab0484
+--! Hash: sha1:642ae05874ae0cef9511484a5cbc354b24e2a918
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -19,6 +19,8 @@ as $$
       'steward.lease_release(uuid)',
       'steward.circuit_allow(text)',
       'steward.circuit_record(text, boolean, text)',
+      'steward.circuit_admit(text)',
+      'steward.circuit_report(text, boolean, text)',
       'steward.enqueue_invalidation(text, interval)',
       'steward.page(regclass, text[], text, integer, jsonb)',
       'steward.batch_insert(regclass, jsonb, text)',
@@ -26,7 +28,7 @@ as $$
     ]) as signature;
 $$;
 comment on function steward.client_functions() is
-  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits, the batch form the TypeScript client uses.';
+  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
 
 create function steward.verify_installation()
 returns table ("check" text, status text, detail text)
@@ -313,6 +315,8 @@ begin
   return next;
 
   -- Runtime -----------------------------------------------------------------------------------
+  return query select * from steward.verify_circuits();
+
   "check" := 'workers';
   if (select pg_catalog.count(*) from steward.workers w
        where w.heartbeat_at > pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout')) > 0 then
@@ -340,7 +344,7 @@ begin
 end
 $$;
 comment on function steward.verify_installation() is
-  'Checks that pg-steward is in place and safe: versions, the SPEC''s functions and tables, graphile-worker''s schema and the dead-letter trigger, the unique indexes of registered views, the triggers of tracked tables, pinned search_path, that steward_client and PUBLIC reach nothing but the client functions, cleanup and recalculation registries, live workers, pg_stat_statements. One row per check: ok, warn or fail, and for a problem a detail naming the object and the fix.';
+  'Checks that pg-steward is in place and safe: versions, the SPEC''s functions and tables, graphile-worker''s schema and the dead-letter trigger, the unique indexes of registered views, the triggers of tracked tables, pinned search_path, that steward_client and PUBLIC reach nothing but the client functions, cleanup and recalculation registries, circuits against their cap, live workers, pg_stat_statements. One row per check: ok, warn or fail, and for a problem a detail naming the object and the fix.';
 
 create function steward.status()
 returns jsonb
@@ -391,10 +395,6 @@ as $$
         from (select s.view, s.is_present, s.is_populated, s.refresh_every, s.last_refreshed_at,
                      extract(epoch from s.staleness) as staleness_seconds, s.last_status, s.last_error
                 from steward.materialized_view_status s) as v), '[]'::jsonb),
-    'circuits', coalesce((
-      select pg_catalog.jsonb_agg(c order by c.name)
-        from (select c.name, c.state, c.consecutive_failures, c.opened_at, c.last_error
-                from steward.circuit_status c) as c), '[]'::jsonb),
     'last_vacuum', (
       select pg_catalog.jsonb_build_object('at', pg_catalog.max(l.started_at),
                'tables', pg_catalog.count(*) filter (where l.started_at > pg_catalog.now() - interval '1 day'))
@@ -405,10 +405,11 @@ as $$
                      r.keys_total, r.keys_done, r.batches_failed
                 from steward.recalc_runs r
                order by r.name, r.id desc) as r), '[]'::jsonb)
-  );
+  ) || (select pg_catalog.jsonb_build_object('circuits', c->'listed', 'circuit_totals', c - 'listed')
+          from steward.circuit_summary(50) c);
 $$;
 comment on function steward.status() is
-  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue and task, running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits, the last vacuum, the last run of each recalculation.';
+  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue and task, running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits (at most 50 listed, open ones first, and their totals), the last vacuum, the last run of each recalculation.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

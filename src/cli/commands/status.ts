@@ -44,6 +44,7 @@ interface Status {
     last_status: string | null;
     last_error: string | null;
   }>;
+  /** At most 50: open and half-open first, then the worker's own, then the most recently active. */
   circuits: Array<{
     name: string;
     state: string;
@@ -51,6 +52,11 @@ interface Status {
     opened_at: string | null;
     last_error: string | null;
   }>;
+  circuit_totals: {
+    total: number;
+    by_state: Record<string, number>;
+    capacity: { circuits: number; max_circuits: number };
+  };
   last_vacuum: { at: string | null; tables: number };
   recalculations: Array<{
     name: string;
@@ -132,7 +138,14 @@ function formatStatus(status: Status): string {
         )
       : ["  none registered"]),
   );
-  lines.push("Circuits");
+  const totals = status.circuit_totals;
+  const states = Object.entries(totals.by_state)
+    .filter(([state]) => state !== "closed")
+    .map(([state, count]) => `${count} ${state.replace("_", "-")}`);
+  lines.push(
+    `Circuits: ${totals.total}${states.length ? ` (${states.join(", ")})` : ""}; ${totals.capacity.circuits} of at most ${totals.capacity.max_circuits} hold state` +
+      (status.circuits.length < totals.total ? `; the first ${status.circuits.length}:` : ""),
+  );
   lines.push(
     ...(status.circuits.length
       ? status.circuits.map(
