@@ -1,88 +1,10 @@
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
-import { testClock, type TestClock } from "./clock.ts";
-import { useTestDatabase } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { sqlError } from "./client-role.ts";
+import { testClock } from "./clock.ts";
+import { useRateLimits, type Answer, type BatchAnswer } from "./rate-limit-calls.ts";
 
-const context = useTestDatabase();
-let app: ClientRole;
-beforeAll(async () => {
-  app = await createClientRole(context.db);
-});
-afterAll(async () => {
-  await app?.drop();
-});
-
-interface Answer {
-  allowed: boolean;
-  remaining: number;
-  retry_after_ms: number;
-  reset_ms: number;
-}
-
-interface BatchAnswer extends Answer {
-  hit: number;
-  window_limits: number[] | null;
-  window_remaining: number[] | null;
-  window_reset_ms: number[] | null;
-  error_code: string | null;
-  error_message: string | null;
-}
-
-const numbers = <T extends Record<string, unknown>>(row: T): T =>
-  Object.fromEntries(
-    Object.entries(row).map(([name, value]) => [
-      name,
-      typeof value === "string" && /_ms$/.test(name)
-        ? Number(value)
-        : Array.isArray(value) && /_ms$/.test(name)
-          ? value.map(Number)
-          : value,
-    ]),
-  ) as T;
-
-let policyCount = 0;
-/** A policy of its own for one test: windows as [max_requests, per]. */
-async function policy(...windows: [number, string][]): Promise<string> {
-  const name = `p${++policyCount}`;
-  for (const [max, per] of windows) {
-    await context.db.pool.query("select steward.set_rate_limit($1, $2, $3::interval)", [name, max, per]);
-  }
-  return name;
-}
-
-async function hit(policyName: string, key: string, cost = 1, client: pg.Pool | pg.Client = app.pool): Promise<Answer> {
-  const { rows } = await client.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]);
-  return numbers(rows[0]);
-}
-
-async function hits(
-  policies: string[],
-  keys: string[],
-  costs?: number[],
-  client: pg.Pool | pg.Client = app.pool,
-): Promise<BatchAnswer[]> {
-  const { rows } = await client.query("select * from steward.rate_limit_hits($1, $2, $3)", [
-    policies,
-    keys,
-    costs ?? null,
-  ]);
-  return rows.map(numbers);
-}
-
-/** The same hit n times in one call: one instant, so the answers do not depend on timing. */
-const burst = (policyName: string, key: string, n: number, cost = 1, client: pg.Pool | pg.Client = app.pool) =>
-  hits(Array(n).fill(policyName), Array(n).fill(key), Array(n).fill(cost), client);
-
-/** Runs `work` on a connection whose clock the test moves (acting as the client role). */
-async function withClock<T>(work: (clock: TestClock) => Promise<T>): Promise<T> {
-  const clock = await testClock(context.db.pool, { role: app.name });
-  try {
-    return await work(clock);
-  } finally {
-    await clock.release();
-  }
-}
+const limits = useRateLimits();
+const { context, policy, hit, hits, burst, withClock } = limits;
 
 describe("rate_limit_hit", () => {
   it("admits a burst of max_requests, then denies with retry_after = per / max_requests", async () => {
@@ -192,16 +114,7 @@ describe("rate_limit_hit", () => {
 describe("rate_limit_hit under concurrency", () => {
   it("admits exactly max_requests of 64 callers hammering one key", async () => {
     const name = await policy([10, "1 hour"]);
-    const clients = await app.connect(64);
-    const answers = (
-      await Promise.all(
-        clients.map(async (client) => {
-          const mine: Answer[] = [];
-          for (let i = 0; i < 3; i++) mine.push(await hit(name, "hot", 1, client));
-          return mine;
-        }),
-      )
-    ).flat();
+    const answers = await limits.hammer(name, "hot", 64, 3);
     const admitted = answers.filter((a) => a.allowed);
     expect(answers).toHaveLength(192);
     expect(admitted).toHaveLength(10);
@@ -211,7 +124,7 @@ describe("rate_limit_hit under concurrency", () => {
 
   it("admits exactly N of a burst of N+1 concurrent hits on a new key", async () => {
     const name = await policy([63, "1 hour"]);
-    const clients = await app.connect(64);
+    const clients = await limits.app.connect(64);
     const answers = await Promise.all(clients.map((client) => hit(name, "fresh", 1, client)));
     expect(answers.filter((a) => a.allowed)).toHaveLength(63);
   });
@@ -219,7 +132,7 @@ describe("rate_limit_hit under concurrency", () => {
   it("runs concurrent batches over shared keys without deadlock and counts every key exactly", async () => {
     const name = await policy([7, "1 hour"]);
     const keys = Array.from({ length: 20 }, (_, i) => `shared-${i}`);
-    const clients = await app.connect(16);
+    const clients = await limits.app.connect(16);
     const answers = (
       await Promise.all(
         clients.map(async (client, index) => {
@@ -260,7 +173,7 @@ describe("rate_limit_hit in REPEATABLE READ", () => {
     "fails with 40001 instead of deciding on an old snapshot: %s",
     async (_what, windows) => {
       const name = await policy(...windows);
-      const [first, second] = await app.connect(2);
+      const [first, second] = await limits.app.connect(2);
       await hit(name, "snapshot", 1, first!);
       await second!.query("begin isolation level repeatable read");
       await second!.query("select 1");
@@ -334,7 +247,7 @@ describe("rate-limit arguments", () => {
     ];
     for (const [policyName, key, cost, code, message, hint] of cases) {
       const error = await sqlError(
-        app.pool.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]),
+        limits.app.pool.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]),
       );
       expect(error).toMatchObject({ code, message, ...(hint ? { hint } : {}) });
     }
@@ -355,7 +268,7 @@ describe("rate-limit arguments", () => {
 
   it("reports null keys and costs in a batch as bad hits of their own", async () => {
     const name = await policy([2, "1 hour"]);
-    const { rows } = await app.pool.query(
+    const { rows } = await limits.app.pool.query(
       "select hit, allowed, error_code, error_message from steward.rate_limit_hits($1, $2, $3)",
       [
         [name, name, name],
@@ -430,13 +343,13 @@ describe("rate-limit privileges", () => {
       "select steward.cleanup_rate_limits(10)",
       "update steward.rate_limit_state set steps = 0",
     ]) {
-      expect((await sqlError(app.pool.query(statement))).code, statement).toBe("42501");
+      expect((await sqlError(limits.app.pool.query(statement))).code, statement).toBe("42501");
     }
   });
 
   it("refuses a clock set by a client session: only the owner's tests choose the time", async () => {
     const name = await policy([1, "1 hour"]);
-    const [client] = await app.connect(1);
+    const [client] = await limits.app.connect(1);
     await client!.query("set steward.clock = '2001-01-01 00:00:00+00'");
     expect(await sqlError(hit(name, "time-traveller", 1, client!))).toMatchObject({
       code: "42501",

@@ -1,5 +1,5 @@
---! Previous: sha1:62b2f162fbd42ef93cc8c04f5efcc113be899a03
---! Hash: sha1:a487b9c74fb86cad9f5fee02a16f07a294256875
+--! Previous: sha1:6640f089c8552985766703b195967755df6c2802
+--! Hash: sha1:6849175b4da600eb70c76f65622877e4867afd7a
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:a487b9c74fb86cad9f5fee02a16f07a294256875
---! Hash: sha1:11fe589d64ea4d4ff2b23d2d416d62e9969ba450
+--! Previous: sha1:6849175b4da600eb70c76f65622877e4867afd7a
+--! Hash: sha1:f994b8e0d983b418455c271d51cad12de267b0ed
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

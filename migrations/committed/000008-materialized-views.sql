@@ -1,5 +1,5 @@
---! Previous: sha1:11fe589d64ea4d4ff2b23d2d416d62e9969ba450
---! Hash: sha1:dd1562555f8a5a8a8f19d62b4430b66c05d0ef78
+--! Previous: sha1:f994b8e0d983b418455c271d51cad12de267b0ed
+--! Hash: sha1:934d1c6f92b95bbaa17edb889b4e0172d644fbe8
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

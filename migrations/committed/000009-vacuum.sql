@@ -1,5 +1,5 @@
---! Previous: sha1:dd1562555f8a5a8a8f19d62b4430b66c05d0ef78
---! Hash: sha1:c2c84e5a1aac2eeaa7aaa9e7fb455e11d661c180
+--! Previous: sha1:934d1c6f92b95bbaa17edb889b4e0172d644fbe8
+--! Hash: sha1:6dd60f113eeef2e81f5a7155e805c4873270ec3c
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

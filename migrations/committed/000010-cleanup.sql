@@ -1,5 +1,5 @@
---! Previous: sha1:c2c84e5a1aac2eeaa7aaa9e7fb455e11d661c180
---! Hash: sha1:2583dda1cdc3cbf131d0c63551631c869d33628b
+--! Previous: sha1:6dd60f113eeef2e81f5a7155e805c4873270ec3c
+--! Hash: sha1:4992bb952df9f4c29ead7ea69d96fd95d8ca7732
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:2583dda1cdc3cbf131d0c63551631c869d33628b
---! Hash: sha1:6805e8a5181a5d7da8bf4bb529e606d8dbc6b2c0
+--! Previous: sha1:4992bb952df9f4c29ead7ea69d96fd95d8ca7732
+--! Hash: sha1:c81066655beaa93c8b76dc151af863c2520bb0cc
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:6805e8a5181a5d7da8bf4bb529e606d8dbc6b2c0
---! Hash: sha1:d1147d8dbeb0c6885d74cf7ac70fffca882be799
+--! Previous: sha1:c81066655beaa93c8b76dc151af863c2520bb0cc
+--! Hash: sha1:9bfd08804eb61bdea828dccca60f9e8ac68bb2d9
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:d1147d8dbeb0c6885d74cf7ac70fffca882be799
---! Hash: sha1:b2d323c4ad11b671ab277130a12d5bd5ae8a9662
+--! Previous: sha1:9bfd08804eb61bdea828dccca60f9e8ac68bb2d9
+--! Hash: sha1:f4ebad4091ce6ae04da00cf796aec8bb22ca7fb5
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

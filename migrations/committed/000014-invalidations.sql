@@ -1,5 +1,5 @@
---! Previous: sha1:b2d323c4ad11b671ab277130a12d5bd5ae8a9662
---! Hash: sha1:72202d8c0800775d2566193f3db4cc4e0124f8b3
+--! Previous: sha1:f4ebad4091ce6ae04da00cf796aec8bb22ca7fb5
+--! Hash: sha1:3c46e5fc9558e25cf9a87083872a55bc8209d461
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:72202d8c0800775d2566193f3db4cc4e0124f8b3
---! Hash: sha1:87f401b774ea266bb742d917d9be923a85ab0484
+--! Previous: sha1:3c46e5fc9558e25cf9a87083872a55bc8209d461
+--! Hash: sha1:882807bda3046cd2e89c8ee2acf37c88abc6f4a9
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

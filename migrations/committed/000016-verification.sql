@@ -1,5 +1,5 @@
---! Previous: sha1:87f401b774ea266bb742d917d9be923a85ab0484
---! Hash: sha1:642ae05874ae0cef9511484a5cbc354b24e2a918
+--! Previous: sha1:882807bda3046cd2e89c8ee2acf37c88abc6f4a9
+--! Hash: sha1:e9864cf9754c7d9b5c70eb8994f5fea195d0e779
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -406,10 +406,11 @@ as $$
                 from steward.recalc_runs r
                order by r.name, r.id desc) as r), '[]'::jsonb)
   ) || (select pg_catalog.jsonb_build_object('circuits', c->'listed', 'circuit_totals', c - 'listed')
-          from steward.circuit_summary(50) c);
+          from steward.circuit_summary(50) c)
+    || pg_catalog.jsonb_build_object('rate_limit_denials', steward.rate_limit_denial_summary(10));
 $$;
 comment on function steward.status() is
-  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue and task, running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits (at most 50 listed, open ones first, and their totals), the last vacuum, the last run of each recalculation.';
+  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue and task, running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits (at most 50 listed, open ones first, and their totals), the most denied rate-limit policies and keys of the last hour, the last vacuum, the last run of each recalculation.';
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -57,6 +57,11 @@ interface Status {
     by_state: Record<string, number>;
     capacity: { circuits: number; max_circuits: number };
   };
+  /** Of the last hour, estimated from hourly counts; at most 10 of each. */
+  rate_limit_denials: {
+    policies: Array<{ policy: string; denials: number; by_window: Record<string, number> }>;
+    keys: Array<{ policy: string; key: string; denials: number }>;
+  };
   last_vacuum: { at: string | null; tables: number };
   recalculations: Array<{
     name: string;
@@ -152,6 +157,31 @@ function formatStatus(status: Status): string {
           (c) =>
             `  ${c.name}: ${c.state}${c.consecutive_failures ? `, ${c.consecutive_failures} failures in a row` : ""}${c.last_error && c.state !== "closed" ? ` (${c.last_error})` : ""}`,
         )
+      : ["  none"]),
+  );
+  const denials = status.rate_limit_denials;
+  lines.push("Rate-limit denials in the last hour");
+  lines.push(
+    ...(denials.policies.length
+      ? [
+          ...textTable(
+            [
+              ["policy", "denied", "by window"],
+              ...denials.policies.map((p) => [
+                p.policy,
+                String(p.denials),
+                Object.entries(p.by_window)
+                  .map(([name, count]) => `${name}: ${count}`)
+                  .join(", "),
+              ]),
+            ],
+            { indent: "  ", numeric: [1] },
+          ),
+          ...textTable(
+            [["key", "policy", "denied"], ...denials.keys.map((k) => [k.key, k.policy, String(k.denials)])],
+            { indent: "  ", numeric: [2] },
+          ),
+        ]
       : ["  none"]),
   );
   lines.push(
