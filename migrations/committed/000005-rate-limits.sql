@@ -1,5 +1,5 @@
 --! Previous: sha1:a648ab858cea529503a4e33a58a28d010f74911d
---! Hash: sha1:6640f089c8552985766703b195967755df6c2802
+--! Hash: sha1:fb99e11e26b7b0e87175617fe4d140daa75ebd93
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the
@@ -12,9 +12,10 @@
 -- SERIALIZABLE a concurrent change to the same row makes the call fail with a serialization
 -- error (SQLSTATE 40001) instead of deciding on a stale snapshot.
 --
--- Denials are counted on the state row a denied hit writes anyway, not in a shared counter row
--- that would make callers wait for each other; cleanup folds the counts of the rows it removes
--- into per-window totals (for /metrics) and hourly tallies of the most denied keys (for status).
+-- A denied hit is counted in a row of its own window and key (never in a row callers share,
+-- which would make them wait for each other), written only when a hit is denied, so admitted
+-- hits pay nothing for it; cleanup folds the counts of keys that have gone quiet into per-window
+-- totals (for /metrics) and hourly tallies of the most denied keys (for status).
 
 -- The clock of rate limits, leases and circuits --------------------------------------------------
 
@@ -81,21 +82,29 @@ create unlogged table steward.rate_limit_state (
   per_us             bigint not null,
   last_hit_us        bigint,
   last_hit_allowed   boolean,
+  last_hit_cost      integer,
+  last_hit_position  integer,
   hits_us            bigint[],
-  denied             bigint not null default 0,
-  denied_hour        integer,
-  denied_in_hour     integer not null default 0,
-  denied_hour_before integer not null default 0,
   primary key (window_id, key)
 ) with (fillfactor = 70);
 comment on table steward.rate_limit_state is
   'The state of one window for one key. GCRA: the theoretical arrival time base_us + steps * per_us / max_requests (microseconds since 1970), kept as a whole step count so it stays exact. Exact windows: hits_us, the times of the admitted hits that may still count (one entry per unit of cost, oldest first), and base_us the newest of them. max_requests and per_us are copied from the window (they never change for a window id) so that one statement can decide. A row whose time has passed carries no state; cleanup_rate_limits removes it. Unlogged: a crash resets every window.';
 comment on column steward.rate_limit_state.last_hit_us is
   'When the last hit was decided on this row (microseconds since 1970); last_hit_allowed says whether it was admitted. Only for inspection.';
-comment on column steward.rate_limit_state.denied is
-  'Hits this window denied for this key since the row was created. A hit several windows refuse counts against the one that makes it wait longest, so the windows of a policy add up to its denied hits.';
-comment on column steward.rate_limit_state.denied_hour is
-  'The hour (hours since 1970) of the last denial; denied_in_hour counts the denials of that hour, denied_hour_before those of the hour before it.';
+comment on column steward.rate_limit_state.last_hit_position is
+  'Set by the one-statement path of rate_limit_hits with last_hit_cost: the place of the last hit in its call and its cost, which that statement answers from (carrying them through the row costs less than joining each row back to its hit).';
+
+create unlogged table steward.rate_limit_denials (
+  window_id          integer not null,
+  key                text not null,
+  denied             bigint not null,
+  denied_hour        integer not null,
+  denied_in_hour     integer not null,
+  denied_hour_before integer not null,
+  primary key (window_id, key)
+);
+comment on table steward.rate_limit_denials is
+  'Denied hits per window and key, written only when a hit is denied. A hit several windows refuse counts against the one that makes it wait longest, so the windows of a policy add up to its denied hits. denied_hour is the hour (hours since 1970) of the last denial, denied_in_hour the denials of that hour, denied_hour_before those of the hour before. Cleanup folds the rows of keys without state into the totals. Unlogged.';
 
 create table steward.rate_limit_denial_totals (
   window_id integer primary key,
@@ -104,7 +113,7 @@ create table steward.rate_limit_denial_totals (
   denied    bigint not null default 0
 );
 comment on table steward.rate_limit_denial_totals is
-  'One row per rate-limit window ever set (it outlives the window): the denials counted on state rows that cleanup has removed. A window''s denials so far are this plus the denied of its state rows; steward.rate_limit_metrics() adds them up.';
+  'One row per rate-limit window ever set (it outlives the window): the denials of steward.rate_limit_denials rows that cleanup has folded. A window''s denials so far are this plus the denied of its rows there; steward.rate_limit_metrics() adds them up.';
 
 create unlogged table steward.rate_limit_recent_denials (
   window_id integer not null,
@@ -114,7 +123,7 @@ create unlogged table steward.rate_limit_recent_denials (
   primary key (window_id, hour, key)
 );
 comment on table steward.rate_limit_recent_denials is
-  'Denials of the current and the previous hour that were counted on state rows cleanup has removed, per window, hour and key: the keys with the most denials by name (at most rate_limits.denied_keys_kept per window and hour, as clients choose keys), the others added up under key ''''. For steward status. Unlogged.';
+  'Denials of the current and the previous hour of steward.rate_limit_denials rows that cleanup has folded, per window, hour and key: the keys with the most denials by name (at most rate_limits.denied_keys_kept per window and hour, as clients choose keys), the others added up under key ''''. For steward status. Unlogged.';
 
 insert into steward.settings (name, value, type, description) values
   ('rate_limits.denied_keys_kept', '20', 'integer',
@@ -234,19 +243,22 @@ returns table (ahead bigint, fits boolean, next_base_us bigint, next_steps integ
 language sql
 immutable
 as $$
-  -- ahead = max_requests * (arrival time - now), never negative: a whole number, so exact.
-  select a.ahead,
-         a.ahead + gcra_step.cost::bigint * gcra_step.per_us <= gcra_step.max_requests::bigint * gcra_step.per_us,
+  -- ahead = max_requests * (arrival time - now), never negative: a whole number, so exact. Each
+  -- value is computed once, behind OFFSET 0: flattened, every use would get a copy of the
+  -- expressions it builds on, and the executor compiles all the copies for every statement.
+  select a.ahead, a.fits,
          -- max_requests steps make one whole period: fold them into the base so steps stays small.
-         n.base_us + (n.steps / gcra_step.max_requests) * gcra_step.per_us,
-         (n.steps % gcra_step.max_requests)::integer
-    from (select case when gcra_step.base_us + gcra_step.per_us <= gcra_step.now_us then 0::bigint
-                      else greatest((gcra_step.base_us - gcra_step.now_us) * gcra_step.max_requests
-                                    + gcra_step.steps::bigint * gcra_step.per_us, 0) end as ahead) a
-   cross join lateral (
-         select case when a.ahead = 0 then gcra_step.now_us else gcra_step.base_us end as base_us,
-                case when a.ahead = 0 then gcra_step.cost::bigint
-                     else gcra_step.steps::bigint + gcra_step.cost end as steps) n
+         a.next_base_us + (a.next_steps / gcra_step.max_requests) * gcra_step.per_us,
+         (a.next_steps % gcra_step.max_requests)::integer
+    from (select x.ahead,
+                 x.ahead + gcra_step.cost::bigint * gcra_step.per_us <= gcra_step.max_requests::bigint * gcra_step.per_us as fits,
+                 case when x.ahead = 0 then gcra_step.now_us else gcra_step.base_us end as next_base_us,
+                 case when x.ahead = 0 then gcra_step.cost::bigint else gcra_step.steps::bigint + gcra_step.cost end as next_steps
+            from (select case when gcra_step.base_us + gcra_step.per_us <= gcra_step.now_us then 0::bigint
+                              else greatest((gcra_step.base_us - gcra_step.now_us) * gcra_step.max_requests
+                                            + gcra_step.steps::bigint * gcra_step.per_us, 0) end as ahead
+                  offset 0) x
+          offset 0) a
 $$;
 comment on function steward.gcra_step(bigint, integer, integer, bigint, integer, bigint) is
   'One GCRA step on a state row at now_us: ahead = max_requests * (arrival time - now) before the hit (0 when the arrival time has passed), whether a hit of cost fits, and the state after admitting it. Internal; inlined into rate_limit_hit and rate_limit_hits.';
@@ -284,28 +296,35 @@ $$;
 comment on function steward.denial_tally(integer, integer, integer, bigint, integer) is
   'The hourly denial counts of a state row (hour of the last denial, denials in it, denials in the hour before) after `denials` more at now_us. Internal; inlined.';
 
-create function steward.gcra_decide(base_us bigint, steps integer, max_requests integer, per_us bigint, cost integer,
-                                    denied bigint, denied_hour integer, denied_in_hour integer,
-                                    denied_hour_before integer, now_us bigint)
-returns table (base_us bigint, steps integer, allowed boolean, denied bigint, denied_hour integer,
-               denied_in_hour integer, denied_hour_before integer)
-language sql
-immutable
+create function steward.count_denials(window_ids integer[], keys text[], denials integer[], now_us bigint)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
 as $$
-  select case when g.fits then g.next_base_us else gcra_decide.base_us end,
-         case when g.fits then g.next_steps else gcra_decide.steps end,
-         g.fits,
-         gcra_decide.denied + case when g.fits then 0 else 1 end,
-         case when g.fits then gcra_decide.denied_hour else d.hour end,
-         case when g.fits then gcra_decide.denied_in_hour else d.in_hour end,
-         case when g.fits then gcra_decide.denied_hour_before else d.hour_before end
-    from steward.gcra_step(gcra_decide.base_us, gcra_decide.steps, gcra_decide.max_requests, gcra_decide.per_us,
-                           gcra_decide.cost, gcra_decide.now_us) g
-   cross join lateral steward.denial_tally(gcra_decide.denied_hour, gcra_decide.denied_in_hour,
-                                           gcra_decide.denied_hour_before, gcra_decide.now_us, 1) d
+declare
+  counted integer;
+begin
+  -- plpgsql keeps the statement's plan for the session: the one-statement path calls this once
+  -- per denied hit. The caller holds the state rows of these keys, so no other call writes these
+  -- rows now: the order of the writes cannot make two calls wait for each other.
+  insert into steward.rate_limit_denials as d (window_id, key, denied, denied_hour, denied_in_hour, denied_hour_before)
+  select u.window_id, u.key, u.denials, (count_denials.now_us / 3600000000)::integer, u.denials, 0
+    from unnest(count_denials.window_ids, count_denials.keys, count_denials.denials) as u(window_id, key, denials)
+   where u.denials > 0
+   order by u.window_id, u.key collate "C"
+      on conflict (window_id, key) do update
+     set denied = d.denied + excluded.denied,
+         (denied_hour, denied_in_hour, denied_hour_before) = (
+           select t.hour, t.in_hour, t.hour_before
+             from steward.denial_tally(d.denied_hour, d.denied_in_hour, d.denied_hour_before, count_denials.now_us,
+                                       excluded.denied::integer) t);
+  get diagnostics counted = row_count;
+  return counted;
+end
 $$;
-comment on function steward.gcra_decide(bigint, integer, integer, bigint, integer, bigint, integer, integer, integer, bigint) is
-  'A GCRA state row after one hit of cost at now_us: its new arrival time when admitted, unchanged (and one more denial counted) when not. Internal; inlined into the one-statement paths of rate_limit_hit and rate_limit_hits.';
+comment on function steward.count_denials(integer[], text[], integer[], bigint) is
+  'Adds denials[i] denied hits at now_us to window window_ids[i], key keys[i]; returns how many rows it wrote. Internal: the rate-limit functions call it, holding the state rows of those keys.';
 
 -- Client functions -----------------------------------------------------------------------------
 
@@ -402,8 +421,8 @@ begin
   -- comes twice: each hit is then one row decided on its own, in one statement. ON CONFLICT
   -- locks the rows in (window, key) order and evaluates SET under the lock, where the clock is
   -- read once per row: the decision, the new state and the answer all use that one instant. A
-  -- denied hit rewrites the row unchanged but for last_hit_* and its denial counts, so its answer
-  -- comes from the locked version.
+  -- denied hit rewrites the row unchanged but for last_hit_*, so its answer comes from the
+  -- locked version.
   return query
   with input as materialized (
     select h.ord::integer as hit_number, h.key, h.cost, w.id as window_id, w.max_requests, w.per_us, w.is_exact,
@@ -421,29 +440,41 @@ begin
   ),
   written as (
     insert into steward.rate_limit_state as s
-           (window_id, key, base_us, steps, max_requests, per_us, last_hit_us, last_hit_allowed)
-    select i.window_id, i.key, c.now_us, i.cost, i.max_requests, i.per_us, c.now_us, true
+           (window_id, key, base_us, steps, max_requests, per_us, last_hit_us, last_hit_allowed, last_hit_cost,
+            last_hit_position)
+    select i.window_id, i.key, c.now_us, i.cost, i.max_requests, i.per_us, c.now_us, true, i.cost, i.hit_number
       from input i
      cross join (select (extract(epoch from steward.clock()) * 1000000)::bigint as now_us) c
      where (select f.ok from fit f)
      order by i.window_id, i.key collate "C"
         on conflict (window_id, key) do update
-       set (base_us, steps, last_hit_allowed, denied, denied_hour, denied_in_hour, denied_hour_before, last_hit_us) = (
-             select d.*, c.now_us
+       set (base_us, steps, last_hit_us, last_hit_allowed, last_hit_cost, last_hit_position) = (
+             select case when g.fits then g.next_base_us else s.base_us end,
+                    case when g.fits then g.next_steps else s.steps end,
+                    c.now_us,
+                    g.fits,
+                    excluded.last_hit_cost,
+                    excluded.last_hit_position
                from (select (extract(epoch from steward.clock()) * 1000000)::bigint as now_us) c
-              cross join lateral steward.gcra_decide(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps,
-                                                     s.denied, s.denied_hour, s.denied_in_hour, s.denied_hour_before,
-                                                     c.now_us) d)
-    returning s.window_id, s.key, s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed
+              cross join lateral steward.gcra_step(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps, c.now_us) g)
+    returning s.window_id, s.key, s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed,
+              s.last_hit_cost, s.last_hit_position
   )
-  select i.hit_number, w.last_hit_allowed, a.remaining, a.retry_after_ms, a.reset_ms,
+  select w.last_hit_position, w.last_hit_allowed, a.remaining, a.retry_after_ms, a.reset_ms,
          array[w.max_requests], array[w.per_us / 1000], array[a.remaining], array[a.reset_ms],
          null::text, null::text, null::text
-    from input i
-    join written w on w.window_id = i.window_id and w.key = i.key
-   cross join lateral steward.gcra_step(w.base_us, w.steps, w.max_requests, w.per_us, i.cost, w.last_hit_us) g
-   cross join lateral steward.gcra_answer(g.ahead, w.max_requests, w.per_us, i.cost, w.last_hit_allowed) a
-   order by i.hit_number;
+    from written w
+   cross join lateral steward.gcra_step(w.base_us, w.steps, w.max_requests, w.per_us, w.last_hit_cost, w.last_hit_us) g
+   cross join lateral steward.gcra_answer(g.ahead, w.max_requests, w.per_us, w.last_hit_cost, w.last_hit_allowed) a
+   -- The first denied hit makes the denials of the batch be counted, in one call (a subquery
+   -- that does not depend on the row runs once, when first needed; CASE decides the order): a
+   -- batch without denials never runs it.
+   where case when w.last_hit_allowed then true
+              else (select steward.count_denials(pg_catalog.array_agg(d.window_id), pg_catalog.array_agg(d.key),
+                                                 pg_catalog.array_agg(1), pg_catalog.max(d.last_hit_us))
+                      from written d
+                     where not d.last_hit_allowed) >= 0 end
+   order by w.last_hit_position;
   if found then
     return;
   end if;
@@ -685,17 +716,13 @@ begin
                                || pg_catalog.array_fill(now_us, array[u.added])
                           else s.hits_us end,
            last_hit_us = now_us,
-           last_hit_allowed = u.last_allowed,
-           denied = s.denied + u.denials,
-           (denied_hour, denied_in_hour, denied_hour_before) = (
-             select case when u.denials > 0 then d.hour else s.denied_hour end,
-                    case when u.denials > 0 then d.in_hour else s.denied_in_hour end,
-                    case when u.denials > 0 then d.hour_before else s.denied_hour_before end
-               from steward.denial_tally(s.denied_hour, s.denied_in_hour, s.denied_hour_before, now_us, u.denials) d)
-      from unnest(slot_window, slot_key, slot_exact, slot_base, slot_steps, slot_added, slot_denials, slot_dirty,
-                  slot_last_allowed)
-             as u(window_id, key, exact, base_us, steps, added, denials, dirty, last_allowed)
-     where (u.dirty or u.denials > 0) and s.window_id = u.window_id and s.key = u.key;
+           last_hit_allowed = u.last_allowed
+      from unnest(slot_window, slot_key, slot_exact, slot_base, slot_steps, slot_added, slot_dirty, slot_last_allowed)
+             as u(window_id, key, exact, base_us, steps, added, dirty, last_allowed)
+     where u.dirty and s.window_id = u.window_id and s.key = u.key;
+    if 0 < any (slot_denials) then
+      perform steward.count_denials(slot_window, slot_key, slot_denials, now_us);
+    end if;
   end if;
 end
 $$;
@@ -717,7 +744,6 @@ begin
   -- does for a batch (the clock is read under the row lock). Anything else (several windows,
   -- an exact window, bad arguments) goes through rate_limit_hits.
   if rate_limit_hit.key <> '' and pg_catalog.octet_length(rate_limit_hit.key) <= 1024 and rate_limit_hit.cost > 0 then
-    return query
     with written as (
       insert into steward.rate_limit_state as s
              (window_id, key, base_us, steps, max_requests, per_us, last_hit_us, last_hit_allowed)
@@ -727,29 +753,33 @@ begin
        where w.policy = rate_limit_hit.policy and w.max_requests >= rate_limit_hit.cost and not w.is_exact
          and not exists (select from steward.rate_limit_windows other where other.policy = w.policy and other.id <> w.id)
           on conflict (window_id, key) do update
-         set (base_us, steps, last_hit_allowed, denied, denied_hour, denied_in_hour, denied_hour_before, last_hit_us) = (
-               select d.*, c.now_us
+         set (base_us, steps, last_hit_us, last_hit_allowed) = (
+               select case when g.fits then g.next_base_us else s.base_us end,
+                      case when g.fits then g.next_steps else s.steps end,
+                      c.now_us,
+                      g.fits
                  from (select (extract(epoch from steward.clock()) * 1000000)::bigint as now_us) c
-                cross join lateral steward.gcra_decide(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps,
-                                                       s.denied, s.denied_hour, s.denied_in_hour, s.denied_hour_before,
-                                                       c.now_us) d)
-      returning s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed
+                cross join lateral steward.gcra_step(s.base_us, s.steps, s.max_requests, s.per_us, excluded.steps, c.now_us) g)
+      returning s.window_id, s.base_us, s.steps, s.max_requests, s.per_us, s.last_hit_us, s.last_hit_allowed
     )
-    select w.last_hit_allowed, a.remaining, a.retry_after_ms, a.reset_ms
+    select w.window_id, w.last_hit_us, w.last_hit_allowed as allowed, a.remaining, a.retry_after_ms, a.reset_ms
+      into answer
       from written w
      cross join lateral steward.gcra_step(w.base_us, w.steps, w.max_requests, w.per_us, rate_limit_hit.cost, w.last_hit_us) g
      cross join lateral steward.gcra_answer(g.ahead, w.max_requests, w.per_us, rate_limit_hit.cost, w.last_hit_allowed) a;
-    if found then
-      return;
+    if found and not answer.allowed then
+      perform steward.count_denials(array[answer.window_id], array[rate_limit_hit.key], array[1], answer.last_hit_us);
     end if;
   end if;
 
-  select * into answer
-    from steward.rate_limit_hits(array[rate_limit_hit.policy], array[rate_limit_hit.key], array[rate_limit_hit.cost]);
-  if answer.error_hint is not null then
-    raise exception '%', answer.error_message using errcode = answer.error_code, hint = answer.error_hint;
-  elsif answer.error_code is not null then
-    raise exception '%', answer.error_message using errcode = answer.error_code;
+  if answer is null then
+    select * into answer
+      from steward.rate_limit_hits(array[rate_limit_hit.policy], array[rate_limit_hit.key], array[rate_limit_hit.cost]);
+    if answer.error_hint is not null then
+      raise exception '%', answer.error_message using errcode = answer.error_code, hint = answer.error_hint;
+    elsif answer.error_code is not null then
+      raise exception '%', answer.error_message using errcode = answer.error_code;
+    end if;
   end if;
   allowed := answer.allowed;
   remaining := answer.remaining;
@@ -773,13 +803,14 @@ declare
   now_us bigint := (extract(epoch from steward.clock()) * 1000000)::bigint;
   this_hour integer := (now_us / 3600000000)::integer;
   removed bigint;
+  folded bigint;
 begin
   if batch_size is null or batch_size <= 0 then
     raise exception 'batch_size must be a positive integer, got %', coalesce(batch_size::text, 'null') using errcode = '22023';
   end if;
   -- A GCRA row's arrival time is before base_us + per_us (steps < max_requests), an exact row's
   -- newest time is base_us: past base_us + per_us the row carries no state. Rows of dropped or
-  -- replaced windows carry none either. Their denial counts move to the totals and tallies.
+  -- replaced windows carry none either.
   with doomed as (
     select s.window_id, s.key
       from steward.rate_limit_state s
@@ -792,26 +823,44 @@ begin
     delete from steward.rate_limit_state s
      using doomed d
      where s.window_id = d.window_id and s.key = d.key
-    returning s.window_id, s.key, s.denied, s.denied_hour, s.denied_in_hour, s.denied_hour_before
+    returning 1
+  )
+  select count(*) into removed from removed;
+  if removed >= batch_size then
+    return removed;
+  end if;
+
+  -- Denial counts of keys without state move to the window totals and the hourly tallies. A
+  -- row being counted right now is skipped; one whose key gets state again later starts afresh.
+  with doomed as (
+    select d.window_id, d.key
+      from steward.rate_limit_denials d
+     where not exists (select from steward.rate_limit_state s where s.window_id = d.window_id and s.key = d.key)
+     limit batch_size - removed
+       for update skip locked
+  ),
+  gone as (
+    delete from steward.rate_limit_denials d
+     using doomed x
+     where d.window_id = x.window_id and d.key = x.key
+    returning d.window_id, d.key, d.denied, d.denied_hour, d.denied_in_hour, d.denied_hour_before
   ),
   totals as (
     update steward.rate_limit_denial_totals t
-       set denied = t.denied + r.denied
-      from (select r.window_id, sum(r.denied)::bigint as denied from removed r where r.denied > 0 group by r.window_id) r
-     where t.window_id = r.window_id
-  ),
-  recent as (
-    select r.window_id, b.hour, r.key, b.denials
-      from removed r
-     cross join lateral (values (r.denied_hour, r.denied_in_hour), (r.denied_hour - 1, r.denied_hour_before)) as b(hour, denials)
-     where b.denials > 0 and b.hour >= this_hour - 1
+       set denied = t.denied + g.denied
+      from (select g.window_id, sum(g.denied)::bigint as denied from gone g group by g.window_id) g
+     where t.window_id = g.window_id
   ),
   tallied as (
     insert into steward.rate_limit_recent_denials as t (window_id, hour, key, denials)
-    select r.window_id, r.hour, r.key, r.denials from recent r
+    select g.window_id, b.hour, g.key, b.denials
+      from gone g
+     cross join lateral (values (g.denied_hour, g.denied_in_hour), (g.denied_hour - 1, g.denied_hour_before)) as b(hour, denials)
+     where b.denials > 0 and b.hour >= this_hour - 1
         on conflict (window_id, hour, key) do update set denials = t.denials + excluded.denials
   )
-  select count(*) into removed from removed;
+  select count(*) into folded from gone;
+  removed := removed + folded;
   if removed < batch_size then
     -- The last batch of a run: keep the tallies of the current and previous hour, and of those
     -- only the most denied keys by name; the others' denials go to key '' of their window.
@@ -837,11 +886,11 @@ begin
 end
 $$;
 comment on function steward.cleanup_rate_limits(integer) is
-  'Deletes at most batch_size rate-limit state rows that carry no state (their time has passed, or their window is gone) and returns how many; their denial counts move to steward.rate_limit_denial_totals and steward.rate_limit_recent_denials (trimmed to the current and previous hour and the most denied keys). Rows being hit right now are skipped.';
+  'Deletes at most batch_size rate-limit state rows that carry no state (their time has passed, or their window is gone), then folds the denial counts of keys left without state into steward.rate_limit_denial_totals and steward.rate_limit_recent_denials (trimmed to the current and previous hour and the most denied keys). Returns how many rows went. Rows being hit right now are skipped.';
 
 insert into steward.cleanup_steps (name, function, description) values
   ('rate_limits', 'steward.cleanup_rate_limits(integer)'::regprocedure,
-   'rate-limit state rows whose time has passed or whose window is gone (their denial counts are kept)')
+   'rate-limit state rows whose time has passed or whose window is gone, and denial counts of keys without state (folded into totals)')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 -- Operators: status and metrics ----------------------------------------------------------------
@@ -873,11 +922,11 @@ as $$
            1 - (c.now_us % 3600000000)::numeric / 3600000000 as previous_weight
       from clock c
   ), counts as (
-    select s.window_id, s.key, b.hour, b.denials
-      from steward.rate_limit_state s
+    select d.window_id, d.key, b.hour, b.denials
+      from steward.rate_limit_denials d
      cross join hours h
-     cross join lateral (values (s.denied_hour, s.denied_in_hour), (s.denied_hour - 1, s.denied_hour_before)) as b(hour, denials)
-     where s.denied_hour >= h.this_hour - 1 and b.denials > 0
+     cross join lateral (values (d.denied_hour, d.denied_in_hour), (d.denied_hour - 1, d.denied_hour_before)) as b(hour, denials)
+     where d.denied_hour >= h.this_hour - 1 and b.denials > 0
     union all
     select r.window_id, r.key, r.hour, r.denials
       from steward.rate_limit_recent_denials r
@@ -893,7 +942,7 @@ as $$
   having sum(case when c.hour >= h.this_hour - 1 then c.denials else 0 end) > 0
 $$;
 comment on function steward.rate_limit_denials_last_hour(timestamptz) is
-  'Denials of the last hour (before `at`, default now) per window and key, estimated from hourly counts as a sliding window (this hour''s count plus the previous hour''s weighed by the part of it still within the hour). Key '''' adds up the keys whose state rows cleanup has removed and that were not among the most denied: the rows add up to the window''s denials.';
+  'Denials of the last hour (before `at`, default now) per window and key, estimated from hourly counts as a sliding window (this hour''s count plus the previous hour''s weighed by the part of it still within the hour). Key '''' adds up the keys cleanup has folded that were not among the most denied: the rows add up to the window''s denials.';
 
 create function steward.rate_limit_denial_summary(max_listed integer default 10)
 returns jsonb
@@ -930,20 +979,20 @@ language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-  -- One read of the state table per scrape. Labels are policies and window lengths, which the
-  -- owner sets; keys, which clients choose, never become labels.
+  -- Labels are policies and window lengths, which the owner sets; keys, which clients choose,
+  -- never become labels.
   select 'steward_rate_limit_denials_total', 'counter',
          'Rate-limit hits denied, by policy and by the window that denied them (per: the window length, e.g. 60s; a hit several windows refuse counts once, against the one that makes it wait longest). A server crash resets the part not yet folded by cleanup.',
          pg_catalog.jsonb_build_object('policy', t.policy,
                                        'per', pg_catalog.split_part(steward.rate_limit_window_name(t.policy, t.per_us), '/', -1)),
          (sum(t.denied) + coalesce(sum(l.denied), 0))::double precision
     from steward.rate_limit_denial_totals t
-    left join (select s.window_id, sum(s.denied) as denied from steward.rate_limit_state s
-                where s.denied > 0 group by s.window_id) l on l.window_id = t.window_id
+    left join (select d.window_id, sum(d.denied) as denied from steward.rate_limit_denials d
+                group by d.window_id) l on l.window_id = t.window_id
    group by t.policy, t.per_us
 $$;
 comment on function steward.rate_limit_metrics() is
-  'The rate-limit series of /metrics, in the shape every steward metric source returns (metric, kind, help, labels, value): steward_rate_limit_denials_total{policy,per}, cumulative (folded totals plus the live state rows).';
+  'The rate-limit series of /metrics, in the shape every steward metric source returns (metric, kind, help, labels, value): steward_rate_limit_denials_total{policy,per}, cumulative (folded totals plus the rows of steward.rate_limit_denials).';
 
 do $$
 begin

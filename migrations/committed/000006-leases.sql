@@ -1,5 +1,5 @@
---! Previous: sha1:6640f089c8552985766703b195967755df6c2802
---! Hash: sha1:6849175b4da600eb70c76f65622877e4867afd7a
+--! Previous: sha1:fb99e11e26b7b0e87175617fe4d140daa75ebd93
+--! Hash: sha1:c9706b8e715470c7278ed9d92d623742d2e12787
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

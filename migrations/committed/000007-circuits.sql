@@ -1,5 +1,5 @@
---! Previous: sha1:6849175b4da600eb70c76f65622877e4867afd7a
---! Hash: sha1:f994b8e0d983b418455c271d51cad12de267b0ed
+--! Previous: sha1:c9706b8e715470c7278ed9d92d623742d2e12787
+--! Hash: sha1:1e0dccacabe03fcedeb5870cb1e94532da60f406
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

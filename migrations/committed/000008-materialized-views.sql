@@ -1,5 +1,5 @@
---! Previous: sha1:f994b8e0d983b418455c271d51cad12de267b0ed
---! Hash: sha1:934d1c6f92b95bbaa17edb889b4e0172d644fbe8
+--! Previous: sha1:1e0dccacabe03fcedeb5870cb1e94532da60f406
+--! Hash: sha1:b346853f4d8ca5019084f9d1e9e74560cfffc59d
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

@@ -1,5 +1,5 @@
---! Previous: sha1:934d1c6f92b95bbaa17edb889b4e0172d644fbe8
---! Hash: sha1:6dd60f113eeef2e81f5a7155e805c4873270ec3c
+--! Previous: sha1:b346853f4d8ca5019084f9d1e9e74560cfffc59d
+--! Hash: sha1:4930df894068be93ce024e8095cbe0bc961dda96
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

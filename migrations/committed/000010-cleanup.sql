@@ -1,5 +1,5 @@
---! Previous: sha1:6dd60f113eeef2e81f5a7155e805c4873270ec3c
---! Hash: sha1:4992bb952df9f4c29ead7ea69d96fd95d8ca7732
+--! Previous: sha1:4930df894068be93ce024e8095cbe0bc961dda96
+--! Hash: sha1:e5c7507063d123652269952f6caefb99740a4e12
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

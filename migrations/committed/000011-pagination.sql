@@ -1,5 +1,5 @@
---! Previous: sha1:4992bb952df9f4c29ead7ea69d96fd95d8ca7732
---! Hash: sha1:c81066655beaa93c8b76dc151af863c2520bb0cc
+--! Previous: sha1:e5c7507063d123652269952f6caefb99740a4e12
+--! Hash: sha1:92f84525a012231b937ea11b642bdc0a2715d817
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:c81066655beaa93c8b76dc151af863c2520bb0cc
---! Hash: sha1:9bfd08804eb61bdea828dccca60f9e8ac68bb2d9
+--! Previous: sha1:92f84525a012231b937ea11b642bdc0a2715d817
+--! Hash: sha1:971f51b95e92ae91ef9d6b4ac73ce92bc928fb92
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

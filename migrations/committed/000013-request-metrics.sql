@@ -1,5 +1,5 @@
---! Previous: sha1:9bfd08804eb61bdea828dccca60f9e8ac68bb2d9
---! Hash: sha1:f4ebad4091ce6ae04da00cf796aec8bb22ca7fb5
+--! Previous: sha1:971f51b95e92ae91ef9d6b4ac73ce92bc928fb92
+--! Hash: sha1:aef00ffafb02d5c1019f8a567923ac0f79bfa9cf
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

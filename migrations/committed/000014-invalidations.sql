@@ -1,5 +1,5 @@
---! Previous: sha1:f4ebad4091ce6ae04da00cf796aec8bb22ca7fb5
---! Hash: sha1:3c46e5fc9558e25cf9a87083872a55bc8209d461
+--! Previous: sha1:aef00ffafb02d5c1019f8a567923ac0f79bfa9cf
+--! Hash: sha1:9c293d3bf52e8b641c80994bf316cd19278a9d45
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

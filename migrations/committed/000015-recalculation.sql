@@ -1,5 +1,5 @@
---! Previous: sha1:3c46e5fc9558e25cf9a87083872a55bc8209d461
---! Hash: sha1:882807bda3046cd2e89c8ee2acf37c88abc6f4a9
+--! Previous: sha1:9c293d3bf52e8b641c80994bf316cd19278a9d45
+--! Hash: sha1:bc31d84bbb10f36e19efd61f3e212603697f0bb3
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

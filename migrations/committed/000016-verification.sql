@@ -1,5 +1,5 @@
---! Previous: sha1:882807bda3046cd2e89c8ee2acf37c88abc6f4a9
---! Hash: sha1:e9864cf9754c7d9b5c70eb8994f5fea195d0e779
+--! Previous: sha1:bc31d84bbb10f36e19efd61f3e212603697f0bb3
+--! Hash: sha1:cbff452edef88876f1e86051979039161a737649
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
