@@ -27,7 +27,7 @@ export interface OursState {
 }
 
 /** Sets a policy of one window. */
-export async function setPolicy(context: BenchContext, policy: BenchPolicy): Promise<void> {
+async function setPolicy(context: BenchContext, policy: BenchPolicy): Promise<void> {
   await context.pool.query("select steward.set_rate_limit($1, $2, make_interval(secs => $3), $4)", [
     policy.name,
     policy.maxRequests,
