@@ -3,6 +3,7 @@
 // moves tags. `mv:<schema>.<view>` tags schedule a refresh of that view instead of a delivery.
 import { createHmac, randomUUID } from "node:crypto";
 import pg from "pg";
+import { Circuits } from "../client/circuits.ts";
 import type { Config } from "../config.ts";
 import type { Logger } from "../logger.ts";
 import { StewardError } from "../errors.ts";
@@ -72,6 +73,8 @@ export interface WebhookOptions {
   /** Name of the shared circuit breaker (steward.circuit_*) guarding the endpoint. */
   circuit: string;
   pool: pg.Pool;
+  /** Where the circuit's transitions made by this process are logged. */
+  logger?: Logger;
 }
 
 /** Seconds or an HTTP date, as Retry-After may be; undefined when absent or unreadable. */
@@ -127,16 +130,12 @@ function describeFailure(error: unknown, url: string): string {
  * Redirects are refused, not followed: the signed body must not be re-sent to another address.
  */
 export function webhookSink(options: WebhookOptions): Sink {
-  const shownUrl = redactUrl(options.url);
-  const record = (success: boolean, error: string | null) =>
-    options.pool.query("select steward.circuit_record($1, $2, $3)", [options.circuit, success, error]);
+  const circuits = new Circuits(options.pool, { logger: options.logger });
+  const record = (success: boolean, error?: string) => circuits.record(options.circuit, success, error);
   return {
     name: "webhook",
     async deliver(tags) {
-      const { rows } = await options.pool.query<{ allowed: boolean }>("select steward.circuit_allow($1) as allowed", [
-        options.circuit,
-      ]);
-      if (!rows[0]?.allowed) {
+      if (!(await circuits.allow(options.circuit))) {
         throw new SinkError(`circuit ${options.circuit} is open`, { attempted: false });
       }
       const body = JSON.stringify({ tags, sent_at: new Date().toISOString() });
@@ -161,7 +160,7 @@ export function webhookSink(options: WebhookOptions): Sink {
       // The body is not needed; read it so the connection can be reused.
       await response.arrayBuffer().catch(() => undefined);
       if (response.ok) {
-        await record(true, null);
+        await record(true);
         return;
       }
       if (response.status >= 300 && response.status < 400) {
@@ -179,8 +178,11 @@ export function webhookSink(options: WebhookOptions): Sink {
   };
 }
 
-/** The sinks the configuration names, in the order given. */
-export function sinksFromConfig(config: Config, pool: pg.Pool): Sink[] {
+/**
+ * The sinks the configuration names, in the order given. The webhook's circuit is named
+ * steward:webhook:<host>: the steward: prefix is reserved, so no client can steer it.
+ */
+export function sinksFromConfig(config: Config, pool: pg.Pool, logger?: Logger): Sink[] {
   return config.sinks.map((name) =>
     name === "notify"
       ? notifySink(pool, config.notifyChannel)
@@ -188,8 +190,9 @@ export function sinksFromConfig(config: Config, pool: pg.Pool): Sink[] {
           url: config.webhookUrl!,
           secret: config.webhookSecret,
           timeoutMs: config.webhookTimeoutMs,
-          circuit: `webhook:${new URL(config.webhookUrl!).host}`,
+          circuit: `steward:webhook:${new URL(config.webhookUrl!).host}`,
           pool,
+          logger,
         }),
   );
 }
