@@ -203,18 +203,22 @@ describe("switching tracking off and on", () => {
           "select status, detail from steward.verify_installation() where name = 'tracked table public.switch_items'",
         )
       ).rows[0];
-    /** A write while another session holds steward's registry locked: only a write running no steward code gets through. */
+    /** A write while another session holds steward's registry and queue locked: only a write running no steward code gets through. */
     const writeWhileStewardLocked = (statement: string) =>
-      whileLocked(context.db, "lock table steward.tracked_tables in access exclusive mode", async () => {
-        const client = await pool.connect();
-        try {
-          await client.query("set lock_timeout = '500ms'");
-          await client.query(statement);
-        } finally {
-          await client.query("reset lock_timeout");
-          client.release();
-        }
-      });
+      whileLocked(
+        context.db,
+        "lock table steward.tracked_tables, steward.invalidations in access exclusive mode",
+        async () => {
+          const client = await pool.connect();
+          try {
+            await client.query("set lock_timeout = '500ms'");
+            await client.query(statement);
+          } finally {
+            await client.query("reset lock_timeout");
+            client.release();
+          }
+        },
+      );
 
     expect((await pool.query("select steward.disable_tracking('public.switch_items') as n")).rows[0].n).toBe(1);
     expect(await verify()).toMatchObject({ status: "warn", detail: expect.stringContaining("enable_tracking") });
