@@ -130,6 +130,7 @@ function describeFailure(error: unknown, url: string): string {
  * Redirects are refused, not followed: the signed body must not be re-sent to another address.
  */
 export function webhookSink(options: WebhookOptions): Sink {
+  const shownUrl = redactUrl(options.url);
   const circuits = new Circuits(options.pool, { logger: options.logger });
   const record = (success: boolean, error?: string) => circuits.record(options.circuit, success, error);
   return {
