@@ -2,9 +2,10 @@
 // Usage: npx zx scripts/sql-reference.mjs [--check]
 //
 // Writes docs/sql-reference.md from the `comment on` texts of a scratch database migrated from
-// migrations/committed/: a database created (and dropped afterwards) on the server DATABASE_URL
-// names, else a throwaway embedded server. Rerun it after changing a migration's comments
-// (`npm test` fails while the committed file differs). --check only compares, exit 1 if stale.
+// migrations/committed/, and the settings table of docs/configuration.md from its steward.settings
+// rows: a database created (and dropped afterwards) on the server DATABASE_URL names, else a
+// throwaway embedded server. Rerun it after changing a migration's comments, functions or settings
+// (`npm test` fails while a committed file differs). --check only compares, exit 1 if stale.
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -17,7 +18,8 @@ const pg = (await import("pg")).default;
 const { startEmbedded, withDatabase } = await import("../src/embedded.ts");
 const { createLogger } = await import("../src/logger.ts");
 const { migrate } = await import("../src/migrate.ts");
-const { renderSqlReference, SQL_REFERENCE_PATH } = await import("./lib/sql-reference.ts");
+const { CONFIGURATION_PATH, renderSettingsTable, renderSqlReference, SQL_REFERENCE_PATH, withSettingsTable } =
+  await import("./lib/sql-reference.ts");
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const logger = createLogger(process.env.LOG_LEVEL ?? "warn", { destination: 2 });
@@ -32,7 +34,7 @@ if (!adminUrl) {
 }
 const scratch = `steward_reference_${process.pid}`;
 const admin = new pg.Client({ connectionString: adminUrl });
-let text;
+const files = new Map();
 try {
   await admin.connect();
   await admin.query(`create database ${scratch}`);
@@ -41,7 +43,9 @@ try {
   const db = new pg.Client({ connectionString: url });
   await db.connect();
   try {
-    text = await renderSqlReference(db);
+    files.set(SQL_REFERENCE_PATH, await renderSqlReference(db));
+    const configuration = await readFile(path.join(ROOT, CONFIGURATION_PATH), "utf8");
+    files.set(CONFIGURATION_PATH, withSettingsTable(configuration, await renderSettingsTable(db)));
   } finally {
     await db.end();
   }
@@ -52,15 +56,18 @@ try {
   if (dir) await rm(dir, { recursive: true, force: true });
 }
 
-const target = path.join(ROOT, SQL_REFERENCE_PATH);
-if (argv.check) {
+let stale = 0;
+for (const [file, text] of files) {
+  const target = path.join(ROOT, file);
   const committed = await readFile(target, "utf8").catch(() => "");
-  if (committed !== text) {
-    console.error(`${SQL_REFERENCE_PATH} is stale: run \`npx zx scripts/sql-reference.mjs\` and commit the result`);
-    process.exit(1);
+  if (committed === text) {
+    console.log(`${file} is up to date`);
+  } else if (argv.check) {
+    console.error(`${file} is stale: run \`npx zx scripts/sql-reference.mjs\` and commit the result`);
+    stale++;
+  } else {
+    await writeFile(target, text);
+    console.log(`wrote ${file}`);
   }
-  console.log(`${SQL_REFERENCE_PATH} is up to date`);
-} else {
-  await writeFile(target, text);
-  console.log(`wrote ${SQL_REFERENCE_PATH} (${text.split("\n").length} lines)`);
 }
+process.exit(stale ? 1 : 0);

@@ -1,23 +1,34 @@
-// docs/sql-reference.md is generated from the database's own `comment on` texts; this regenerates
-// it from the migrated test database and fails when the committed file differs, so the reference
-// cannot drift from the migrations (whoever changes a comment or adds a function reruns the script).
+// docs/sql-reference.md and the settings table of docs/configuration.md are generated from the
+// database itself; this regenerates both from the migrated test database and fails when a committed
+// file differs, so they cannot drift from the migrations (whoever changes a comment, adds a
+// function or a setting reruns the script).
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { renderSqlReference, SQL_REFERENCE_PATH } from "../scripts/lib/sql-reference.ts";
+import {
+  CONFIGURATION_PATH,
+  renderSettingsTable,
+  renderSqlReference,
+  SQL_REFERENCE_PATH,
+  withSettingsTable,
+} from "../scripts/lib/sql-reference.ts";
 import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
+const STALE = "is stale: run `npx zx scripts/sql-reference.mjs` and commit the result";
+const committed = (file: string) => readFile(path.join(PACKAGE_ROOT, file), "utf8");
 
-describe("docs/sql-reference.md", () => {
-  it("matches what the migrated database says about itself", async () => {
+describe("generated docs", () => {
+  it("docs/sql-reference.md matches what the migrated database says about itself", async () => {
     const generated = await renderSqlReference(context.db.pool);
-    const committed = await readFile(path.join(PACKAGE_ROOT, SQL_REFERENCE_PATH), "utf8").catch(() => "");
-    expect(
-      committed === generated,
-      `${SQL_REFERENCE_PATH} is stale: run \`npx zx scripts/sql-reference.mjs\` and commit the result`,
-    ).toBe(true);
+    expect((await committed(SQL_REFERENCE_PATH)) === generated, `${SQL_REFERENCE_PATH} ${STALE}`).toBe(true);
+  });
+
+  it("docs/configuration.md lists every steward.settings row with its default and range", async () => {
+    const page = await committed(CONFIGURATION_PATH);
+    const generated = withSettingsTable(page, await renderSettingsTable(context.db.pool));
+    expect(page === generated, `${CONFIGURATION_PATH} ${STALE}`).toBe(true);
   });
 
   it("documents every steward function, table and view with a comment", async () => {

@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:f54b74b1a2a4d2c0838bed62e725d570caa5f9cc
+--! Hash: sha1:d9829f20119019ca320fc2fbef6b707ecdd64b63
 --! Message: foundation
 
 -- Foundation: the `steward` schema, the `steward_client` role, the privilege rules every later
@@ -50,6 +50,14 @@ create table steward.settings (
 );
 comment on table steward.settings is
   'Tunables of pg-steward (retention periods, thresholds, timeouts), one row each. Change them with steward.set_setting so the change is checked and audited. Every value is kept within its type and its range (min_value to max_value, both included) by a trigger, whatever changes it.';
+comment on column steward.settings.name is
+  'The setting''s name, <capability>.<what> (maintenance.cleanup_batch_size); read it with steward.setting(name).';
+comment on column steward.settings.value is
+  'The current value as text, in the setting''s type; a fresh installation holds the default.';
+comment on column steward.settings.description is
+  'What the setting changes, and what its special values (0, empty) mean.';
+comment on column steward.settings.updated_at is
+  'When the value last changed (steward.set_setting audits who changed it).';
 comment on column steward.settings.type is
   'integer, numeric, interval, size (an amount of memory such as 16MB; empty: not set), boolean or text.';
 comment on column steward.settings.min_value is

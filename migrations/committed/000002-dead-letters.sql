@@ -1,5 +1,5 @@
---! Previous: sha1:f54b74b1a2a4d2c0838bed62e725d570caa5f9cc
---! Hash: sha1:0a99acf293b9db424ef7481ebee005a8e6b57dfb
+--! Previous: sha1:d9829f20119019ca320fc2fbef6b707ecdd64b63
+--! Hash: sha1:5af65df3091b527a176960bd29b95549fce92e83
 --! Message: dead letters
 
 -- The dead-letter queue: a job that fails for good moves there in the same transaction as its

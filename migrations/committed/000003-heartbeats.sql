@@ -1,5 +1,5 @@
---! Previous: sha1:0a99acf293b9db424ef7481ebee005a8e6b57dfb
---! Hash: sha1:b17b69c45802b8b0d7c0d0793cb2fc1f50721bff
+--! Previous: sha1:5af65df3091b527a176960bd29b95549fce92e83
+--! Hash: sha1:e18dfdaf0d5e0d837c663c961e24b4e0a11cbe5e
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,

@@ -1,5 +1,5 @@
---! Previous: sha1:b17b69c45802b8b0d7c0d0793cb2fc1f50721bff
---! Hash: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
+--! Previous: sha1:e18dfdaf0d5e0d837c663c961e24b4e0a11cbe5e
+--! Hash: sha1:8675cd810fef67cc07f5d910fcc7312b3940e3e4
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
---! Hash: sha1:33e84147bfb1c2d2a8ae90c28fc17fbd8e0ea1e4
+--! Previous: sha1:8675cd810fef67cc07f5d910fcc7312b3940e3e4
+--! Hash: sha1:f5508a97e8708c37e4e4bfc4c4e40489caed713e
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the

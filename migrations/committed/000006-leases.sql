@@ -1,5 +1,5 @@
---! Previous: sha1:33e84147bfb1c2d2a8ae90c28fc17fbd8e0ea1e4
---! Hash: sha1:d1782a3a078606187356c50d065b24f847954076
+--! Previous: sha1:f5508a97e8708c37e4e4bfc4c4e40489caed713e
+--! Hash: sha1:2038d884b7f74ff56ea6a930377cab0959e9cd19
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

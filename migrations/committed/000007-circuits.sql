@@ -1,5 +1,5 @@
---! Previous: sha1:d1782a3a078606187356c50d065b24f847954076
---! Hash: sha1:d9f1c4c8e878dbcd7da17e27f04b86a41dde3fd9
+--! Previous: sha1:2038d884b7f74ff56ea6a930377cab0959e9cd19
+--! Hash: sha1:1e95a6b32aacb41764ef12d565e0ebbc783c4d2c
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:d9f1c4c8e878dbcd7da17e27f04b86a41dde3fd9
---! Hash: sha1:39eadf4ce38e9b039c327798fa00661c8cc2dc39
+--! Previous: sha1:1e95a6b32aacb41764ef12d565e0ebbc783c4d2c
+--! Hash: sha1:1e1e11e4bd04923d52254dc98d440fb2632d4aec
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

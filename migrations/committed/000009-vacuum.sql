@@ -1,5 +1,5 @@
---! Previous: sha1:39eadf4ce38e9b039c327798fa00661c8cc2dc39
---! Hash: sha1:b3d8828cc4d26b385996f71f705ea4e8f323aa20
+--! Previous: sha1:1e1e11e4bd04923d52254dc98d440fb2632d4aec
+--! Hash: sha1:76c9d27aca91ff10f95e41508250f831a383d270
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and
@@ -10,9 +10,9 @@
 
 insert into steward.settings (name, value, type, min_value, max_value, description) values
   ('maintenance.vacuum_min_dead_tuples', '10000', 'integer', '1', '2147483647',
-   'vacuum_tables picks a table with at least this many dead tuples (pg_stat_user_tables.n_dead_tup)...'),
+   'Dead tuples (pg_stat_user_tables.n_dead_tup) a table needs before vacuum_tables picks it; a table outside the queue schemas must also pass maintenance.vacuum_min_dead_ratio.'),
   ('maintenance.vacuum_min_dead_ratio', '0.1', 'numeric', '0', '1',
-   '...that also make up at least this fraction of its rows (live + dead). Queue tables (schemas steward and graphile_worker) need the count only.'),
+   'Share of a table''s rows (live + dead) its dead tuples must also reach before vacuum_tables picks it, besides maintenance.vacuum_min_dead_tuples. Queue tables (schemas steward and graphile_worker) need the count only.'),
   ('maintenance.vacuum_time_budget', '1 hour', 'interval', '0 seconds', '7 days',
    'A vacuum_tables run starts no new table after this long; the rest wait for the next run.'),
   ('maintenance.vacuum_statement_timeout', '2 hours', 'interval', '1 millisecond', '7 days',

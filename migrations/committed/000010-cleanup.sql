@@ -1,5 +1,5 @@
---! Previous: sha1:b3d8828cc4d26b385996f71f705ea4e8f323aa20
---! Hash: sha1:844525afad5c19aa122a1e4e6adee72a34cb5738
+--! Previous: sha1:76c9d27aca91ff10f95e41508250f831a383d270
+--! Hash: sha1:b5d2a102bf287c6591bf1a98feb3cb38693a8987
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

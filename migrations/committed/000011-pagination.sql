@@ -1,5 +1,5 @@
---! Previous: sha1:844525afad5c19aa122a1e4e6adee72a34cb5738
---! Hash: sha1:28c226db22c59cc3a68002cd6d617910b4680c25
+--! Previous: sha1:b5d2a102bf287c6591bf1a98feb3cb38693a8987
+--! Hash: sha1:3afa4eafc4c36a97c8facbc14b3e7fe3aa3883b4
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

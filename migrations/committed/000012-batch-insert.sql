@@ -1,5 +1,5 @@
---! Previous: sha1:28c226db22c59cc3a68002cd6d617910b4680c25
---! Hash: sha1:305a57400ece65fea143053ca7dbab221feedb77
+--! Previous: sha1:3afa4eafc4c36a97c8facbc14b3e7fe3aa3883b4
+--! Hash: sha1:b90fd804b5b30128809838878d806a55fed966d4
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

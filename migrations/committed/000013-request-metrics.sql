@@ -1,5 +1,5 @@
---! Previous: sha1:305a57400ece65fea143053ca7dbab221feedb77
---! Hash: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
+--! Previous: sha1:b90fd804b5b30128809838878d806a55fed966d4
+--! Hash: sha1:2e40952f1d1662a8dd4036aa5b9720c9fb4c44ad
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

@@ -1,5 +1,5 @@
---! Previous: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
---! Hash: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
+--! Previous: sha1:2e40952f1d1662a8dd4036aa5b9720c9fb4c44ad
+--! Hash: sha1:14b67e51186f5b92f6a1078f1fa70d91c967929a
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

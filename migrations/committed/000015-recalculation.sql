@@ -1,5 +1,5 @@
---! Previous: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
---! Hash: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
+--! Previous: sha1:14b67e51186f5b92f6a1078f1fa70d91c967929a
+--! Hash: sha1:e5eb73ce6d4f8f58607321c76ad6e411cfb7fd49
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

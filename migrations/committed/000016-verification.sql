@@ -1,5 +1,5 @@
---! Previous: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
---! Hash: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
+--! Previous: sha1:e5eb73ce6d4f8f58607321c76ad6e411cfb7fd49
+--! Hash: sha1:c2314a9d10be5276a13379055bcceaa7ca77b8e8
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

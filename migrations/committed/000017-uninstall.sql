@@ -1,5 +1,5 @@
---! Previous: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
---! Hash: sha1:d874251e91dc70914f28d3d2563baa64da7e2f81
+--! Previous: sha1:c2314a9d10be5276a13379055bcceaa7ca77b8e8
+--! Hash: sha1:e236fa4d55e72c40cfcd8ac68ff745d0da27a6af
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
