@@ -1,5 +1,5 @@
-// Every setting pg-steward reads from the environment, in one place. The README's
-// configuration table lists the same names; keep the two together.
+// Every setting pg-steward reads from the environment, in one place. docs/configuration.md
+// lists the same names (test/docs.test.ts checks they agree); keep the two together.
 import path from "node:path";
 import { ConfigError } from "./errors.ts";
 import { redactUrl } from "./worker/invalidations.ts";
@@ -124,7 +124,7 @@ function exampleConfig(env: Env, databaseUrl: string | undefined) {
  * The default local queue: eight times the concurrency (64 at the default 8), at most 1,000.
  * Every slot waits while its worker fetches the next batch, so the batch decides how often they
  * wait: on 2 cores under load 64 ran about 2.5 times as many no-op jobs as 16, and 128 no more
- * than 64 (README, "Throughput"). Larger batches only hold more due jobs from other workers.
+ * than 64 (docs/performance-history.md, "Job throughput"). Larger batches only hold more due jobs from other workers.
  */
 export function defaultLocalQueueSize(concurrency: number): number {
   return Math.min(1000, 8 * concurrency);

@@ -21,7 +21,7 @@ function usage(command?: Command): string {
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     "",
     "steward <command> --help shows a command's arguments. Configuration is read from the",
-    "environment (DATABASE_URL, STEWARD_*, LOG_LEVEL); see the README.",
+    "environment (DATABASE_URL, STEWARD_*, LOG_LEVEL); see docs/configuration.md.",
     "",
   ].join("\n");
 }

@@ -8,7 +8,7 @@ import { createPool } from "../../database.ts";
 import { startWorker, type RunningWorker } from "../../worker/runner.ts";
 import type { Command, CommandContext } from "../command.ts";
 
-/** Signals within this long after the first are copies of it, not a second request (README, "Shutdown"). */
+/** Signals within this long after the first are copies of it, not a second request (docs/operations.md, "The worker process"). */
 export const SAME_REQUEST_MS = 2000;
 /** A forced exit waits at most this long for running jobs to be failed back to the queue. */
 const FORCED_EXIT_MS = 3000;
