@@ -41,7 +41,10 @@ describe("README.md and docs/", () => {
     // In code: `steward migrate`, `npx steward run …` (prose says "a steward function").
     const named = mentions(/(?:`|npx )steward ([a-z][a-z-]*)/g);
     expect(named.length).toBeGreaterThan(20);
-    expect(named.filter(([, name]) => !commands.has(name))).toEqual([]);
+    expect(
+      named.filter(([, name]) => !commands.has(name)),
+      "commands the docs name that src/cli/commands does not have",
+    ).toEqual([]);
   });
 
   it("name only STEWARD_* variables the code reads, and document every one it reads", () => {
@@ -51,9 +54,12 @@ describe("README.md and docs/", () => {
     const unknown = mentions(/\b(STEWARD_[A-Z0-9_]*)/g).filter(
       ([, name]) => !(name.endsWith("_") ? sources.includes(name) : read.has(name) || cron.includes(name)),
     );
-    expect(unknown).toEqual([]);
+    expect(unknown, "variables the docs name that the code never reads").toEqual([]);
     const configuration = pages.get("docs/configuration.md")!;
-    expect([...read].filter((name) => !configuration.includes(`\`${name}\``))).toEqual([]);
+    expect(
+      [...read].filter((name) => !configuration.includes(`\`${name}\``)),
+      "variables the code reads: add each to the table of docs/configuration.md",
+    ).toEqual([]);
   });
 
   it("name only steward objects the database has", async () => {
@@ -69,7 +75,7 @@ describe("README.md and docs/", () => {
       // steward.requests_YYYYMMDD: a family of partitions.
       ([, name]) => !objects.has(name) && !others.has(name) && !(name.endsWith("_") && objects.has(name.slice(0, -1))),
     );
-    expect(unknown).toEqual([]);
+    expect(unknown, "steward.<name>s the docs mention that the migrated database does not have").toEqual([]);
   });
 
   it("link only to SQL reference entries that exist", async () => {
@@ -77,7 +83,10 @@ describe("README.md and docs/", () => {
     const anchors = new Set([...reference.matchAll(/^#+ (\S+)$/gm)].map((m) => m[1]!));
     const links = mentions(/sql-reference\.md#([a-z0-9_-]+)/g);
     expect(links.length).toBeGreaterThan(20);
-    expect(links.filter(([, anchor]) => !anchors.has(anchor))).toEqual([]);
+    expect(
+      links.filter(([, anchor]) => !anchors.has(anchor)),
+      "links to docs/sql-reference.md entries that do not exist",
+    ).toEqual([]);
   });
 
   it("link only to files and headings that exist", async () => {
@@ -95,7 +104,7 @@ describe("README.md and docs/", () => {
         }
       }
     }
-    expect(broken).toEqual([]);
+    expect(broken, "relative links to a missing file or heading").toEqual([]);
   });
 
   it("the README's minute of SQL runs as written", async () => {
