@@ -278,7 +278,10 @@ describe("a clean stop", () => {
         await new Promise((resolve) => setTimeout(resolve, 300));
       },
     });
-    await pool.query("select graphile_worker.add_job('test_slow_stop', '{}'::json) from generate_series(1, 20)");
+    // max_attempts 1: a job whose attempt a stop kept would never run.
+    await pool.query(
+      "select graphile_worker.add_job('test_slow_stop', '{}'::json, max_attempts => 1) from generate_series(1, 20)",
+    );
     // Concurrency 1 with the default local queue (8 jobs): one runs while seven wait in memory.
     const worker = await startWorker({
       url: context.db.url,
@@ -291,10 +294,13 @@ describe("a clean stop", () => {
     await eventually(async () => started >= 1, { what: "the first job to start" });
     await worker.stop();
 
-    const { rows } = await pool.query<{ locked: number; left: number }>(
-      "select count(*) filter (where locked_at is not null)::int as locked, count(*)::int as left from graphile_worker._private_jobs",
+    // Every job left was never run: none is locked, none has spent an attempt, its queue is free.
+    const { rows } = await pool.query<{ locked: number; left: number; attempted: number }>(
+      `select count(*) filter (where locked_at is not null)::int as locked, count(*)::int as left,
+              count(*) filter (where attempts > 0)::int as attempted
+         from graphile_worker._private_jobs`,
     );
-    expect(rows[0]).toEqual({ locked: 0, left: 20 - started });
+    expect(rows[0]).toEqual({ locked: 0, left: 20 - started, attempted: 0 });
     expect(lines.filter((line) => line.level >= 50).map((line) => line.msg)).toEqual([]);
   });
 });

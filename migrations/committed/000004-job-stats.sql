@@ -1,5 +1,5 @@
---! Previous: sha1:b17b69c45802b8b0d7c0d0793cb2fc1f50721bff
---! Hash: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
+--! Previous: sha1:2296ec75fa9867baec8b45b315718b3bd41323ce
+--! Hash: sha1:36f50e8e869d420fc0f2ac314aec8e809ca3c038
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
---! Hash: sha1:33e84147bfb1c2d2a8ae90c28fc17fbd8e0ea1e4
+--! Previous: sha1:36f50e8e869d420fc0f2ac314aec8e809ca3c038
+--! Hash: sha1:1f79397a492217c534ef05e684683d880e671e15
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the

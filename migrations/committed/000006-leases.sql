@@ -1,5 +1,5 @@
---! Previous: sha1:33e84147bfb1c2d2a8ae90c28fc17fbd8e0ea1e4
---! Hash: sha1:d1782a3a078606187356c50d065b24f847954076
+--! Previous: sha1:1f79397a492217c534ef05e684683d880e671e15
+--! Hash: sha1:105d0e9305212a928d76fee309466bae33f8209c
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

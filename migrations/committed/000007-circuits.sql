@@ -1,5 +1,5 @@
---! Previous: sha1:d1782a3a078606187356c50d065b24f847954076
---! Hash: sha1:d9f1c4c8e878dbcd7da17e27f04b86a41dde3fd9
+--! Previous: sha1:105d0e9305212a928d76fee309466bae33f8209c
+--! Hash: sha1:68f6b6a2be842f600c3be1d317853893b4726f22
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:d9f1c4c8e878dbcd7da17e27f04b86a41dde3fd9
---! Hash: sha1:39eadf4ce38e9b039c327798fa00661c8cc2dc39
+--! Previous: sha1:68f6b6a2be842f600c3be1d317853893b4726f22
+--! Hash: sha1:9a1aa95c63ccda9ce0b19029b733ca5083a8f87d
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

@@ -1,5 +1,5 @@
---! Previous: sha1:39eadf4ce38e9b039c327798fa00661c8cc2dc39
---! Hash: sha1:b3d8828cc4d26b385996f71f705ea4e8f323aa20
+--! Previous: sha1:9a1aa95c63ccda9ce0b19029b733ca5083a8f87d
+--! Hash: sha1:4a6e8c3de2f20b5234017017bd51050921145e73
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

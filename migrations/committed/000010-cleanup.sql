@@ -1,5 +1,5 @@
---! Previous: sha1:b3d8828cc4d26b385996f71f705ea4e8f323aa20
---! Hash: sha1:844525afad5c19aa122a1e4e6adee72a34cb5738
+--! Previous: sha1:4a6e8c3de2f20b5234017017bd51050921145e73
+--! Hash: sha1:ad39b67201639e75acd357cd5006008d769b758d
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:844525afad5c19aa122a1e4e6adee72a34cb5738
---! Hash: sha1:28c226db22c59cc3a68002cd6d617910b4680c25
+--! Previous: sha1:ad39b67201639e75acd357cd5006008d769b758d
+--! Hash: sha1:82d7468175c08d9f3376cfc19177ac5b8e609cce
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:28c226db22c59cc3a68002cd6d617910b4680c25
---! Hash: sha1:305a57400ece65fea143053ca7dbab221feedb77
+--! Previous: sha1:82d7468175c08d9f3376cfc19177ac5b8e609cce
+--! Hash: sha1:012f233baba436d040733795130d33184e97beac
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

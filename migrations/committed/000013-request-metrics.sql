@@ -1,5 +1,5 @@
---! Previous: sha1:305a57400ece65fea143053ca7dbab221feedb77
---! Hash: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
+--! Previous: sha1:012f233baba436d040733795130d33184e97beac
+--! Hash: sha1:28c880b45e9dc229a968af05a51158adae84946d
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

@@ -1,5 +1,5 @@
---! Previous: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
---! Hash: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
+--! Previous: sha1:28c880b45e9dc229a968af05a51158adae84946d
+--! Hash: sha1:2a85b31b588b36bbd6edf467262cd2b7d6b21ce6
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

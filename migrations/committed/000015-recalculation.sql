@@ -1,5 +1,5 @@
---! Previous: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
---! Hash: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
+--! Previous: sha1:2a85b31b588b36bbd6edf467262cd2b7d6b21ce6
+--! Hash: sha1:db61bfe5dd932d5e25d16024af2be96a27f0f4bc
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
---! Hash: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
+--! Previous: sha1:db61bfe5dd932d5e25d16024af2be96a27f0f4bc
+--! Hash: sha1:b3ab86b838490c287ab54ac645c1d02ed7a691e7
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

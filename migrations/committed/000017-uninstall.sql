@@ -1,5 +1,5 @@
---! Previous: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
---! Hash: sha1:d874251e91dc70914f28d3d2563baa64da7e2f81
+--! Previous: sha1:b3ab86b838490c287ab54ac645c1d02ed7a691e7
+--! Hash: sha1:cc55d7edb8802e17502ded1f3b50df423ce0ca70
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
