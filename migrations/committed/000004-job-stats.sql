@@ -1,5 +1,5 @@
---! Previous: sha1:e18dfdaf0d5e0d837c663c961e24b4e0a11cbe5e
---! Hash: sha1:8675cd810fef67cc07f5d910fcc7312b3940e3e4
+--! Previous: sha1:4a9bdbd775ea8b0c8c8e5581f2b5b5042c902125
+--! Hash: sha1:6dfc3201b35bc77e76197507f3ddebfb30eeaf36
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:8675cd810fef67cc07f5d910fcc7312b3940e3e4
---! Hash: sha1:f5508a97e8708c37e4e4bfc4c4e40489caed713e
+--! Previous: sha1:6dfc3201b35bc77e76197507f3ddebfb30eeaf36
+--! Hash: sha1:a81e8d64932047be92215edfd3971e1b2a5c1524
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the

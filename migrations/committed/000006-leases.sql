@@ -1,5 +1,5 @@
---! Previous: sha1:f5508a97e8708c37e4e4bfc4c4e40489caed713e
---! Hash: sha1:2038d884b7f74ff56ea6a930377cab0959e9cd19
+--! Previous: sha1:a81e8d64932047be92215edfd3971e1b2a5c1524
+--! Hash: sha1:bad75871a13ca444a3bab646b406394e832cbde8
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

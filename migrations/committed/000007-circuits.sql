@@ -1,5 +1,5 @@
---! Previous: sha1:2038d884b7f74ff56ea6a930377cab0959e9cd19
---! Hash: sha1:1e95a6b32aacb41764ef12d565e0ebbc783c4d2c
+--! Previous: sha1:bad75871a13ca444a3bab646b406394e832cbde8
+--! Hash: sha1:e870b1b29018f81bd17240e396d27542d4cb2489
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

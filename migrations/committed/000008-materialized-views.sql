@@ -1,5 +1,5 @@
---! Previous: sha1:1e95a6b32aacb41764ef12d565e0ebbc783c4d2c
---! Hash: sha1:1e1e11e4bd04923d52254dc98d440fb2632d4aec
+--! Previous: sha1:e870b1b29018f81bd17240e396d27542d4cb2489
+--! Hash: sha1:b1cffa7604027e8250e150ef14c1667db0a2a40f
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

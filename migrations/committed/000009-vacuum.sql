@@ -1,5 +1,5 @@
---! Previous: sha1:1e1e11e4bd04923d52254dc98d440fb2632d4aec
---! Hash: sha1:76c9d27aca91ff10f95e41508250f831a383d270
+--! Previous: sha1:b1cffa7604027e8250e150ef14c1667db0a2a40f
+--! Hash: sha1:e814aa4ccae08c44b3ecd44b4676454b59e80698
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

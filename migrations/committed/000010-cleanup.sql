@@ -1,5 +1,5 @@
---! Previous: sha1:76c9d27aca91ff10f95e41508250f831a383d270
---! Hash: sha1:b5d2a102bf287c6591bf1a98feb3cb38693a8987
+--! Previous: sha1:e814aa4ccae08c44b3ecd44b4676454b59e80698
+--! Hash: sha1:48452103b3647e11f3345d2e475f4e74720423fa
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

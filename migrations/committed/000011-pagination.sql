@@ -1,5 +1,5 @@
---! Previous: sha1:b5d2a102bf287c6591bf1a98feb3cb38693a8987
---! Hash: sha1:3afa4eafc4c36a97c8facbc14b3e7fe3aa3883b4
+--! Previous: sha1:48452103b3647e11f3345d2e475f4e74720423fa
+--! Hash: sha1:e410aad425d6a892bf9ab253f771c1b298805667
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

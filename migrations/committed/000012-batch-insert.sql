@@ -1,5 +1,5 @@
---! Previous: sha1:3afa4eafc4c36a97c8facbc14b3e7fe3aa3883b4
---! Hash: sha1:b90fd804b5b30128809838878d806a55fed966d4
+--! Previous: sha1:e410aad425d6a892bf9ab253f771c1b298805667
+--! Hash: sha1:bb0620e901eecf73d6f187ca069495d90d7a72b1
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:b90fd804b5b30128809838878d806a55fed966d4
---! Hash: sha1:2e40952f1d1662a8dd4036aa5b9720c9fb4c44ad
+--! Previous: sha1:bb0620e901eecf73d6f187ca069495d90d7a72b1
+--! Hash: sha1:9489c854b887afe9db67a08438198fcdf797f794
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

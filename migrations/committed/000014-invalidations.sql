@@ -1,5 +1,5 @@
---! Previous: sha1:2e40952f1d1662a8dd4036aa5b9720c9fb4c44ad
---! Hash: sha1:14b67e51186f5b92f6a1078f1fa70d91c967929a
+--! Previous: sha1:9489c854b887afe9db67a08438198fcdf797f794
+--! Hash: sha1:6ae67e0110e6190f128b1a3f8f21069c8f31d4b6
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

@@ -1,5 +1,5 @@
---! Previous: sha1:14b67e51186f5b92f6a1078f1fa70d91c967929a
---! Hash: sha1:e5eb73ce6d4f8f58607321c76ad6e411cfb7fd49
+--! Previous: sha1:6ae67e0110e6190f128b1a3f8f21069c8f31d4b6
+--! Hash: sha1:e443ec8bc43b94d34c8f3f23c4a8c540da9a1103
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

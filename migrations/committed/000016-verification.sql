@@ -1,5 +1,5 @@
---! Previous: sha1:e5eb73ce6d4f8f58607321c76ad6e411cfb7fd49
---! Hash: sha1:c2314a9d10be5276a13379055bcceaa7ca77b8e8
+--! Previous: sha1:e443ec8bc43b94d34c8f3f23c4a8c540da9a1103
+--! Hash: sha1:76d5f8bff2bf7c669d376aef29d12bf876485c88
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

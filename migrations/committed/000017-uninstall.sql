@@ -1,5 +1,5 @@
---! Previous: sha1:c2314a9d10be5276a13379055bcceaa7ca77b8e8
---! Hash: sha1:e236fa4d55e72c40cfcd8ac68ff745d0da27a6af
+--! Previous: sha1:76d5f8bff2bf7c669d376aef29d12bf876485c88
+--! Hash: sha1:b160e127d826496dc91eafb6525f4b47e6a3bc94
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
