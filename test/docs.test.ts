@@ -6,7 +6,7 @@ import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { COMMANDS } from "../src/cli/commands/index.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { TASK_NAMES } from "../tasks/index.ts";
+import { TASK_NAMES, TASKS } from "../tasks/index.ts";
 import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
@@ -60,6 +60,15 @@ describe("README.md and docs/", () => {
       [...read].filter((name) => !configuration.includes(`\`${name}\``)),
       "variables the code reads: add each to the table of docs/configuration.md",
     ).toEqual([]);
+  });
+
+  it("list every task with its default schedule", () => {
+    const configuration = pages.get("docs/configuration.md")!;
+    const missing = TASKS.filter((task) => {
+      const row = configuration.split("\n").find((line) => line.startsWith(`| \`${task.identifier}\` |`));
+      return !row?.includes(task.schedule ? `\`${task.schedule.pattern}\`` : "| none");
+    }).map((task) => task.identifier);
+    expect(missing, "tasks missing from the table of docs/configuration.md, or with another schedule").toEqual([]);
   });
 
   it("name only steward objects the database has", async () => {
