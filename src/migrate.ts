@@ -3,7 +3,6 @@
 import fs from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import graphileMigrate from "graphile-migrate";
 // graphile-migrate keeps its pool open for 200 ms after use and exits the process if that pool
 // loses a connection (as when the embedded server stops right after migrating): end it now.
@@ -11,10 +10,11 @@ import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
 import type pg from "pg";
 import { createPool } from "./database.ts";
+import { PACKAGE_ROOT } from "./package-root.ts";
 import { isUndefinedRelation } from "./errors.ts";
 import { graphileLogger, logFunctions, type Logger } from "./logger.ts";
 
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export { PACKAGE_ROOT };
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
 
 /** Our triggers on graphile-worker's tables, each installed again by `migrate` when missing. */

@@ -1,5 +1,5 @@
---! Previous: sha1:b17b69c45802b8b0d7c0d0793cb2fc1f50721bff
---! Hash: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
+--! Previous: sha1:d154b7c428d4a6d196accfc9f3d8595806586fe6
+--! Hash: sha1:9dcbf8c75ae9ee7523ded209c937f72f19cb0e48
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
---! Hash: sha1:48bf228be329ee4558d0ad06c350f2ff691e8cae
+--! Previous: sha1:9dcbf8c75ae9ee7523ded209c937f72f19cb0e48
+--! Hash: sha1:09c197d2a25b174e18ae919c466b63a43dba8ff7
 --! Message: rate limits
 
 -- Rate limits: GCRA, several windows per policy, consumed all-or-nothing. The windows live in a

@@ -1,5 +1,5 @@
---! Previous: sha1:48bf228be329ee4558d0ad06c350f2ff691e8cae
---! Hash: sha1:71986a00649824059e32051070bcbe0a04f691be
+--! Previous: sha1:09c197d2a25b174e18ae919c466b63a43dba8ff7
+--! Hash: sha1:124c042cceb5e683d6c57136fcecc4eb658d9bf0
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:71986a00649824059e32051070bcbe0a04f691be
---! Hash: sha1:f0d2c00edd4866fa01e3a81e3a49aa82c178b482
+--! Previous: sha1:124c042cceb5e683d6c57136fcecc4eb658d9bf0
+--! Hash: sha1:23ae0451b6df53b6c4115c8e76c54513a3541b0e
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:f0d2c00edd4866fa01e3a81e3a49aa82c178b482
---! Hash: sha1:b1c2b06aec160cafc1a86a2e59757013534a224b
+--! Previous: sha1:23ae0451b6df53b6c4115c8e76c54513a3541b0e
+--! Hash: sha1:1b8938fffa7e33b50a47dcd4c71eaca63606bf16
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

@@ -1,5 +1,5 @@
---! Previous: sha1:b1c2b06aec160cafc1a86a2e59757013534a224b
---! Hash: sha1:eb3f85f8c7aa0b0f4b0bddc3ff93c9bf02a91d5f
+--! Previous: sha1:1b8938fffa7e33b50a47dcd4c71eaca63606bf16
+--! Hash: sha1:978acb47b6e78fbc7d72008314b6a9a2329c001b
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

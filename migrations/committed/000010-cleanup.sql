@@ -1,5 +1,5 @@
---! Previous: sha1:eb3f85f8c7aa0b0f4b0bddc3ff93c9bf02a91d5f
---! Hash: sha1:c2015bea9671bc57d5a4eb7f2367fc81f1ae1dc9
+--! Previous: sha1:978acb47b6e78fbc7d72008314b6a9a2329c001b
+--! Hash: sha1:a003b85ababd3fe9b6f421f3d7182aef0811e640
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

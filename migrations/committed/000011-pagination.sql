@@ -1,5 +1,5 @@
---! Previous: sha1:c2015bea9671bc57d5a4eb7f2367fc81f1ae1dc9
---! Hash: sha1:d4121b9bd39726d7f1eb78ae4608c7bba95d80ae
+--! Previous: sha1:a003b85ababd3fe9b6f421f3d7182aef0811e640
+--! Hash: sha1:ea348d75fcef3aaa86a48d8258ec41c6eb81913c
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

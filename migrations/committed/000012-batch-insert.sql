@@ -1,5 +1,5 @@
---! Previous: sha1:d4121b9bd39726d7f1eb78ae4608c7bba95d80ae
---! Hash: sha1:bace1f8063a3d881b55768ef02ef34b358f19b16
+--! Previous: sha1:ea348d75fcef3aaa86a48d8258ec41c6eb81913c
+--! Hash: sha1:4bea8832ef88ee4996202c28addc935d490fe7c8
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:bace1f8063a3d881b55768ef02ef34b358f19b16
---! Hash: sha1:46f5008194497da4ed664dafba9444c023ada528
+--! Previous: sha1:4bea8832ef88ee4996202c28addc935d490fe7c8
+--! Hash: sha1:eda9e0e878fad11a8e6ffc6a98636ee41f0132c9
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

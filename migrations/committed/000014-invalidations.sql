@@ -1,5 +1,5 @@
---! Previous: sha1:46f5008194497da4ed664dafba9444c023ada528
---! Hash: sha1:410ab1fe4f382dada3a9066ea3a3ee46403605a1
+--! Previous: sha1:eda9e0e878fad11a8e6ffc6a98636ee41f0132c9
+--! Hash: sha1:e462ec997352ae859f37a2551db26a4307b31a05
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

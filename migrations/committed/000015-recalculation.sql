@@ -1,5 +1,5 @@
---! Previous: sha1:410ab1fe4f382dada3a9066ea3a3ee46403605a1
---! Hash: sha1:54fc9bfdc447dd65ac6fe4813c0cd826f3e64d7c
+--! Previous: sha1:e462ec997352ae859f37a2551db26a4307b31a05
+--! Hash: sha1:1e8f6925e71597f3d5525d5d40ce79dea42c29ee
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

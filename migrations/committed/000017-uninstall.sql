@@ -1,5 +1,5 @@
---! Previous: sha1:313a29e576293fa3c2d2b27dbd25f3669d405d37
---! Hash: sha1:ecd9fa21693bdc224dfd78aecb4104e42b0b2449
+--! Previous: sha1:475a56ea0925b007d2524b89695a6f07affc2632
+--! Hash: sha1:b0400788afa927e532c7c15f75d2931681c1d6c7
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run

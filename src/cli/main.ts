@@ -98,8 +98,13 @@ async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(positionals, values, context);
   } catch (error) {
-    if (error instanceof UsageError || error instanceof ConfigError) {
+    if (error instanceof UsageError) {
       process.stderr.write(`steward ${name}: ${error.message}\n\n${usage(command)}`);
+      return 2;
+    }
+    // A setting, task module or crontab line it cannot use: the message names it; usage would not help.
+    if (error instanceof ConfigError) {
+      process.stderr.write(`steward ${name}: ${error.message}\n`);
       return 2;
     }
     logger.debug({ err: error }, "command failed");
