@@ -69,7 +69,7 @@ export async function committedChain(folder: string): Promise<CommittedMigration
 }
 
 /** The applied chain; empty when graphile-migrate has never run here. */
-export async function appliedChain(pool: pg.Pool): Promise<AppliedMigration[]> {
+async function appliedChain(pool: pg.Pool): Promise<AppliedMigration[]> {
   try {
     const { rows } = await pool.query<AppliedMigration>(
       "select filename, hash from graphile_migrate.migrations order by filename",

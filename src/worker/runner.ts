@@ -2,13 +2,13 @@
 import { EventEmitter } from "node:events";
 import { run, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from "graphile-worker";
 import type pg from "pg";
-import type { Config } from "../config.ts";
+import { loadConfig, type Config } from "../config.ts";
 import { createPool } from "../database.ts";
 import { startHealthServer, type HealthServer } from "./health.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeats.ts";
 import { InvalidationDrainer, sinksFromConfig } from "./invalidations.ts";
 import { JobStats } from "./job-stats.ts";
-import { graphileLogger, type Logger } from "../logger.ts";
+import { createLogger, graphileLogger, type Logger } from "../logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { checkCrontabTasks, crontabPath, parseCrontabText, readCrontab, type CrontabEntry } from "./crontab.ts";
 import { planSchedules, schedulesOf, type Schedule } from "./schedules.ts";
@@ -20,8 +20,10 @@ const METRICS_STATEMENT_TIMEOUT_MS = 10_000;
 
 export interface WorkerOptions {
   url: string;
-  config: Config;
-  logger: Logger;
+  /** Settings; those not given are read from the environment (loadConfig). */
+  config?: Partial<Config>;
+  /** Defaults to JSON lines on stdout at LOG_LEVEL. */
+  logger?: Logger;
   /** Defaults to the built-in tasks plus the team's task modules (STEWARD_TASKS_DIR). */
   tasks?: TaskDefinition<unknown>[];
   /** Defaults to the schedules the tasks carry; environment overrides apply either way. */
@@ -52,8 +54,8 @@ export interface RunningWorker {
 }
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
-  const { config } = options;
-  const logger = options.logger.child({ component: "worker" });
+  const config: Config = { ...loadConfig(), ...options.config };
+  const logger = (options.logger ?? createLogger(config.logLevel)).child({ component: "worker" });
   // Tasks and schedules first: a module or crontab line that cannot be used stops the worker
   // before it connects to anything.
   const tasks = options.tasks ?? (await loadTasks(config));

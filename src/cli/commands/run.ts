@@ -31,7 +31,6 @@ function checkPayload(definition: TaskDefinition<unknown> | undefined, payload: 
 
 export const runCommand: Command = {
   name: "run",
-  summary: "enqueue a job; with --wait, wait for its end and exit by its outcome",
   usage:
     "run <task> [json-payload] [--wait] [--timeout 10m] [--max-attempts N] [--any-task]\n" +
     "  --wait            wait until the job completed (exit 0) or failed for good (exit 1)\n" +

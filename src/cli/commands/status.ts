@@ -215,7 +215,6 @@ function formatStatus(status: Status): string {
 
 export const statusCommand: Command = {
   name: "status",
-  summary: "queue depths, running jobs, workers, dead letters, invalidations, views, circuits, vacuum",
   usage: "status [--json]\n  --json  print steward.status() as JSON",
   options: { json: { type: "boolean" } },
   positionals: [0, 0],

@@ -14,7 +14,6 @@ const MARKS = { ok: "✓", warn: "!", fail: "✗" } as const;
 
 export const verifyCommand: Command = {
   name: "verify",
-  summary: "check that everything is in place (schema, triggers, indexes, privileges); exit 1 on any failure",
   usage: "verify [--json]\n  --json  print the checks as a JSON array of {name, status, detail}",
   options: { json: { type: "boolean" } },
   positionals: [0, 0],

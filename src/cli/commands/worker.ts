@@ -121,7 +121,6 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
 
 export const startCommand: Command = {
   name: "start",
-  summary: "migrate, then run the worker (embedded PostgreSQL when DATABASE_URL is unset)",
   usage: "start",
   positionals: [0, 0],
   run: (_positionals, _values, context) => work(context, { migrateFirst: true }),
@@ -129,7 +128,6 @@ export const startCommand: Command = {
 
 export const workerCommand: Command = {
   name: "worker",
-  summary: "run the worker until SIGTERM/SIGINT, then finish or release running jobs and exit 0",
   usage: "worker",
   positionals: [0, 0],
   run: (_positionals, _values, context) => work(context, { migrateFirst: false }),
