@@ -2,6 +2,7 @@
 // configuration table lists the same names; keep the two together.
 import path from "node:path";
 import { ConfigError } from "./errors.ts";
+import { redactUrl } from "./worker/invalidations.ts";
 
 export interface Config {
   /** Database to use; when absent the embedded server under `dataDir` is used. */
@@ -80,7 +81,7 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
 function sinkConfig(env: Env) {
   const webhookUrl = env.STEWARD_WEBHOOK_URL?.trim() || undefined;
   if (webhookUrl && !/^https?:\/\//.test(webhookUrl)) {
-    throw new ConfigError(`STEWARD_WEBHOOK_URL must be an http(s) URL, got "${webhookUrl}"`);
+    throw new ConfigError(`STEWARD_WEBHOOK_URL must be an http(s) URL, got "${redactUrl(webhookUrl)}"`);
   }
   const defaultSinks = webhookUrl ? "notify,webhook" : "notify";
   const sinks = (env.STEWARD_SINKS?.trim() || defaultSinks)

@@ -17,7 +17,7 @@ export const drainInvalidations = defineTask({
     return drainUntilEmpty(
       {
         pool,
-        sinks: sinksFromConfig(config, pool),
+        sinks: sinksFromConfig(config, pool, logger),
         logger,
         batchSize: config.drainBatchSize,
         visibilityMs: config.drainVisibilityMs,

@@ -5,9 +5,19 @@ import { eventually, testLogger, useTestDatabase, whileLocked, withSettings } fr
 
 const context = useTestDatabase();
 
+/** The tag's pending entry, as the next claim sees it (one row, or none). */
 async function pending(pool: pg.Pool, tag: string) {
   const { rows } = await pool.query(
-    "select id::text, tag, attempts, deliver_at, enqueued_at, claimed_until from steward.invalidations where tag = $1 order by id",
+    "select id::text, tag, attempts, deliver_at, enqueued_at, enqueues from steward.pending_invalidations where tag = $1",
+    [tag],
+  );
+  return rows;
+}
+
+/** The queue's rows for the tag: an enqueue appends one; a claim folds them. */
+async function queueRows(pool: pg.Pool, tag: string) {
+  const { rows } = await pool.query(
+    "select id::text, attempts, claimed_until from steward.invalidations where tag = $1 order by id",
     [tag],
   );
   return rows;
@@ -19,25 +29,37 @@ function recordingSink(): Sink & { received: string[][] } {
 }
 
 describe("enqueue_invalidation", () => {
-  it("leaves one entry for 200 concurrent enqueues of one tag", async () => {
+  it("gives one delivery for 200 concurrent enqueues of one tag, under an id the enqueues returned", async () => {
     const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
     const clients = await Promise.all(Array.from({ length: 20 }, () => pool.connect()));
+    let ids: string[];
     try {
       // Each connection sends its ten one after another: a client runs one query at a time.
-      const ids = await Promise.all(
-        clients.map(async (client) => {
-          const mine: string[] = [];
-          for (let i = 0; i < 10; i++) {
-            mine.push((await client.query("select steward.enqueue_invalidation('concurrent:1') as id")).rows[0].id);
-          }
-          return mine;
-        }),
-      );
-      expect(new Set(ids.flat()).size).toBe(1);
+      ids = (
+        await Promise.all(
+          clients.map(async (client) => {
+            const mine: string[] = [];
+            for (let i = 0; i < 10; i++) {
+              mine.push(
+                (await client.query("select steward.enqueue_invalidation('concurrent:1')::text as id")).rows[0].id,
+              );
+            }
+            return mine;
+          }),
+        )
+      ).flat();
     } finally {
       clients.forEach((client) => client.release());
     }
-    expect(await pending(pool, "concurrent:1")).toHaveLength(1);
+    expect(await pending(pool, "concurrent:1")).toMatchObject([{ enqueues: 200 }]);
+    const { rows: claimed } = await pool.query("select id::text, tag from steward.claim_invalidations(1000)");
+    expect(claimed).toEqual([{ id: expect.any(String), tag: "concurrent:1" }]);
+    // The claim folds every row into the oldest, whose enqueue saw no older one and returned it.
+    expect(ids).toContain(claimed[0].id);
+    expect(ids.every((id) => BigInt(id) >= BigInt(claimed[0].id))).toBe(true);
+    expect(await queueRows(pool, "concurrent:1")).toHaveLength(1);
+    await pool.query("delete from steward.invalidations");
   });
 
   it("pushes delivery back by the debounce, never past the first enqueue plus max_delay", async () => {
@@ -65,14 +87,15 @@ describe("enqueue_invalidation", () => {
     );
     expect(claimed).toHaveLength(1);
     await pool.query("select steward.enqueue_invalidation('inflight:1')");
-    const entries = await pending(pool, "inflight:1");
+    const entries = await queueRows(pool, "inflight:1");
     expect(entries).toHaveLength(2);
     expect(entries.filter((e) => e.claimed_until === null)).toHaveLength(1);
-    // Failing the claimed one folds it into the pending one instead of keeping two.
+    expect(await pending(pool, "inflight:1")).toMatchObject([{ attempts: 0, enqueues: 1 }]);
+    // Failing the claimed one joins it to the pending one: one entry, retried after the backoff.
     await pool.query("select steward.fail_invalidations(array[$1::bigint], 'sink down')", [claimed[0].id]);
     const after = await pending(pool, "inflight:1");
-    expect(after).toHaveLength(1);
-    expect(after[0].attempts).toBe(1);
+    expect(after).toMatchObject([{ id: claimed[0].id, attempts: 1, enqueues: 2 }]);
+    expect(after[0].deliver_at.getTime()).toBeGreaterThan(Date.now());
     await pool.query("delete from steward.invalidations where tag = 'inflight:1'");
   });
 
@@ -180,18 +203,22 @@ describe("switching tracking off and on", () => {
           "select status, detail from steward.verify_installation() where name = 'tracked table public.switch_items'",
         )
       ).rows[0];
-    /** A write while another session holds steward's registry locked: only a write running no steward code gets through. */
+    /** A write while another session holds steward's registry and queue locked: only a write running no steward code gets through. */
     const writeWhileStewardLocked = (statement: string) =>
-      whileLocked(context.db, "lock table steward.tracked_tables in access exclusive mode", async () => {
-        const client = await pool.connect();
-        try {
-          await client.query("set lock_timeout = '500ms'");
-          await client.query(statement);
-        } finally {
-          await client.query("reset lock_timeout");
-          client.release();
-        }
-      });
+      whileLocked(
+        context.db,
+        "lock table steward.tracked_tables, steward.invalidations in access exclusive mode",
+        async () => {
+          const client = await pool.connect();
+          try {
+            await client.query("set lock_timeout = '500ms'");
+            await client.query(statement);
+          } finally {
+            await client.query("reset lock_timeout");
+            client.release();
+          }
+        },
+      );
 
     expect((await pool.query("select steward.disable_tracking('public.switch_items') as n")).rows[0].n).toBe(1);
     expect(await verify()).toMatchObject({ status: "warn", detail: expect.stringContaining("enable_tracking") });
@@ -295,7 +322,7 @@ describe("the notify sink", () => {
       );
       await pool.query("select steward.enqueue_invalidation('later', '1 hour')");
       const { rows } = await pool.query("select * from steward.drain_notify(1000, 'steward_test_channel')");
-      expect(rows).toEqual([{ delivered: 300, refreshes: 0 }]);
+      expect(rows).toEqual([{ delivered: 300, refreshes: 0, failed: 0 }]);
       await eventually(async () => received.length >= 300, { what: "300 notified tags" });
       expect(new Set(received).size).toBe(300);
       expect(received.every((tag) => tag.startsWith("note:"))).toBe(true);
@@ -331,27 +358,83 @@ describe("mv: tags", () => {
     expect(rows).toEqual([{ view: "public.orders_by_customer" }]);
   });
 
-  it("put a tag naming no registered view in the dead letters", async () => {
+  it("are refused at enqueue unless they are exactly mv:<schema>.<view> of a registered view (22023 naming the tag)", async () => {
     const { pool } = context.db;
     await pool.query("delete from steward.invalidations");
-    await pool.query("select steward.enqueue_invalidation('mv:public.no_such_view')");
+    const bad = [
+      "mv:a.b.c",
+      "mv:a.b.c.d",
+      "mv:public.no_such_view",
+      "mv:orders_by_customer",
+      "mv:",
+      'mv:"unterminated.x',
+      "mv:public.orders",
+    ];
+    for (const tag of bad) {
+      await expect(pool.query("select steward.enqueue_invalidation($1)", [tag]), tag).rejects.toMatchObject({
+        code: "22023",
+        message: `tag '${tag.replace(/'/g, "''")}' names no registered materialized view`,
+        hint: expect.stringContaining("mv:<schema>.<view>"),
+      });
+    }
+    expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(0);
+    // Quoting and case are read as PostgreSQL reads names.
+    for (const tag of [
+      "mv:public.orders_by_customer",
+      'mv:"public"."orders_by_customer"',
+      "mv:Public.Orders_By_Customer",
+    ]) {
+      await pool.query("select steward.enqueue_invalidation($1)", [tag]);
+    }
+    expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(3);
+    await pool.query("delete from steward.invalidations");
+  });
+
+  it("are checked by track_table, which refuses an unregistered view or a placeholder", async () => {
+    const { pool } = context.db;
+    await pool.query("create table public.order_lines (id int primary key, order_id int)");
+    await expect(
+      pool.query("select steward.track_table('public.order_lines', array['lines', 'mv:public.no_such_view'])"),
+    ).rejects.toMatchObject({
+      code: "22023",
+      message: 'tag "mv:public.no_such_view" names no registered materialized view',
+    });
+    await expect(
+      pool.query("select steward.track_table('public.order_lines', array['mv:public.orders_{order_id}'])"),
+    ).rejects.toMatchObject({ code: "22023", message: expect.stringContaining("cannot be checked") });
+    expect(
+      (
+        await pool.query(
+          "select count(*)::int as n from steward.tracked_tables where target = 'public.order_lines'::regclass",
+        )
+      ).rows[0].n,
+    ).toBe(0);
+  });
+
+  it("written behind enqueue's back go to the dead letters, and the others are delivered", async () => {
+    const { pool } = context.db;
+    await pool.query("delete from steward.invalidations");
+    // The owner can write the table directly; nothing checks these.
+    await pool.query(`insert into steward.invalidations (tag, deliver_at)
+      values ('mv:a.b.c', now()), ('mv:a.b.c.d', now()), ('mv:public.no_such_view', now()), ('good:1', now())`);
     const { rows } = await pool.query("select * from steward.drain_notify(10, 'steward_test')");
-    expect(rows).toEqual([{ delivered: 0, refreshes: 0 }]);
+    expect(rows).toEqual([{ delivered: 1, refreshes: 0, failed: 3 }]);
     const { rows: dead } = await pool.query(
-      "select source, payload, last_error from steward.dead_letters where payload->>'tag' = 'mv:public.no_such_view'",
+      "select payload->>'tag' as tag, attempts, last_error from steward.dead_letters where payload->>'tag' like 'mv:%' order by 1",
     );
-    expect(dead).toEqual([
-      {
-        source: "invalidation",
-        payload: { tag: "mv:public.no_such_view" },
-        last_error: expect.stringContaining("does not exist"),
-      },
-    ]);
+    expect(dead).toEqual(
+      ["mv:a.b.c", "mv:a.b.c.d", "mv:public.no_such_view"].map((tag) => ({
+        tag,
+        attempts: 1,
+        last_error: `${tag} names no registered materialized view (mv:<schema>.<view>)`,
+      })),
+    );
+    expect((await pool.query("select count(*)::int as n from steward.invalidations")).rows[0].n).toBe(0);
   });
 });
 
 describe("waking drainers", () => {
-  it("notifies for the first due entry only, not for each enqueue behind it", async () => {
+  it("notifies only while a drainer sleeps, once per transaction, and only for due entries", async () => {
     const { pool } = context.db;
     await pool.query("delete from steward.invalidations");
     const listener = new pg.Client({ connectionString: context.db.url });
@@ -359,18 +442,35 @@ describe("waking drainers", () => {
     let notifications = 0;
     listener.on("notification", () => notifications++);
     await listener.query("listen steward_invalidations");
+    // A notification sent before this round trip has arrived once it returns.
+    const settled = async () => (await listener.query("select 1"), notifications);
     try {
       await pool.query("select steward.enqueue_invalidation('wake:1')");
-      await pool.query("select steward.enqueue_invalidation('wake:2')");
-      await pool.query("select steward.enqueue_invalidations(array['wake:3', 'wake:4'])");
+      expect(await settled()).toBe(0);
+
+      await pool.query("select steward.drainer_sleeps('test drainer', '1 minute')");
+      const client = await pool.connect();
+      try {
+        await client.query("begin");
+        await client.query("select steward.enqueue_invalidation('wake:2')");
+        await client.query("select steward.enqueue_invalidations(array['wake:3', 'wake:4'])");
+        await client.query("commit");
+      } finally {
+        client.release();
+      }
+      await eventually(async () => notifications === 1, { what: "one notification for the transaction" });
       await pool.query("select steward.enqueue_invalidation('wake:later', '30 seconds')");
-      await eventually(async () => notifications > 0, { what: "a notification" });
-      await listener.query("select 1"); // lets any further notification arrive first
-      expect(notifications).toBe(1);
-      await pool.query("delete from steward.invalidations");
+      expect(await settled()).toBe(1);
+
+      await pool.query("select steward.drainer_wakes('test drainer')");
       await pool.query("select steward.enqueue_invalidation('wake:5')");
-      await eventually(async () => notifications > 1, { what: "a notification on an empty queue" });
+      expect(await settled()).toBe(1);
+      // A drainer that died asleep stops counting when its sleep was due to end.
+      await pool.query("select steward.drainer_sleeps('dead drainer', '-1 second')");
+      await pool.query("select steward.enqueue_invalidation('wake:6')");
+      expect(await settled()).toBe(1);
     } finally {
+      await pool.query("delete from steward.sleeping_drainers");
       await listener.end();
     }
   });
@@ -391,7 +491,12 @@ describe("waking drainers", () => {
     await drainer.start();
     try {
       // Let the drainer find the queue empty and go to sleep for its (long) poll interval.
-      await new Promise((resolve) => setImmediate(resolve));
+      await eventually(
+        async () => (await pool.query("select count(*)::int as n from steward.sleeping_drainers")).rows[0].n === 1,
+        {
+          what: "the drainer to fall asleep",
+        },
+      );
       await pool.query("select steward.enqueue_invalidation('instant')");
       await eventually(async () => received.includes("instant"), { what: "delivery after NOTIFY", timeoutMs: 5000 });
     } finally {

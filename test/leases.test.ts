@@ -2,7 +2,8 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LeaseUnavailableError, Leases } from "../src/client/leases.ts";
 import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
-import { eventually, useTestDatabase } from "./helpers.ts";
+import { testClock } from "./clock.ts";
+import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 let app: ClientRole;
@@ -61,18 +62,28 @@ describe("lease_acquire", () => {
     const lease = await acquire("crashy", 1, "3 seconds", holder);
     expect(lease).not.toBeNull();
     await context.db.pool.query("select pg_terminate_backend($1)", [pid]);
-    expect(await acquire("crashy", 1)).toBeNull();
-    // No cleanup runs: the expired row is still there and simply stops counting.
-    const next = await eventually(() => acquire("crashy", 1), {
-      timeoutMs: 20_000,
-      intervalMs: 200,
-      what: "the slot to free",
-    });
-    expect(next).not.toBe(lease);
-    expect(
-      Number((await context.db.pool.query("select count(*) from steward.leases where key = 'crashy'")).rows[0].count),
-    ).toBe(2);
-    expect(await release(lease)).toBe(false);
+    const { rows } = await context.db.pool.query<{ acquired_at: Date }>(
+      "select acquired_at from steward.leases where id = $1",
+      [lease],
+    );
+    const acquiredAt = rows[0]!.acquired_at.getTime();
+    const clock = await testClock(context.db.pool, { role: app.name });
+    try {
+      await clock.set(new Date(acquiredAt + 2999));
+      expect(await acquire("crashy", 1, "60 seconds", clock.client)).toBeNull();
+      // No cleanup runs: the expired row is still there and simply stops counting.
+      await clock.set(new Date(acquiredAt + 3001));
+      const next = await acquire("crashy", 1, "60 seconds", clock.client);
+      expect(next).not.toBeNull();
+      expect(next).not.toBe(lease);
+      expect(
+        Number((await context.db.pool.query("select count(*) from steward.leases where key = 'crashy'")).rows[0].count),
+      ).toBe(2);
+      const { rows: released } = await clock.client.query("select steward.lease_release($1) as released", [lease]);
+      expect(released).toEqual([{ released: false }]);
+    } finally {
+      await clock.release();
+    }
   });
 });
 
@@ -157,18 +168,23 @@ describe("lease arguments and privileges", () => {
 
 describe("lease cleanup", () => {
   it("removes expired leases and idle keys in bounded batches, and keeps held ones", async () => {
-    for (const key of ["old-1", "old-2", "old-3"]) await acquire(key, 1, "1 millisecond");
+    for (const key of ["old-1", "old-2", "old-3"]) await acquire(key, 1, "1 minute");
     const kept = await acquire("kept", 1, "1 hour");
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    const clock = await testClock(context.db.pool);
     const removed: number[] = [];
-    for (;;) {
-      const count = Number((await context.db.pool.query("select steward.cleanup_leases(2) as n")).rows[0].n);
-      removed.push(count);
-      if (count < 2) break;
+    try {
+      await clock.advance(61_000);
+      for (;;) {
+        const count = Number((await clock.client.query("select steward.cleanup_leases(2) as n")).rows[0].n);
+        removed.push(count);
+        if (count < 2) break;
+      }
+      const { rows } = await clock.client.query("select id from steward.leases where expires_at <= steward.clock()");
+      expect(rows).toEqual([]);
+    } finally {
+      await clock.release();
     }
     expect(removed[0]).toBe(2);
-    const { rows } = await context.db.pool.query("select id from steward.leases where expires_at <= clock_timestamp()");
-    expect(rows).toEqual([]);
     expect((await context.db.pool.query("select key from steward.lease_keys where key like 'old-%'")).rows).toEqual([]);
     expect(await release(kept)).toBe(true);
   });

@@ -93,6 +93,8 @@ describe("RateLimiter.hit", () => {
       "RateLimit-Remaining": "6",
       "RateLimit-Reset": "24",
     });
+    // Built when first read, and part of the decision as JSON.
+    expect(JSON.parse(JSON.stringify(decision)).headers).toEqual(decision.headers);
     const denied = await limiter.hit("api", "headers", 7);
     expect(denied.allowed).toBe(false);
     // One more unit of the minute window is needed: at most one emission interval (6 s) away.

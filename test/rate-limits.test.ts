@@ -1,81 +1,10 @@
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClientRole, sqlError, type ClientRole } from "./client-role.ts";
-import { useTestDatabase } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { sqlError } from "./client-role.ts";
+import { testClock } from "./clock.ts";
+import { useRateLimits, type Answer, type BatchAnswer } from "./rate-limit-calls.ts";
 
-const context = useTestDatabase();
-let app: ClientRole;
-beforeAll(async () => {
-  app = await createClientRole(context.db);
-});
-afterAll(async () => {
-  await app?.drop();
-});
-
-interface Answer {
-  allowed: boolean;
-  remaining: number;
-  retry_after_ms: number;
-  reset_ms: number;
-}
-
-interface BatchAnswer extends Answer {
-  hit: number;
-  window_limits: number[] | null;
-  window_remaining: number[] | null;
-  window_reset_ms: number[] | null;
-  error_code: string | null;
-  error_message: string | null;
-}
-
-const numbers = <T extends Record<string, unknown>>(row: T): T =>
-  Object.fromEntries(
-    Object.entries(row).map(([name, value]) => [
-      name,
-      typeof value === "string" && /_ms$/.test(name)
-        ? Number(value)
-        : Array.isArray(value) && /_ms$/.test(name)
-          ? value.map(Number)
-          : value,
-    ]),
-  ) as T;
-
-let policyCount = 0;
-/** A policy of its own for one test: windows as [max_requests, per]. */
-async function policy(...windows: [number, string][]): Promise<string> {
-  const name = `p${++policyCount}`;
-  for (const [max, per] of windows) {
-    await context.db.pool.query("select steward.set_rate_limit($1, $2, $3::interval)", [name, max, per]);
-  }
-  return name;
-}
-
-async function hit(policyName: string, key: string, cost = 1, client: pg.Pool | pg.Client = app.pool): Promise<Answer> {
-  const { rows } = await client.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]);
-  return numbers(rows[0]);
-}
-
-async function hits(
-  policies: string[],
-  keys: string[],
-  costs?: number[],
-  client: pg.Pool | pg.Client = app.pool,
-): Promise<BatchAnswer[]> {
-  const { rows } = await client.query("select * from steward.rate_limit_hits($1, $2, $3)", [
-    policies,
-    keys,
-    costs ?? null,
-  ]);
-  return rows.map(numbers);
-}
-
-/** The same hit n times in one call: one instant, so the answers do not depend on timing. */
-const burst = (policyName: string, key: string, n: number, cost = 1) =>
-  hits(Array(n).fill(policyName), Array(n).fill(key), Array(n).fill(cost));
-
-const databaseNow = async () =>
-  Number((await context.db.pool.query("select extract(epoch from clock_timestamp()) * 1000 as ms")).rows[0].ms);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const limits = useRateLimits();
+const { context, policy, hit, hits, burst, withClock } = limits;
 
 describe("rate_limit_hit", () => {
   it("admits a burst of max_requests, then denies with retry_after = per / max_requests", async () => {
@@ -94,21 +23,29 @@ describe("rate_limit_hit", () => {
 
   it("denied hits consume nothing: after retry_after_ms the next hit is admitted", async () => {
     const name = await policy([2, "2 seconds"]);
-    const answers = await burst(name, "carol", 22);
-    expect(answers.filter((a) => a.allowed)).toHaveLength(2);
-    // Twenty denials in a row, each still one emission interval from a free unit.
-    expect(new Set(answers.slice(2).map((a) => a.retry_after_ms))).toEqual(new Set([1000]));
-    await sleep(answers[2]!.retry_after_ms);
-    expect((await hit(name, "carol")).allowed).toBe(true);
+    await withClock(async (clock) => {
+      const answers = await burst(name, "carol", 22, 1, clock.client);
+      expect(answers.filter((a) => a.allowed)).toHaveLength(2);
+      // Twenty denials in a row, each still one emission interval from a free unit.
+      expect(new Set(answers.slice(2).map((a) => a.retry_after_ms))).toEqual(new Set([1000]));
+      await clock.advance(999);
+      expect(await hit(name, "carol", 1, clock.client)).toMatchObject({ allowed: false, retry_after_ms: 1 });
+      await clock.advance(1);
+      expect(await hit(name, "carol", 1, clock.client)).toMatchObject({ allowed: true, remaining: 0 });
+    });
   });
 
   it("retry_after_ms is the wait after which the same hit succeeds, for any cost", async () => {
     const name = await policy([3, "3 seconds"]);
-    const denied = (await hits([name, name, name, name], ["dave", "dave", "dave", "dave"], [1, 1, 1, 2]))[3]!;
-    // Two units are needed right after a full burst: two emission intervals.
-    expect(denied).toMatchObject({ allowed: false, retry_after_ms: 2000 });
-    await sleep(denied.retry_after_ms);
-    expect(await hit(name, "dave", 2)).toMatchObject({ allowed: true, remaining: 0 });
+    await withClock(async (clock) => {
+      const denied = (await hits([name, name, name, name], Array(4).fill("dave"), [1, 1, 1, 2], clock.client))[3]!;
+      // Two units are needed right after a full burst: two emission intervals.
+      expect(denied).toMatchObject({ allowed: false, retry_after_ms: 2000 });
+      await clock.advance(denied.retry_after_ms - 1);
+      expect(await hit(name, "dave", 2, clock.client)).toMatchObject({ allowed: false, retry_after_ms: 1 });
+      await clock.advance(1);
+      expect(await hit(name, "dave", 2, clock.client)).toMatchObject({ allowed: true, remaining: 0 });
+    });
   });
 
   it("needs room in every window and takes from all or none of them", async () => {
@@ -140,20 +77,26 @@ describe("rate_limit_hit", () => {
 
   it("allows no second burst at a window boundary: after a full burst, one unit per emission interval", async () => {
     const name = await policy([4, "2 seconds"]);
-    const before = await databaseNow();
-    const first = await burst(name, "grace", 4);
-    const afterFirst = await databaseNow();
-    expect(first.every((a) => a.allowed)).toBe(true);
-    await sleep(1200);
-    const beforeSecond = await databaseNow();
-    const second = await burst(name, "grace", 4);
-    const after = await databaseNow();
-    // 500 ms per unit since the burst: at most floor(elapsed / 500) and at least that of the
-    // shortest possible elapsed time; a fixed window restarting at 2 s would admit none here and
-    // then 4 at once.
-    const admitted = second.filter((a) => a.allowed).length;
-    expect(admitted).toBeGreaterThanOrEqual(Math.min(4, Math.floor((beforeSecond - afterFirst) / 500)));
-    expect(admitted).toBeLessThanOrEqual(Math.min(4, Math.floor((after - before) / 500)));
+    await withClock(async (clock) => {
+      expect((await burst(name, "grace", 4, 1, clock.client)).every((a) => a.allowed)).toBe(true);
+      // 500 ms per unit since the burst: 1.2 s later two units have come back, not a new burst of
+      // four; a fixed window restarting at 2 s would admit none here and then 4 at once.
+      await clock.advance(1200);
+      expect((await burst(name, "grace", 4, 1, clock.client)).map((a) => a.allowed)).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
+      // At the 2 s boundary: the 800 ms since then and 200 ms left over make two units, not a fresh burst.
+      await clock.advance(800);
+      expect((await burst(name, "grace", 4, 1, clock.client)).map((a) => a.allowed)).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
+    });
   });
 
   it("gives the same answers through the one-statement path and the general path", async () => {
@@ -171,16 +114,7 @@ describe("rate_limit_hit", () => {
 describe("rate_limit_hit under concurrency", () => {
   it("admits exactly max_requests of 64 callers hammering one key", async () => {
     const name = await policy([10, "1 hour"]);
-    const clients = await app.connect(64);
-    const answers = (
-      await Promise.all(
-        clients.map(async (client) => {
-          const mine: Answer[] = [];
-          for (let i = 0; i < 3; i++) mine.push(await hit(name, "hot", 1, client));
-          return mine;
-        }),
-      )
-    ).flat();
+    const answers = await limits.hammer(name, "hot", 64, 3);
     const admitted = answers.filter((a) => a.allowed);
     expect(answers).toHaveLength(192);
     expect(admitted).toHaveLength(10);
@@ -190,7 +124,7 @@ describe("rate_limit_hit under concurrency", () => {
 
   it("admits exactly N of a burst of N+1 concurrent hits on a new key", async () => {
     const name = await policy([63, "1 hour"]);
-    const clients = await app.connect(64);
+    const clients = await limits.app.connect(64);
     const answers = await Promise.all(clients.map((client) => hit(name, "fresh", 1, client)));
     expect(answers.filter((a) => a.allowed)).toHaveLength(63);
   });
@@ -198,7 +132,7 @@ describe("rate_limit_hit under concurrency", () => {
   it("runs concurrent batches over shared keys without deadlock and counts every key exactly", async () => {
     const name = await policy([7, "1 hour"]);
     const keys = Array.from({ length: 20 }, (_, i) => `shared-${i}`);
-    const clients = await app.connect(16);
+    const clients = await limits.app.connect(16);
     const answers = (
       await Promise.all(
         clients.map(async (client, index) => {
@@ -239,7 +173,7 @@ describe("rate_limit_hit in REPEATABLE READ", () => {
     "fails with 40001 instead of deciding on an old snapshot: %s",
     async (_what, windows) => {
       const name = await policy(...windows);
-      const [first, second] = await app.connect(2);
+      const [first, second] = await limits.app.connect(2);
       await hit(name, "snapshot", 1, first!);
       await second!.query("begin isolation level repeatable read");
       await second!.query("select 1");
@@ -313,7 +247,7 @@ describe("rate-limit arguments", () => {
     ];
     for (const [policyName, key, cost, code, message, hint] of cases) {
       const error = await sqlError(
-        app.pool.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]),
+        limits.app.pool.query("select * from steward.rate_limit_hit($1, $2, $3)", [policyName, key, cost]),
       );
       expect(error).toMatchObject({ code, message, ...(hint ? { hint } : {}) });
     }
@@ -334,7 +268,7 @@ describe("rate-limit arguments", () => {
 
   it("reports null keys and costs in a batch as bad hits of their own", async () => {
     const name = await policy([2, "1 hour"]);
-    const { rows } = await app.pool.query(
+    const { rows } = await limits.app.pool.query(
       "select hit, allowed, error_code, error_message from steward.rate_limit_hits($1, $2, $3)",
       [
         [name, name, name],
@@ -409,8 +343,21 @@ describe("rate-limit privileges", () => {
       "select steward.cleanup_rate_limits(10)",
       "update steward.rate_limit_state set steps = 0",
     ]) {
-      expect((await sqlError(app.pool.query(statement))).code, statement).toBe("42501");
+      expect((await sqlError(limits.app.pool.query(statement))).code, statement).toBe("42501");
     }
+  });
+
+  it("refuses a clock set by a client session: only the owner's tests choose the time", async () => {
+    const name = await policy([1, "1 hour"]);
+    const [client] = await limits.app.connect(1);
+    await client!.query("set steward.clock = '2001-01-01 00:00:00+00'");
+    expect(await sqlError(hit(name, "time-traveller", 1, client!))).toMatchObject({
+      code: "42501",
+      message:
+        "steward.clock is set in this session, but only sessions of the owner of schema steward may set the time",
+    });
+    await client!.query("reset steward.clock");
+    expect(await hit(name, "time-traveller", 1, client!)).toMatchObject({ allowed: true, remaining: 0 });
   });
 
   it("pins search_path on every rate-limit, lease and circuit function", async () => {
@@ -426,11 +373,12 @@ describe("rate-limit privileges", () => {
 
 describe("rate-limit cleanup", () => {
   it("removes rows whose arrival time has passed, in bounded batches, and keeps live ones", async () => {
-    const shortPolicy = await policy([1, "1 millisecond"]);
+    const shortPolicy = await policy([1, "1 second"]);
     const longPolicy = await policy([1, "1 hour"]);
-    await hits(Array(5).fill(shortPolicy), ["a", "b", "c", "d", "e"]);
-    await hit(longPolicy, "kept");
-    await sleep(5);
+    const clock = await testClock(context.db.pool);
+    await hits(Array(5).fill(shortPolicy), ["a", "b", "c", "d", "e"], undefined, clock.client);
+    await hit(longPolicy, "kept", 1, clock.client);
+    await clock.advance(1000);
     const live = async () =>
       (
         await context.db.pool.query(
@@ -439,10 +387,14 @@ describe("rate-limit cleanup", () => {
         )
       ).rows.map((r) => r.key);
     const removed: number[] = [];
-    for (;;) {
-      const count = Number((await context.db.pool.query("select steward.cleanup_rate_limits(2) as n")).rows[0].n);
-      removed.push(count);
-      if (count < 2) break;
+    try {
+      for (;;) {
+        const count = Number((await clock.client.query("select steward.cleanup_rate_limits(2) as n")).rows[0].n);
+        removed.push(count);
+        if (count < 2) break;
+      }
+    } finally {
+      await clock.release();
     }
     expect(removed.slice(0, 2)).toEqual([2, 2]);
     expect(await live()).toEqual(["kept"]);

@@ -1,5 +1,5 @@
---! Previous: sha1:09c197d2a25b174e18ae919c466b63a43dba8ff7
---! Hash: sha1:124c042cceb5e683d6c57136fcecc4eb658d9bf0
+--! Previous: sha1:cab8074117dc5a1c840e916917d78a89d1fda1b9
+--! Hash: sha1:25c75e217973bce7058773438a1046486783f08c
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every
@@ -61,7 +61,7 @@ begin
   -- racing on the same key fail with a serialization error rather than count a stale snapshot.
   insert into steward.lease_keys as k (key) values (lease_acquire.key)
       on conflict on constraint lease_keys_pkey do update set acquisitions = k.acquisitions + 1;
-  moment := pg_catalog.clock_timestamp();
+  moment := steward.clock();
   select count(*) into held
     from (select from steward.leases l
            where l.key = lease_acquire.key and l.expires_at > moment
@@ -88,7 +88,7 @@ declare
   was_live boolean;
 begin
   delete from steward.leases l where l.id = lease_release.lease
-  returning l.expires_at > pg_catalog.clock_timestamp() into was_live;
+  returning l.expires_at > steward.clock() into was_live;
   return coalesce(was_live, false);
 end
 $$;
@@ -110,7 +110,7 @@ begin
   end if;
   with doomed as (
     select l.id from steward.leases l
-     where l.expires_at <= pg_catalog.clock_timestamp()
+     where l.expires_at <= steward.clock()
      limit batch_size
        for update skip locked
   )

@@ -1,5 +1,5 @@
---! Previous: sha1:23ae0451b6df53b6c4115c8e76c54513a3541b0e
---! Hash: sha1:1b8938fffa7e33b50a47dcd4c71eaca63606bf16
+--! Previous: sha1:7788f1c806afc59771e5950b5afb69592c8cdd30
+--! Hash: sha1:de84a7556b624f954cc7635de733d10f9b68c8ac
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

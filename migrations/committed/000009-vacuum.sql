@@ -1,5 +1,5 @@
---! Previous: sha1:1b8938fffa7e33b50a47dcd4c71eaca63606bf16
---! Hash: sha1:978acb47b6e78fbc7d72008314b6a9a2329c001b
+--! Previous: sha1:de84a7556b624f954cc7635de733d10f9b68c8ac
+--! Hash: sha1:a2ea25a92755a160107363057b3ca84629725125
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:978acb47b6e78fbc7d72008314b6a9a2329c001b
---! Hash: sha1:a003b85ababd3fe9b6f421f3d7182aef0811e640
+--! Previous: sha1:a2ea25a92755a160107363057b3ca84629725125
+--! Hash: sha1:bddfa461c1b699a00262d059c09f82aee23ab3f3
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:a003b85ababd3fe9b6f421f3d7182aef0811e640
---! Hash: sha1:ea348d75fcef3aaa86a48d8258ec41c6eb81913c
+--! Previous: sha1:bddfa461c1b699a00262d059c09f82aee23ab3f3
+--! Hash: sha1:10a61eaa3a4a00ae8df9a816a630fedcf9c09b1d
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:ea348d75fcef3aaa86a48d8258ec41c6eb81913c
---! Hash: sha1:4bea8832ef88ee4996202c28addc935d490fe7c8
+--! Previous: sha1:10a61eaa3a4a00ae8df9a816a630fedcf9c09b1d
+--! Hash: sha1:a8a3ace317d441ea7a6da06474500e4dd6c6514d
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

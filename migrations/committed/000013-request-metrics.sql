@@ -1,5 +1,5 @@
---! Previous: sha1:4bea8832ef88ee4996202c28addc935d490fe7c8
---! Hash: sha1:eda9e0e878fad11a8e6ffc6a98636ee41f0132c9
+--! Previous: sha1:a8a3ace317d441ea7a6da06474500e4dd6c6514d
+--! Hash: sha1:fbdbfe656b980495e020353c905ad60ce2d59107
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

@@ -1,5 +1,5 @@
---! Previous: sha1:e462ec997352ae859f37a2551db26a4307b31a05
---! Hash: sha1:1e8f6925e71597f3d5525d5d40ce79dea42c29ee
+--! Previous: sha1:efaff56ac2836fce8b90dae2657008bfdf3c05c4
+--! Hash: sha1:0471d490e2c6b4e642815029bb75ce5cde6986dd
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

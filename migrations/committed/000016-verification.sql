@@ -1,5 +1,5 @@
---! Previous: sha1:1e8f6925e71597f3d5525d5d40ce79dea42c29ee
---! Hash: sha1:475a56ea0925b007d2524b89695a6f07affc2632
+--! Previous: sha1:0471d490e2c6b4e642815029bb75ce5cde6986dd
+--! Hash: sha1:6b9e0b2ecef2dc180b1a72bf3924fc0ca081ae0a
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -19,6 +19,8 @@ as $$
       'steward.lease_release(uuid)',
       'steward.circuit_allow(text)',
       'steward.circuit_record(text, boolean, text)',
+      'steward.circuit_admit(text)',
+      'steward.circuit_report(text, boolean, text)',
       'steward.enqueue_invalidation(text, interval)',
       'steward.page(regclass, text[], text, integer, jsonb)',
       'steward.batch_insert(regclass, jsonb, text)',
@@ -26,7 +28,7 @@ as $$
     ]) as signature;
 $$;
 comment on function steward.client_functions() is
-  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits, the batch form the TypeScript client uses.';
+  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
 
 create function steward.verify_installation()
 returns table (name text, status text, detail text)
@@ -340,6 +342,8 @@ begin
   return next;
 
   -- Runtime -----------------------------------------------------------------------------------
+  return query select * from steward.verify_circuits();
+
   name := 'workers';
   if exists (select from steward.worker_status w where w.is_alive) then
     status := 'ok';
@@ -380,7 +384,7 @@ begin
 end
 $$;
 comment on function steward.verify_installation() is
-  'Checks that pg-steward is in place and safe: versions, the SPEC''s functions and tables, graphile-worker''s schema and the dead-letter trigger, the unique indexes of registered views, the triggers of tracked tables, pinned search_path, that steward_client and PUBLIC reach nothing but the client functions, cleanup and recalculation registries, live workers, due jobs no live worker runs, pg_stat_statements. One row per check: ok, warn or fail, and for a problem a detail naming the object and the fix.';
+  'Checks that pg-steward is in place and safe: versions, the SPEC''s functions and tables, graphile-worker''s schema and the dead-letter trigger, the unique indexes of registered views, the triggers of tracked tables, pinned search_path, that steward_client and PUBLIC reach nothing but the client functions, cleanup and recalculation registries, circuits against their cap, live workers, due jobs no live worker runs, pg_stat_statements. One row per check: ok, warn or fail, and for a problem a detail naming the object and the fix.';
 
 create function steward.status()
 returns jsonb
@@ -429,16 +433,12 @@ as $$
                'due', pg_catalog.sum(p.entries) filter (where p.state = 'ready'),
                'claimed', pg_catalog.sum(p.entries) filter (where p.state = 'claimed'),
                'oldest_age_seconds', extract(epoch from pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at)))
-        from steward.pending_invalidations() p),
+        from steward.invalidation_states() p),
     'views', coalesce((
       select pg_catalog.jsonb_agg(v order by v.view)
         from (select s.view, s.is_present, s.is_populated, s.refresh_every, s.last_refreshed_at,
                      extract(epoch from s.staleness) as staleness_seconds, s.last_status, s.last_error
                 from steward.materialized_view_status s) as v), '[]'::jsonb),
-    'circuits', coalesce((
-      select pg_catalog.jsonb_agg(c order by c.name)
-        from (select c.name, c.state, c.consecutive_failures, c.opened_at, c.last_error
-                from steward.circuit_status c) as c), '[]'::jsonb),
     'last_vacuum', (
       select pg_catalog.jsonb_build_object('at', pg_catalog.max(l.started_at),
                'tables', pg_catalog.count(*) filter (where l.started_at > pg_catalog.now() - interval '1 day'))
@@ -449,10 +449,12 @@ as $$
                      r.keys_total, r.keys_done, r.batches_failed
                 from steward.recalc_runs r
                order by r.name, r.id desc) as r), '[]'::jsonb)
-  );
+  ) || (select pg_catalog.jsonb_build_object('circuits', c->'listed', 'circuit_totals', c - 'listed')
+          from steward.circuit_summary(50) c)
+    || pg_catalog.jsonb_build_object('rate_limit_denials', steward.rate_limit_denial_summary(10));
 $$;
 comment on function steward.status() is
-  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue, task and state (as steward.job_states() defines them), running jobs and their workers, worker heartbeats (with the tasks each runs), due jobs no live worker runs (unserved), dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits, the last vacuum, the last run of each recalculation.';
+  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue, task and state (as steward.job_states() defines them), running jobs and their workers, worker heartbeats (with the tasks each runs), due jobs no live worker runs (unserved), dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits (at most 50 listed, open ones first, and their totals), the most denied rate-limit policies and keys of the last hour, the last vacuum, the last run of each recalculation.';
 
 -- Health: the database's part of the worker's /readyz ---------------------------------------------
 
@@ -495,7 +497,7 @@ as $$
            coalesce(pg_catalog.now() - pg_catalog.min(p.oldest_enqueued_at), interval '0') as oldest_age,
            steward.setting_interval('health.invalidation_age_warn') as warn_after,
            steward.setting_interval('health.invalidation_age_fail') as fail_after
-      from steward.pending_invalidations() p
+      from steward.invalidation_states() p
   ), view_state as (
     select s.view, not s.is_present as is_missing, s.last_status = 'failed' as has_failed,
            s.refresh_every is not null and warn.factor > 0 and s.staleness > s.refresh_every * warn.factor as is_stale,

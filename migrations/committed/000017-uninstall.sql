@@ -1,5 +1,5 @@
---! Previous: sha1:475a56ea0925b007d2524b89695a6f07affc2632
---! Hash: sha1:b0400788afa927e532c7c15f75d2931681c1d6c7
+--! Previous: sha1:6b9e0b2ecef2dc180b1a72bf3924fc0ca081ae0a
+--! Hash: sha1:9956e24ff828abecb839107c8567b5a4b293411a
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run

@@ -172,7 +172,7 @@ export class RateLimiter {
         );
         continue;
       }
-      pending.resolve(decisionOf(pending.policy, row));
+      pending.resolve(new Decision(pending.policy, row));
     }
     answered.forEach((done, index) => {
       if (!done)
@@ -183,21 +183,40 @@ export class RateLimiter {
   }
 }
 
-function decisionOf(policy: string, row: HitRow): RateLimitDecision {
-  const limits = row.window_limits ?? [];
-  const windows = limits.map((limit, index) => ({
-    limit,
-    windowMs: Number(row.window_per_ms![index]),
-    remaining: row.window_remaining![index]!,
-    resetMs: Number(row.window_reset_ms![index]),
-  }));
-  const decision = {
-    allowed: row.allowed === true,
-    remaining: row.remaining ?? 0,
-    retryAfterMs: Number(row.retry_after_ms ?? 0),
-    resetMs: Number(row.reset_ms ?? 0),
-    policy,
-    windows,
-  };
-  return { ...decision, headers: rateLimitHeaders(decision) };
+/**
+ * A decision whose headers are built when first read: most callers of a busy limiter read only
+ * `allowed`, and building the header strings costs more than the rest of the decision.
+ */
+class Decision implements RateLimitDecision {
+  readonly allowed: boolean;
+  readonly remaining: number;
+  readonly retryAfterMs: number;
+  readonly resetMs: number;
+  readonly policy: string;
+  readonly windows: RateLimitWindow[];
+  #headers: RateLimitHeaders | undefined;
+
+  constructor(policy: string, row: HitRow) {
+    const limits = row.window_limits ?? [];
+    this.allowed = row.allowed === true;
+    this.remaining = row.remaining ?? 0;
+    this.retryAfterMs = Number(row.retry_after_ms ?? 0);
+    this.resetMs = Number(row.reset_ms ?? 0);
+    this.policy = policy;
+    this.windows = limits.map((limit, index) => ({
+      limit,
+      windowMs: Number(row.window_per_ms![index]),
+      remaining: row.window_remaining![index]!,
+      resetMs: Number(row.window_reset_ms![index]),
+    }));
+  }
+
+  get headers(): RateLimitHeaders {
+    return (this.#headers ??= rateLimitHeaders(this));
+  }
+
+  toJSON() {
+    const { allowed, remaining, retryAfterMs, resetMs, policy, windows, headers } = this;
+    return { allowed, remaining, retryAfterMs, resetMs, policy, windows, headers };
+  }
 }

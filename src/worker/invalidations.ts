@@ -1,8 +1,9 @@
 // Draining the invalidation queue: claim due entries, deliver their tags to the sinks, complete
 // or fail them. The SQL (steward.claim_invalidations & co.) keeps the guarantees; this file
 // moves tags. `mv:<schema>.<view>` tags schedule a refresh of that view instead of a delivery.
-import { createHmac } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import pg from "pg";
+import { Circuits } from "../client/circuits.ts";
 import type { Config } from "../config.ts";
 import type { Logger } from "../logger.ts";
 import { StewardError } from "../errors.ts";
@@ -72,6 +73,8 @@ export interface WebhookOptions {
   /** Name of the shared circuit breaker (steward.circuit_*) guarding the endpoint. */
   circuit: string;
   pool: pg.Pool;
+  /** Where the circuit's transitions made by this process are logged. */
+  logger?: Logger;
 }
 
 /** Seconds or an HTTP date, as Retry-After may be; undefined when absent or unreadable. */
@@ -86,17 +89,54 @@ export function signature(secret: string, timestamp: string, body: string): stri
   return "sha256=" + createHmac("sha256", secret).update(`${timestamp}.${body}`).digest("hex");
 }
 
-/** POSTs `{"tags": [...]}` with a timeout and an HMAC signature, behind a shared circuit breaker. */
+/**
+ * The URL as errors, logs and dead letters may show it: no query string (it often carries a
+ * token), no fragment, no credentials.
+ */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}${parsed.pathname}${parsed.search ? "?[redacted]" : ""}`;
+  } catch {
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/?#]*@/i, "$1").replace(/[?#][\s\S]*$/, "?[redacted]");
+  }
+}
+
+/** An error's message and its causes', with `url` redacted wherever it appears. */
+function describeFailure(error: unknown, url: string): string {
+  const messages: string[] = [];
+  for (let current = error; current instanceof Error && messages.length < 4; current = current.cause) {
+    messages.push(current.message);
+  }
+  const redacted = redactUrl(url);
+  const query = (() => {
+    try {
+      return new URL(url).search;
+    } catch {
+      return "";
+    }
+  })();
+  return messages
+    .map((message) => {
+      let text = message.split(url).join(redacted);
+      if (query) text = text.split(query).join("?[redacted]");
+      return text;
+    })
+    .join(": ");
+}
+
+/**
+ * POSTs `{"tags": [...]}` with a timeout and an HMAC signature, behind a shared circuit breaker.
+ * Redirects are refused, not followed: the signed body must not be re-sent to another address.
+ */
 export function webhookSink(options: WebhookOptions): Sink {
-  const record = (success: boolean, error: string | null) =>
-    options.pool.query("select steward.circuit_record($1, $2, $3)", [options.circuit, success, error]);
+  const shownUrl = redactUrl(options.url);
+  const circuits = new Circuits(options.pool, { logger: options.logger });
+  const record = (success: boolean, error?: string) => circuits.record(options.circuit, success, error);
   return {
     name: "webhook",
     async deliver(tags) {
-      const { rows } = await options.pool.query<{ allowed: boolean }>("select steward.circuit_allow($1) as allowed", [
-        options.circuit,
-      ]);
-      if (!rows[0]?.allowed) {
+      if (!(await circuits.allow(options.circuit))) {
         throw new SinkError(`circuit ${options.circuit} is open`, { attempted: false });
       }
       const body = JSON.stringify({ tags, sent_at: new Date().toISOString() });
@@ -109,28 +149,41 @@ export function webhookSink(options: WebhookOptions): Sink {
           method: "POST",
           headers,
           body,
+          redirect: "manual",
           signal: AbortSignal.timeout(options.timeoutMs),
         });
       } catch (error) {
-        const message = `webhook ${options.url} did not answer: ${(error as Error).message}`;
+        // Not the error itself as the cause: its message (and its causes') may hold the URL.
+        const message = `webhook ${shownUrl} did not answer: ${describeFailure(error, options.url)}`;
         await record(false, message);
-        throw new SinkError(message, { cause: error });
+        throw new SinkError(message);
       }
       // The body is not needed; read it so the connection can be reused.
       await response.arrayBuffer().catch(() => undefined);
       if (response.ok) {
-        await record(true, null);
+        await record(true);
         return;
       }
-      const message = `webhook ${options.url} answered ${response.status}`;
+      if (response.status >= 300 && response.status < 400) {
+        const location = response.headers.get("location");
+        const message =
+          `webhook ${shownUrl} answered ${response.status}, a redirect${location ? ` to ${redactUrl(location)}` : ""}; ` +
+          "redirects are not followed (the signed body would go to another address): set STEWARD_WEBHOOK_URL to the final address";
+        await record(false, message);
+        throw new SinkError(message);
+      }
+      const message = `webhook ${shownUrl} answered ${response.status}`;
       await record(false, message);
       throw new SinkError(message, { retryAfterMs: parseRetryAfter(response.headers.get("retry-after")) });
     },
   };
 }
 
-/** The sinks the configuration names, in the order given. */
-export function sinksFromConfig(config: Config, pool: pg.Pool): Sink[] {
+/**
+ * The sinks the configuration names, in the order given. The webhook's circuit is named
+ * steward:webhook:<host>: the steward: prefix is reserved, so no client can steer it.
+ */
+export function sinksFromConfig(config: Config, pool: pg.Pool, logger?: Logger): Sink[] {
   return config.sinks.map((name) =>
     name === "notify"
       ? notifySink(pool, config.notifyChannel)
@@ -138,8 +191,9 @@ export function sinksFromConfig(config: Config, pool: pg.Pool): Sink[] {
           url: config.webhookUrl!,
           secret: config.webhookSecret,
           timeoutMs: config.webhookTimeoutMs,
-          circuit: `webhook:${new URL(config.webhookUrl!).host}`,
+          circuit: `steward:webhook:${new URL(config.webhookUrl!).host}`,
           pool,
+          logger,
         }),
   );
 }
@@ -175,12 +229,12 @@ export async function drainBatch(options: DrainOptions): Promise<BatchResult> {
   const { pool, logger } = options;
   const only = options.sinks.length === 1 ? options.sinks[0] : undefined;
   if (only?.notifyChannel) {
-    const { rows } = await pool.query<{ delivered: number; refreshes: number }>(
-      "select delivered, refreshes from steward.drain_notify($1, $2)",
+    const { rows } = await pool.query<{ delivered: number; refreshes: number; failed: number }>(
+      "select delivered, refreshes, failed from steward.drain_notify($1, $2)",
       [options.batchSize, only.notifyChannel],
     );
-    const { delivered, refreshes } = rows[0]!;
-    return { claimed: delivered + refreshes, delivered, failed: 0, released: 0, refreshes };
+    const { delivered, refreshes, failed } = rows[0]!;
+    return { claimed: delivered + refreshes + failed, delivered, failed, released: 0, refreshes };
   }
   const { rows } = await pool.query<Claimed>(
     "select id::text, tag, attempts from steward.claim_invalidations($1, $2::interval)",
@@ -196,11 +250,23 @@ export async function drainBatch(options: DrainOptions): Promise<BatchResult> {
   };
 
   if (views.length) {
-    const { rows: refreshed } = await pool.query<{ scheduled: number }>(
-      "select steward.refresh_from_tags($1::bigint[]) as scheduled",
-      [views.map((row) => row.id)],
-    );
-    result.refreshes = refreshed[0]!.scheduled;
+    // refresh_from_tags fails a bad entry alone; should the call itself fail (a lost
+    // connection), the mv: entries are failed and the deliveries below still go out.
+    const viewIds = views.map((row) => row.id);
+    try {
+      const { rows: refreshed } = await pool.query<{ scheduled: number }>(
+        "select steward.refresh_from_tags($1::bigint[]) as scheduled",
+        [viewIds],
+      );
+      result.refreshes = refreshed[0]!.scheduled;
+    } catch (error) {
+      logger.warn({ err: error, views: views.length }, "scheduling refreshes failed; the entries will be retried");
+      await pool
+        .query("select steward.fail_invalidations($1::bigint[], $2)", [viewIds, (error as Error).message])
+        .catch((failure: unknown) =>
+          logger.warn({ err: failure }, "could not record the failure; the claims will expire"),
+        );
+    }
     result.failed += views.length - result.refreshes;
   }
 
@@ -256,13 +322,13 @@ export async function drainUntilEmpty(
 
 /**
  * How long the drainer should sleep: until something in the queue may be claimed, within
- * [MIN_SLEEP_MS, maxMs]. An entry that is due but was not claimed is locked by a transaction
- * still running (a writer's enqueue, another drainer's claim): polling it at once would spin.
+ * [MIN_SLEEP_MS, maxMs]. An entry that is due but was not claimed is held by a transaction still
+ * running (another drainer's claim, a delivery completing late): polling it at once would spin.
  */
 const MIN_SLEEP_MS = 50;
 async function nextDueMs(pool: pg.Pool, maxMs: number): Promise<number> {
   const { rows } = await pool.query<{ ms: number | null }>(
-    "select (extract(epoch from steward.next_invalidation_at() - now()) * 1000)::float8 as ms",
+    "select (extract(epoch from steward.next_invalidation_due() - now()) * 1000)::float8 as ms",
   );
   const ms = rows[0]?.ms;
   if (ms === null || ms === undefined) return maxMs;
@@ -273,9 +339,13 @@ const INVALIDATION_CHANNEL = "steward_invalidations";
 
 /**
  * The worker's continuous drainer: drains while there is work, then sleeps until a NOTIFY on
- * `steward_invalidations` (sent by every enqueue), the next due entry, or the poll interval.
+ * `steward_invalidations` (sent by enqueues while a drainer sleeps), the next due entry, or the
+ * poll interval.
  */
 export class InvalidationDrainer {
+  /** Its row in steward.sleeping_drainers, written while it finds nothing to claim. */
+  private readonly id = `drainer:${randomUUID()}`;
+  private asleep = false;
   private running = false;
   private wake: (() => void) | undefined;
   /** A NOTIFY that came while no sleep was waiting: the next sleep returns at once. */
@@ -325,18 +395,42 @@ export class InvalidationDrainer {
   }
 
   private async run(): Promise<void> {
-    const { logger } = this.options;
+    const { logger, pool, pollIntervalMs } = this.options;
     let failures = 0;
+    let napped = false;
+    let registeredUntil = 0;
     while (this.running) {
       try {
         const batch = await drainBatch(this.options);
         failures = 0;
         if (batch.claimed) {
+          napped = false;
+          if (this.asleep) {
+            this.asleep = false;
+            registeredUntil = 0;
+            await pool.query("select steward.drainer_wakes($1)", [this.id]);
+          }
           logger.debug(batch, "drained a batch");
           if (batch.backoffMs) await this.sleep(batch.backoffMs);
           continue;
         }
-        await this.sleep(await nextDueMs(this.options.pool, this.options.pollIntervalMs));
+        if (!this.asleep) {
+          // Under steady traffic the queue empties after every batch: a short nap gathers the
+          // next entries instead of going to sleep and being woken (a NOTIFY per enqueue).
+          if (!napped) {
+            napped = true;
+            await this.sleep(MIN_SLEEP_MS);
+            continue;
+          }
+          // Going to sleep: say so (enqueues then send NOTIFY), then look once more, so that an
+          // entry committed before an enqueue could see the drainer asleep is found by the look.
+          registeredUntil = await this.register(pollIntervalMs);
+          this.asleep = true;
+          continue;
+        }
+        // Renewed when it would lapse during the next sleep.
+        if (Date.now() + pollIntervalMs > registeredUntil) registeredUntil = await this.register(pollIntervalMs);
+        await this.sleep(await nextDueMs(pool, pollIntervalMs));
       } catch (error) {
         failures++;
         const delay = Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
@@ -346,10 +440,24 @@ export class InvalidationDrainer {
     }
   }
 
+  /**
+   * Writes its row in steward.sleeping_drainers, valid for two sleeps and a second (a drainer
+   * that died stops counting then); returns when it must be renewed by.
+   */
+  private async register(sleepMs: number): Promise<number> {
+    const renewBy = Date.now() + 2 * sleepMs;
+    await this.options.pool.query("select steward.drainer_sleeps($1, $2::interval)", [
+      this.id,
+      `${2 * sleepMs + 1000} milliseconds`,
+    ]);
+    return renewBy;
+  }
+
   async stop(): Promise<void> {
     this.running = false;
     this.wake?.();
     await this.loop;
+    await this.options.pool.query("select steward.drainer_wakes($1)", [this.id]).catch(() => undefined);
     await this.listener?.end().catch(() => undefined);
   }
 }

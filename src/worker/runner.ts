@@ -167,11 +167,12 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // task does the same in bounded passes, on its schedule or by hand.
   let drainer: InvalidationDrainer | undefined;
   if (config.drainer && options.drainer !== false) {
+    const drainerLogger = logger.child({ component: "drainer" });
     drainer = new InvalidationDrainer({
       url: options.url,
       pool,
-      sinks: sinksFromConfig(config, pool),
-      logger: logger.child({ component: "drainer" }),
+      sinks: sinksFromConfig(config, pool, drainerLogger),
+      logger: drainerLogger,
       batchSize: config.drainBatchSize,
       visibilityMs: config.drainVisibilityMs,
       pollIntervalMs: 1000,

@@ -50,6 +50,7 @@ interface Status {
     last_status: string | null;
     last_error: string | null;
   }>;
+  /** At most 50: open and half-open first, then the worker's own, then the most recently active. */
   circuits: Array<{
     name: string;
     state: string;
@@ -57,6 +58,16 @@ interface Status {
     opened_at: string | null;
     last_error: string | null;
   }>;
+  circuit_totals: {
+    total: number;
+    by_state: Record<string, number>;
+    capacity: { circuits: number; max_circuits: number };
+  };
+  /** Of the last hour, estimated from hourly counts; at most 10 of each. */
+  rate_limit_denials: {
+    policies: Array<{ policy: string; denials: number; by_window: Record<string, number> }>;
+    keys: Array<{ policy: string; key: string; denials: number }>;
+  };
   last_vacuum: { at: string | null; tables: number };
   recalculations: Array<{
     name: string;
@@ -189,13 +200,45 @@ function formatStatus(status: Status): string {
         )
       : ["  none registered"]),
   );
-  lines.push("Circuits");
+  const totals = status.circuit_totals;
+  const states = Object.entries(totals.by_state)
+    .filter(([state]) => state !== "closed")
+    .map(([state, count]) => `${count} ${state.replace("_", "-")}`);
+  lines.push(
+    `Circuits: ${totals.total}${states.length ? ` (${states.join(", ")})` : ""}; ${totals.capacity.circuits} of at most ${totals.capacity.max_circuits} hold state` +
+      (status.circuits.length < totals.total ? `; the first ${status.circuits.length}:` : ""),
+  );
   lines.push(
     ...(status.circuits.length
       ? status.circuits.map(
           (c) =>
             `  ${c.name}: ${c.state}${c.consecutive_failures ? `, ${c.consecutive_failures} failures in a row` : ""}${c.last_error && c.state !== "closed" ? ` (${c.last_error})` : ""}`,
         )
+      : ["  none"]),
+  );
+  const denials = status.rate_limit_denials;
+  lines.push("Rate-limit denials in the last hour");
+  lines.push(
+    ...(denials.policies.length
+      ? [
+          ...textTable(
+            [
+              ["policy", "denied", "by window"],
+              ...denials.policies.map((p) => [
+                p.policy,
+                String(p.denials),
+                Object.entries(p.by_window)
+                  .map(([name, count]) => `${name}: ${count}`)
+                  .join(", "),
+              ]),
+            ],
+            { indent: "  ", numeric: [1] },
+          ),
+          ...textTable(
+            [["key", "policy", "denied"], ...denials.keys.map((k) => [k.key, k.policy, String(k.denials)])],
+            { indent: "  ", numeric: [2] },
+          ),
+        ]
       : ["  none"]),
   );
   lines.push(
