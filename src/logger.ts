@@ -33,8 +33,22 @@ export function logFunctions(logger: Logger): LogFunctionFactory {
     const child = logger.child({ source: "graphile", ...scope });
     return (level, message, meta) => {
       // graphile-worker's "worker_id"/"job" scope keys are useful; meta can carry an Error.
-      const fields = meta ? { ...meta } : {};
-      switch (level) {
+      const fields: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(meta ?? {})) {
+        // pino serializes an Error only under `err`; elsewhere it would print as {}. The standard
+        // serializer keeps the message, stack, cause and an AggregateError's errors.
+        fields[key] = value instanceof Error ? pino.stdSerializers.err(value) : value;
+      }
+      switch (knownShutdownIssue(message, meta) ?? level) {
+        case "echo":
+          child.debug(fields, message);
+          break;
+        case "known":
+          child.warn(
+            { ...fields, upstream: LOCAL_QUEUE_RELEASE_ISSUE },
+            "graphile-worker could not hand back the jobs its local queue had fetched; steward unlocks them as the worker unregisters",
+          );
+          break;
         case "error":
           child.error(fields, message);
           break;
@@ -49,6 +63,28 @@ export function logFunctions(logger: Logger): LogFunctionFactory {
       }
     };
   };
+}
+
+const LOCAL_QUEUE_RELEASE_ISSUE = "Cannot background something when the queue is already released";
+
+/**
+ * graphile-worker 0.18 stopping with jobs waiting in its local queue cannot return them (the queue
+ * is marked released before it schedules their return) and logs the same error six times. The
+ * jobs are not lost: steward.unregister_worker unlocks whatever the pool still holds and says how
+ * many. So the first report becomes one warning, and its echoes (aggregate errors that carry only
+ * it) go to debug. Any other error keeps its level.
+ */
+function knownShutdownIssue(message: string, meta: object | undefined): "known" | "echo" | undefined {
+  if (message.includes(LOCAL_QUEUE_RELEASE_ISSUE)) return "known";
+  const error = (meta as { error?: unknown } | undefined)?.error;
+  if (
+    error instanceof AggregateError &&
+    error.errors.length > 0 &&
+    error.errors.every((inner) => inner instanceof Error && inner.message === LOCAL_QUEUE_RELEASE_ISSUE)
+  ) {
+    return "echo";
+  }
+  return undefined;
 }
 
 /** graphile-worker's Logger, writing to pino. */

@@ -1,8 +1,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
+import { Writable } from "node:stream";
+import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { eventually, startTestWorker, useTestDatabase } from "./helpers.ts";
+import { startWorker } from "../src/worker/runner.ts";
+import { defineTask } from "../src/worker/task.ts";
+import { eventually, startTestWorker, testConfig, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 const children: ChildProcess[] = [];
@@ -248,5 +252,55 @@ describe("crash recovery", () => {
 
     await worker.stop();
     expect((await pool.query("select * from steward.workers")).rows).toEqual([]);
+  });
+});
+
+describe("a clean stop", () => {
+  it("leaves no job locked when its local queue still held fetched jobs, and logs no error", async () => {
+    const { pool } = context.db;
+    const lines: { level: number; msg: string; released?: number }[] = [];
+    const logger = pino(
+      { level: "debug" },
+      new Writable({
+        write(chunk, _encoding, done) {
+          for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
+          done();
+        },
+      }),
+    );
+    let started = 0;
+    const slow = defineTask<object>({
+      identifier: "test_slow_stop",
+      description: "takes 300 ms",
+      parse: (payload) => payload as object,
+      async run() {
+        started++;
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      },
+    });
+    // max_attempts 1: a job whose attempt a stop kept would never run.
+    await pool.query(
+      "select graphile_worker.add_job('test_slow_stop', '{}'::json, max_attempts => 1) from generate_series(1, 20)",
+    );
+    // Concurrency 1 with the default local queue (8 jobs): one runs while seven wait in memory.
+    const worker = await startWorker({
+      url: context.db.url,
+      config: testConfig({ concurrency: 1 }),
+      logger,
+      tasks: [slow],
+      schedules: [],
+      health: false,
+    });
+    await eventually(async () => started >= 1, { what: "the first job to start" });
+    await worker.stop();
+
+    // Every job left was never run: none is locked, none has spent an attempt, its queue is free.
+    const { rows } = await pool.query<{ locked: number; left: number; attempted: number }>(
+      `select count(*) filter (where locked_at is not null)::int as locked, count(*)::int as left,
+              count(*) filter (where attempts > 0)::int as attempted
+         from graphile_worker._private_jobs`,
+    );
+    expect(rows[0]).toEqual({ locked: 0, left: 20 - started, attempted: 0 });
+    expect(lines.filter((line) => line.level >= 50).map((line) => line.msg)).toEqual([]);
   });
 });

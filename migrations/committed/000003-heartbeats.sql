@@ -1,5 +1,5 @@
 --! Previous: sha1:0a99acf293b9db424ef7481ebee005a8e6b57dfb
---! Hash: sha1:d154b7c428d4a6d196accfc9f3d8595806586fe6
+--! Hash: sha1:006f135fefd737d756c447a316fb823698fd0dc0
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,
@@ -94,17 +94,27 @@ as $$
 declare
   leftover bigint;
 begin
-  select pg_catalog.count(*) into leftover
-    from graphile_worker._private_jobs j where j.locked_by = unregister_worker.pool_id;
-  if leftover > 0 then
-    perform graphile_worker.force_unlock_workers(array[pool_id]);
-  end if;
+  -- A clean stop has finished every job it started, or failed it (an attempt counted), before
+  -- it unregisters: what it still holds was fetched ahead and never run (graphile-worker's local
+  -- queue cannot hand those back once released). They are returned as graphile-worker's own
+  -- returnJobs does, their attempt given back: a job with max_attempts 1 would otherwise never
+  -- run at all.
+  with returned as (
+    update graphile_worker._private_jobs as j
+       set attempts = greatest(0, j.attempts - 1), locked_by = null, locked_at = null
+     where j.locked_by = unregister_worker.pool_id
+    returning j.id
+  )
+  select pg_catalog.count(*) into leftover from returned;
+  update graphile_worker._private_job_queues as q
+     set locked_by = null, locked_at = null
+   where q.locked_by = unregister_worker.pool_id;
   delete from steward.workers w where w.pool_id = unregister_worker.pool_id;
   return leftover;
 end
 $$;
 comment on function steward.unregister_worker(text) is
-  'A worker pool stopping cleanly: unlocks any job it still holds (normally none) and removes its heartbeat row. Returns how many jobs it unlocked.';
+  'A worker pool stopping cleanly, after its running jobs finished or failed: hands back the jobs it still holds (fetched ahead, never run) with their attempt returned, as graphile-worker''s returnJobs does, unlocks its named queues and removes its heartbeat row. Returns how many jobs it handed back.';
 
 create view steward.worker_status as
 select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,

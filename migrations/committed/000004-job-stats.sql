@@ -1,5 +1,5 @@
---! Previous: sha1:d154b7c428d4a6d196accfc9f3d8595806586fe6
---! Hash: sha1:9dcbf8c75ae9ee7523ded209c937f72f19cb0e48
+--! Previous: sha1:006f135fefd737d756c447a316fb823698fd0dc0
+--! Hash: sha1:ed11cb60381a17911d7f1d55178106d2ceee873b
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

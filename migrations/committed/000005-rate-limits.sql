@@ -1,5 +1,5 @@
---! Previous: sha1:9dcbf8c75ae9ee7523ded209c937f72f19cb0e48
---! Hash: sha1:cab8074117dc5a1c840e916917d78a89d1fda1b9
+--! Previous: sha1:ed11cb60381a17911d7f1d55178106d2ceee873b
+--! Hash: sha1:5a73a4449b3a3dfc233c7f3d7204cd040f7c3190
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the

@@ -1,5 +1,5 @@
---! Previous: sha1:cab8074117dc5a1c840e916917d78a89d1fda1b9
---! Hash: sha1:25c75e217973bce7058773438a1046486783f08c
+--! Previous: sha1:5a73a4449b3a3dfc233c7f3d7204cd040f7c3190
+--! Hash: sha1:5d81741ab9db27108ffed6fba9790ebf6f5d4716
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

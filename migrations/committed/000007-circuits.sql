@@ -1,5 +1,5 @@
---! Previous: sha1:25c75e217973bce7058773438a1046486783f08c
---! Hash: sha1:7788f1c806afc59771e5950b5afb69592c8cdd30
+--! Previous: sha1:5d81741ab9db27108ffed6fba9790ebf6f5d4716
+--! Hash: sha1:19a0134e5d016f820e3d200ae3d16f418b475e1f
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:7788f1c806afc59771e5950b5afb69592c8cdd30
---! Hash: sha1:de84a7556b624f954cc7635de733d10f9b68c8ac
+--! Previous: sha1:19a0134e5d016f820e3d200ae3d16f418b475e1f
+--! Hash: sha1:55e52f206b3d33e68a38ba41790bf384aa173f74
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

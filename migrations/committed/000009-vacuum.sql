@@ -1,5 +1,5 @@
---! Previous: sha1:de84a7556b624f954cc7635de733d10f9b68c8ac
---! Hash: sha1:a2ea25a92755a160107363057b3ca84629725125
+--! Previous: sha1:55e52f206b3d33e68a38ba41790bf384aa173f74
+--! Hash: sha1:877e2953ce5cc338b8f4ef8f5c71b5ea4fe8f21e
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:a2ea25a92755a160107363057b3ca84629725125
---! Hash: sha1:bddfa461c1b699a00262d059c09f82aee23ab3f3
+--! Previous: sha1:877e2953ce5cc338b8f4ef8f5c71b5ea4fe8f21e
+--! Hash: sha1:c236313d066b1620e2daf2116c303181acce1e7c
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

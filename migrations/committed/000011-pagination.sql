@@ -1,5 +1,5 @@
---! Previous: sha1:bddfa461c1b699a00262d059c09f82aee23ab3f3
---! Hash: sha1:10a61eaa3a4a00ae8df9a816a630fedcf9c09b1d
+--! Previous: sha1:c236313d066b1620e2daf2116c303181acce1e7c
+--! Hash: sha1:fb9f98fda7e8d593592d30c1c991c29c4ccd27ea
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:10a61eaa3a4a00ae8df9a816a630fedcf9c09b1d
---! Hash: sha1:a8a3ace317d441ea7a6da06474500e4dd6c6514d
+--! Previous: sha1:fb9f98fda7e8d593592d30c1c991c29c4ccd27ea
+--! Hash: sha1:67533f6c691a73c3ed8614e76d3bd9625ba51127
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

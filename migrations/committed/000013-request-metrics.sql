@@ -1,5 +1,5 @@
---! Previous: sha1:a8a3ace317d441ea7a6da06474500e4dd6c6514d
---! Hash: sha1:fbdbfe656b980495e020353c905ad60ce2d59107
+--! Previous: sha1:67533f6c691a73c3ed8614e76d3bd9625ba51127
+--! Hash: sha1:d5014530f40fd179496c7fa1979b7514039f3a44
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

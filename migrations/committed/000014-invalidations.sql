@@ -1,5 +1,5 @@
---! Previous: sha1:fbdbfe656b980495e020353c905ad60ce2d59107
---! Hash: sha1:efaff56ac2836fce8b90dae2657008bfdf3c05c4
+--! Previous: sha1:d5014530f40fd179496c7fa1979b7514039f3a44
+--! Hash: sha1:ab0d0018f896076c54b1452fa63072154eee2a01
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

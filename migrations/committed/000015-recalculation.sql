@@ -1,5 +1,5 @@
---! Previous: sha1:efaff56ac2836fce8b90dae2657008bfdf3c05c4
---! Hash: sha1:0471d490e2c6b4e642815029bb75ce5cde6986dd
+--! Previous: sha1:ab0d0018f896076c54b1452fa63072154eee2a01
+--! Hash: sha1:6c3e5a334c0155fcac4d8bd827ff82fb55cbf8cc
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

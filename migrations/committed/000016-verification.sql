@@ -1,5 +1,5 @@
---! Previous: sha1:0471d490e2c6b4e642815029bb75ce5cde6986dd
---! Hash: sha1:6b9e0b2ecef2dc180b1a72bf3924fc0ca081ae0a
+--! Previous: sha1:6c3e5a334c0155fcac4d8bd827ff82fb55cbf8cc
+--! Hash: sha1:a40fa49486df9ad66c904c918f6df50706e18bb4
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

@@ -1,5 +1,5 @@
---! Previous: sha1:6b9e0b2ecef2dc180b1a72bf3924fc0ca081ae0a
---! Hash: sha1:9956e24ff828abecb839107c8567b5a4b293411a
+--! Previous: sha1:a40fa49486df9ad66c904c918f6df50706e18bb4
+--! Hash: sha1:7d13bf9902165886aa63855244d24493e027fe2d
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
