@@ -57,6 +57,13 @@ export interface Config {
   example: "health-metrics" | undefined;
   /** Users in the example's synthetic data. */
   exampleUsers: number;
+  /**
+   * STEWARD_TASKS_DIR: the team's task directories (a list separated by `:`), absolute;
+   * undefined when unset: then `./tasks` is used when it exists and is not pg-steward's own.
+   */
+  tasksDirs: string[] | undefined;
+  /** STEWARD_CRONTAB: the team's crontab, absolute; undefined when unset: then `./crontab` when it exists. */
+  crontabFile: string | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -130,6 +137,21 @@ export function defaultLocalQueueSize(concurrency: number): number {
   return Math.min(1000, 8 * concurrency);
 }
 
+/** Where the team's own tasks and schedules are (README, "Your own tasks and schedules"). */
+function teamConfig(env: Env) {
+  const dirs = env.STEWARD_TASKS_DIR;
+  const tasksDirs =
+    dirs === undefined
+      ? undefined
+      : dirs
+          .split(path.delimiter)
+          .map((dir) => dir.trim())
+          .filter(Boolean)
+          .map((dir) => path.resolve(dir));
+  const crontab = env.STEWARD_CRONTAB?.trim();
+  return { tasksDirs, crontabFile: crontab ? path.resolve(crontab) : undefined };
+}
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export function loadConfig(env: Env = process.env): Config {
@@ -157,5 +179,6 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownTimeoutMs: integer(env, "STEWARD_SHUTDOWN_TIMEOUT_MS", 10000, 0, 3600000),
     ...sinkConfig(env),
     ...exampleConfig(env, databaseUrl),
+    ...teamConfig(env),
   };
 }

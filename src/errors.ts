@@ -34,6 +34,16 @@ export class PermanentError extends StewardError {
   }
 }
 
+/**
+ * Whether `error` is a PermanentError, also one from another copy of pg-steward (a team's task
+ * module importing its own installed `pg-steward/worker`): recognised by name and code.
+ */
+export function isPermanentError(error: unknown): error is PermanentError {
+  if (error instanceof PermanentError) return true;
+  const candidate = error as { name?: unknown; code?: unknown } | null;
+  return error instanceof Error && candidate?.name === "PermanentError" && candidate.code === "PERMANENT";
+}
+
 // SQLSTATEs -------------------------------------------------------------------------------------
 
 /** The SQLSTATE of a database error (node-postgres puts it in `code`); undefined for any other error. */

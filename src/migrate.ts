@@ -3,7 +3,6 @@
 import fs from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import graphileMigrate from "graphile-migrate";
 // graphile-migrate keeps its pool open for 200 ms after use and exits the process if that pool
 // loses a connection (as when the embedded server stops right after migrating): end it now.
@@ -11,10 +10,12 @@ import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { runMigrations } from "graphile-worker";
 import type pg from "pg";
 import { createPool } from "./database.ts";
+import { checkMigrationChain, committedChain, type ChainProblem, MigrationChainError } from "./migration-chain.ts";
+import { PACKAGE_ROOT } from "./package-root.ts";
 import { isUndefinedRelation } from "./errors.ts";
 import { graphileLogger, logFunctions, type Logger } from "./logger.ts";
 
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export { PACKAGE_ROOT };
 export const MIGRATIONS_FOLDER = path.join(PACKAGE_ROOT, "migrations");
 
 /** Our triggers on graphile-worker's tables, each installed again by `migrate` when missing. */
@@ -30,21 +31,13 @@ async function expectedWorkerSchemaVersion(): Promise<number> {
   return Math.max(...files.filter((file) => /^\d{6}\.sql$/.test(file)).map((file) => Number(file.slice(0, 6))));
 }
 
-/** File names (`000001.sql` …) of our committed migrations, in order. */
-async function committedMigrations(): Promise<string[]> {
-  const files = await fs.readdir(path.join(MIGRATIONS_FOLDER, "committed"));
-  return files
-    .map((file) => /^(\d{6})(-.*)?\.sql$/.exec(file)?.[1])
-    .filter((number): number is string => number !== undefined)
-    .sort()
-    .map((number) => `${number}.sql`);
-}
-
 export interface MigrationStatus {
   workerSchema: number | null;
   expectedWorkerSchema: number;
   lastApplied: string | null;
   lastCommitted: string | null;
+  /** Where the applied chain departs from migrations/committed/ (migration-chain.ts). */
+  chain: ChainProblem[];
   current: boolean;
 }
 
@@ -60,19 +53,21 @@ async function scalar<T>(pool: pg.Pool, sql: string): Promise<T | null> {
 
 /** Whether both schemas are at the versions this code expects. */
 export async function migrationStatus(pool: pg.Pool): Promise<MigrationStatus> {
-  const [workerSchema, lastApplied, committed, expectedWorkerSchema] = await Promise.all([
+  const [workerSchema, lastApplied, committed, expectedWorkerSchema, chain] = await Promise.all([
     scalar<number>(pool, "select max(id) as value from graphile_worker.migrations"),
     scalar<string>(pool, "select max(filename) as value from graphile_migrate.migrations"),
-    committedMigrations(),
+    committedChain(MIGRATIONS_FOLDER),
     expectedWorkerSchemaVersion(),
+    checkMigrationChain(pool, MIGRATIONS_FOLDER),
   ]);
-  const lastCommitted = committed.at(-1) ?? null;
+  const lastCommitted = committed.at(-1)?.filename ?? null;
   return {
     workerSchema,
     expectedWorkerSchema,
     lastApplied,
     lastCommitted,
-    current: workerSchema === expectedWorkerSchema && lastApplied === lastCommitted,
+    chain,
+    current: workerSchema === expectedWorkerSchema && lastApplied === lastCommitted && chain.length === 0,
   };
 }
 
@@ -87,11 +82,20 @@ export async function migrate(
 ): Promise<MigrationStatus> {
   const log = logger.child({ component: "migrate" });
   const began = Date.now();
+  const migrationsFolder = options.migrationsFolder ?? MIGRATIONS_FOLDER;
+  // Before anything is applied: graphile-migrate would skip what a diverging chain hides.
+  const checkPool = createPool(url, { max: 1, applicationName: "steward migrate" });
+  try {
+    const problems = await checkMigrationChain(checkPool, migrationsFolder);
+    if (problems.length) throw new MigrationChainError(problems);
+  } finally {
+    await checkPool.end();
+  }
   await runMigrations({ connectionString: url, logger: graphileLogger(log) });
   try {
     await graphileMigrate.migrate({
       connectionString: url,
-      migrationsFolder: options.migrationsFolder ?? MIGRATIONS_FOLDER,
+      migrationsFolder,
       // `.gmrc` installs graphile-worker's schema in beforeAllMigrations for the DBA loop
       // (watch, commit, reset); here it has just been done above.
       beforeAllMigrations: [],

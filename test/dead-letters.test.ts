@@ -10,7 +10,6 @@ import { MIGRATIONS_FOLDER, migrate } from "../src/migrate.ts";
 import { payloadObject, requiredString } from "../src/worker/payload.ts";
 import { defineTask } from "../src/worker/task.ts";
 import type { RunningWorker } from "../src/worker/runner.ts";
-import { TASK_NAMES } from "../tasks/index.ts";
 import { runCommand } from "../src/cli/commands/run.ts";
 import {
   adminUrl,
@@ -623,12 +622,11 @@ describe("steward dlq", () => {
 describe("steward run --wait", () => {
   it("reports a job that ended in the dead letters and exits 1", async () => {
     worker = await startTestWorker(context.db, { tasks: [strict] });
-    // The command accepts the tasks in tasks/index.ts; this file's test task joins them here.
-    TASK_NAMES.push("test_strict");
+    // This file's test task is defined by the worker above, not by a module the command finds.
     const printed: string[] = [];
     const code = await runCommand.run(
       ["test_strict", '{"view": ""}'],
-      { wait: true, timeout: "30s" },
+      { wait: true, timeout: "30s", "any-task": true },
       {
         config: testConfig({ databaseUrl: context.db.url }),
         logger: testLogger(),

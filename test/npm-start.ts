@@ -85,7 +85,8 @@ export async function serverProcesses(cluster: string): Promise<number[]> {
 /**
  * A copy of this working tree inside a folder closed to other users (0700), as `git clone` into
  * `mktemp -d` or /root makes one; node_modules is hard-linked (a fresh `npm install` minus the
- * download), so its files sit behind the closed folder too.
+ * download), so its files sit behind the closed folder too, and dist/ copied (what the install's
+ * `prepare` builds).
  */
 export async function closedCopy(): Promise<{ parent: string; project: string; remove(): Promise<void> }> {
   const parent = await fs.mkdtemp(path.join(os.tmpdir(), "steward-closed-"));
@@ -110,5 +111,6 @@ export async function closedCopy(): Promise<{ parent: string; project: string; r
     await fs.rm(path.join(project, "node_modules"), { recursive: true, force: true });
     execFileSync("cp", ["-a", path.join(PACKAGE_ROOT, "node_modules"), project]);
   }
+  await fs.cp(path.join(PACKAGE_ROOT, "dist"), path.join(project, "dist"), { recursive: true });
   return { parent, project, remove: () => fs.rm(parent, { recursive: true, force: true }) };
 }

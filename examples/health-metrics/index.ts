@@ -4,13 +4,14 @@
 // confidence recalculation for everyone every minute.
 import fs from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type pg from "pg";
 import type { Config } from "../../src/config.ts";
 import { createPool } from "../../src/database.ts";
 import type { Logger } from "../../src/logger.ts";
+import { PACKAGE_ROOT } from "../../src/package-root.ts";
 
-const SCHEMA_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), "schema.sql");
+// From the package root: the compiled runner (dist/examples/…) reads the same file.
+const SCHEMA_FILE = path.join(PACKAGE_ROOT, "examples", "health-metrics", "schema.sql");
 const RECALCULATION = "metric_confidence";
 
 /** Installs (or updates) the example schema and its registrations. Safe to run on every start. */

@@ -1,5 +1,5 @@
 --! Previous: sha1:5af65df3091b527a176960bd29b95549fce92e83
---! Hash: sha1:4a9bdbd775ea8b0c8c8e5581f2b5b5042c902125
+--! Hash: sha1:a749bdf095e7d850e8ec75b4bb72e093c202f5fa
 --! Message: heartbeats
 
 -- Worker heartbeats and crash recovery: every worker pool keeps a row of steward.workers fresh,
@@ -16,12 +16,16 @@ create table steward.workers (
   host         text,
   pid          integer,
   started_at   timestamptz not null default pg_catalog.now(),
-  heartbeat_at timestamptz not null default pg_catalog.now()
+  heartbeat_at timestamptz not null default pg_catalog.now(),
+  tasks        text[] not null default '{}'
 );
 comment on table steward.workers is
   'One row per running steward worker pool (graphile-worker''s pool id, the locked_by of its jobs), refreshed by its heartbeat. A row older than the workers.heartbeat_timeout setting marks a dead worker; release_dead_workers unlocks its jobs. Plain graphile-worker processes have no row and are never touched.';
+comment on column steward.workers.tasks is
+  'The task identifiers the pool runs (built-ins and the team''s own), as its last heartbeat reported them: a job whose identifier no live pool lists waits for nobody (steward.unserved_jobs).';
 
-create function steward.worker_heartbeat(pool_id text, host text default null, pid integer default null)
+create function steward.worker_heartbeat(pool_id text, host text default null, pid integer default null,
+                                         tasks text[] default null)
 returns boolean
 language plpgsql
 volatile
@@ -31,17 +35,18 @@ begin
   if pool_id is null then
     raise exception 'worker_heartbeat needs a pool id' using errcode = '22004';
   end if;
-  update steward.workers w set heartbeat_at = pg_catalog.now() where w.pool_id = worker_heartbeat.pool_id;
+  update steward.workers w set heartbeat_at = pg_catalog.now(), tasks = coalesce(worker_heartbeat.tasks, w.tasks)
+   where w.pool_id = worker_heartbeat.pool_id;
   if found then
     return true;
   end if;
-  insert into steward.workers (pool_id, host, pid) values (pool_id, host, pid)
-  on conflict on constraint workers_pkey do update set heartbeat_at = pg_catalog.now();
+  insert into steward.workers (pool_id, host, pid, tasks) values (pool_id, host, pid, coalesce(tasks, '{}'))
+  on conflict on constraint workers_pkey do update set heartbeat_at = pg_catalog.now(), tasks = excluded.tasks;
   return false;
 end
 $$;
-comment on function steward.worker_heartbeat(text, text, integer) is
-  'A worker pool''s heartbeat: refreshes its row, or creates it. Returns false when there was no row: the first beat, or the pool was presumed dead and its jobs released.';
+comment on function steward.worker_heartbeat(text, text, integer, text[]) is
+  'A worker pool''s heartbeat: refreshes its row (and the task identifiers it runs, when given), or creates it. Returns false when there was no row: the first beat, or the pool was presumed dead and its jobs released.';
 
 create function steward.release_dead_workers()
 returns table (pool_id text, host text, pid integer, last_heartbeat_at timestamptz, released_jobs bigint)
@@ -113,10 +118,49 @@ comment on function steward.unregister_worker(text) is
 
 create view steward.worker_status as
 select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,
-       w.heartbeat_at >= pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout') as is_alive
+       w.heartbeat_at >= pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout') as is_alive,
+       w.tasks
   from steward.workers w;
 comment on view steward.worker_status is
   'Worker pools with a heartbeat row and whether each is alive (its last heartbeat is within workers.heartbeat_timeout; a stale one is about to be released by the next sweep). The one definition of a live worker.';
+
+-- Unserved jobs: graphile-worker only fetches the identifiers a worker knows, so a job for a task
+-- no worker runs waits forever without an error. Every pool reports its identifiers on its
+-- heartbeat, which makes that visible.
+create function steward.unserved_jobs()
+returns table (task_identifier text, jobs bigint, oldest_run_at timestamptz)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  with served as (
+    select coalesce(pg_catalog.array_agg(distinct t.task), '{}') as tasks
+      from steward.worker_status w
+     cross join lateral pg_catalog.unnest(w.tasks) as t(task)
+     where w.is_alive
+  )
+  select j.task_identifier, pg_catalog.count(*), pg_catalog.min(j.run_at)
+    from steward.job_states() j, served s
+   where j.state = 'ready' and j.task_identifier <> all (s.tasks)
+   group by j.task_identifier
+   order by j.task_identifier
+$$;
+comment on function steward.unserved_jobs() is
+  'Jobs that are due (state ready in steward.job_states()) for a task identifier no live steward worker runs (none lists it in steward.workers.tasks), by identifier: they wait until a worker that knows the task starts. With no live worker, every due job is here. Jobs meant for another fleet (plain graphile-worker processes, which have no heartbeat row) are listed too.';
+
+create function steward.unserved_job_metrics()
+returns table (metric text, kind text, help text, labels jsonb, value double precision)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select 'steward_jobs_unserved', 'gauge',
+         'Due jobs whose task identifier no live steward worker runs (they wait until one does), by task.',
+         pg_catalog.jsonb_build_object('task', u.task_identifier), u.jobs::float8
+    from steward.unserved_jobs() u
+$$;
+comment on function steward.unserved_job_metrics() is
+  'Metric source of unserved jobs: steward_jobs_unserved{task}, one series per identifier with due jobs no live worker runs (none when every due job has a worker).';
 
 create function steward.worker_metrics()
 returns table (metric text, kind text, help text, labels jsonb, value double precision)
@@ -136,7 +180,8 @@ comment on function steward.worker_metrics() is
   'Metric source of worker heartbeats: steward_workers{state} (alive, stale), both always present.';
 
 insert into steward.metric_sources (name, function, description) values
-  ('workers', 'steward.worker_metrics()', 'worker pools alive and stale, from their heartbeats')
+  ('workers', 'steward.worker_metrics()', 'worker pools alive and stale, from their heartbeats'),
+  ('unserved_jobs', 'steward.unserved_job_metrics()', 'due jobs for task identifiers no live worker runs')
 on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 -- Named queues: wake the workers when one is free again -----------------------------------------

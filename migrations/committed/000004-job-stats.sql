@@ -1,5 +1,5 @@
---! Previous: sha1:4a9bdbd775ea8b0c8c8e5581f2b5b5042c902125
---! Hash: sha1:6dfc3201b35bc77e76197507f3ddebfb30eeaf36
+--! Previous: sha1:a749bdf095e7d850e8ec75b4bb72e093c202f5fa
+--! Hash: sha1:0c077dbb7538966bb77f2115d0c826ead26f337b
 --! Message: job stats
 
 -- Job statistics: completed, failed and retried attempts per task and UTC day, with their

@@ -1,5 +1,5 @@
---! Previous: sha1:6dfc3201b35bc77e76197507f3ddebfb30eeaf36
---! Hash: sha1:a81e8d64932047be92215edfd3971e1b2a5c1524
+--! Previous: sha1:0c077dbb7538966bb77f2115d0c826ead26f337b
+--! Hash: sha1:a70a9da69a334bda69127a61d5808b34b2beb72d
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the

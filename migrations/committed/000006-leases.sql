@@ -1,5 +1,5 @@
---! Previous: sha1:a81e8d64932047be92215edfd3971e1b2a5c1524
---! Hash: sha1:bad75871a13ca444a3bab646b406394e832cbde8
+--! Previous: sha1:a70a9da69a334bda69127a61d5808b34b2beb72d
+--! Hash: sha1:d1ad92d6549dcbcddc7d9dea0995880d5a115462
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:bad75871a13ca444a3bab646b406394e832cbde8
---! Hash: sha1:e870b1b29018f81bd17240e396d27542d4cb2489
+--! Previous: sha1:d1ad92d6549dcbcddc7d9dea0995880d5a115462
+--! Hash: sha1:7489dcf918e565183a8792c99e04ebf6e4d2f2cf
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:e870b1b29018f81bd17240e396d27542d4cb2489
---! Hash: sha1:b1cffa7604027e8250e150ef14c1667db0a2a40f
+--! Previous: sha1:7489dcf918e565183a8792c99e04ebf6e4d2f2cf
+--! Hash: sha1:d9bad081422d47f82d681c17db3d880a4fe4f08b
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

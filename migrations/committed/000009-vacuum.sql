@@ -1,5 +1,5 @@
---! Previous: sha1:b1cffa7604027e8250e150ef14c1667db0a2a40f
---! Hash: sha1:e814aa4ccae08c44b3ecd44b4676454b59e80698
+--! Previous: sha1:d9bad081422d47f82d681c17db3d880a4fe4f08b
+--! Hash: sha1:8eb4cb9e2d5ef7a70518d55971833dafa715519b
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

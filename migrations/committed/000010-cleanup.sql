@@ -1,5 +1,5 @@
---! Previous: sha1:e814aa4ccae08c44b3ecd44b4676454b59e80698
---! Hash: sha1:48452103b3647e11f3345d2e475f4e74720423fa
+--! Previous: sha1:8eb4cb9e2d5ef7a70518d55971833dafa715519b
+--! Hash: sha1:51a2d5f76aaa258ad68849a761e0a873baed4bc8
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

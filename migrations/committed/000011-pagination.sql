@@ -1,5 +1,5 @@
---! Previous: sha1:48452103b3647e11f3345d2e475f4e74720423fa
---! Hash: sha1:e410aad425d6a892bf9ab253f771c1b298805667
+--! Previous: sha1:51a2d5f76aaa258ad68849a761e0a873baed4bc8
+--! Hash: sha1:92b9341ad858c1945617a376d5c2f38a5aca4671
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

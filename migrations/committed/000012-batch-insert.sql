@@ -1,5 +1,5 @@
---! Previous: sha1:e410aad425d6a892bf9ab253f771c1b298805667
---! Hash: sha1:bb0620e901eecf73d6f187ca069495d90d7a72b1
+--! Previous: sha1:92b9341ad858c1945617a376d5c2f38a5aca4671
+--! Hash: sha1:b263b028d50a644b209af1b292c65e42c03f78b5
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:bb0620e901eecf73d6f187ca069495d90d7a72b1
---! Hash: sha1:9489c854b887afe9db67a08438198fcdf797f794
+--! Previous: sha1:b263b028d50a644b209af1b292c65e42c03f78b5
+--! Hash: sha1:3507313591a6e2e4ca0b8cbc53d4bbb3cb9af365
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

@@ -1,5 +1,5 @@
---! Previous: sha1:9489c854b887afe9db67a08438198fcdf797f794
---! Hash: sha1:6ae67e0110e6190f128b1a3f8f21069c8f31d4b6
+--! Previous: sha1:3507313591a6e2e4ca0b8cbc53d4bbb3cb9af365
+--! Hash: sha1:7d130243860b7e4a5b607ebc0890e859710d96b3
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

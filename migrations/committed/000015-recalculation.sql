@@ -1,5 +1,5 @@
---! Previous: sha1:6ae67e0110e6190f128b1a3f8f21069c8f31d4b6
---! Hash: sha1:e443ec8bc43b94d34c8f3f23c4a8c540da9a1103
+--! Previous: sha1:7d130243860b7e4a5b607ebc0890e859710d96b3
+--! Hash: sha1:54a556367af541618f73683ff14ff5f424a198b6
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

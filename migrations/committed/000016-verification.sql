@@ -1,5 +1,5 @@
---! Previous: sha1:e443ec8bc43b94d34c8f3f23c4a8c540da9a1103
---! Hash: sha1:76d5f8bff2bf7c669d376aef29d12bf876485c88
+--! Previous: sha1:54a556367af541618f73683ff14ff5f424a198b6
+--! Hash: sha1:3fb54701cc7f7cab47d1ceaae7ad6e388fd8e36e
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -358,6 +358,20 @@ begin
   end if;
   return next;
 
+  name := 'unserved jobs';
+  select pg_catalog.string_agg(pg_catalog.format('%s (%s)', u.task_identifier, u.jobs), ', ' order by u.task_identifier)
+    into detail
+    from steward.unserved_jobs() u;
+  if detail is null then
+    status := 'ok';
+    detail := 'every due job is for a task a live worker runs';
+  else
+    status := 'warn';
+    detail := 'due jobs for tasks no live worker runs, waiting until one does: ' || detail
+              || '; fix: start a worker with that task (a module in STEWARD_TASKS_DIR), or remove the jobs (select graphile_worker.permanently_fail_jobs(...))';
+  end if;
+  return next;
+
   name := 'pg_stat_statements';
   if exists (select from pg_catalog.pg_extension e where e.extname = 'pg_stat_statements') then
     status := 'ok';
@@ -370,7 +384,7 @@ begin
 end
 $$;
 comment on function steward.verify_installation() is
-  'Checks that pg-steward is in place and safe: versions, the SPEC''s functions and tables, graphile-worker''s schema and the dead-letter trigger, the unique indexes of registered views, the triggers of tracked tables, pinned search_path, that steward_client and PUBLIC reach nothing but the client functions, cleanup and recalculation registries, circuits against their cap, live workers, pg_stat_statements. One row per check: ok, warn or fail, and for a problem a detail naming the object and the fix.';
+  'Checks that pg-steward is in place and safe: versions, the SPEC''s functions and tables, graphile-worker''s schema and the dead-letter trigger, the unique indexes of registered views, the triggers of tracked tables, pinned search_path, that steward_client and PUBLIC reach nothing but the client functions, cleanup and recalculation registries, circuits against their cap, live workers, due jobs no live worker runs, pg_stat_statements. One row per check: ok, warn or fail, and for a problem a detail naming the object and the fix.';
 
 create function steward.status()
 returns jsonb
@@ -400,8 +414,12 @@ as $$
                where j.state = 'running') as r), '[]'::jsonb),
     'workers', coalesce((
       select pg_catalog.jsonb_agg(w order by w.started_at)
-        from (select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at, w.is_alive as alive
+        from (select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at, w.is_alive as alive, w.tasks
                 from steward.worker_status w) as w), '[]'::jsonb),
+    'unserved', coalesce((
+      select pg_catalog.jsonb_agg(u order by u.task)
+        from (select u.task_identifier as task, u.jobs, u.oldest_run_at
+                from steward.unserved_jobs() u) as u), '[]'::jsonb),
     'dead_letters', coalesce((
       select pg_catalog.jsonb_agg(d order by d.count desc, d.task)
         from (select d.source, coalesce(d.task_identifier, d.source) as task, pg_catalog.count(*) as count,
@@ -436,7 +454,7 @@ as $$
     || pg_catalog.jsonb_build_object('rate_limit_denials', steward.rate_limit_denial_summary(10));
 $$;
 comment on function steward.status() is
-  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue, task and state (as steward.job_states() defines them), running jobs and their workers, worker heartbeats, dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits (at most 50 listed, open ones first, and their totals), the most denied rate-limit policies and keys of the last hour, the last vacuum, the last run of each recalculation.';
+  'The state of the system in one jsonb document, for `steward status` and for psql (select jsonb_pretty(steward.status())): queue depth by queue, task and state (as steward.job_states() defines them), running jobs and their workers, worker heartbeats (with the tasks each runs), due jobs no live worker runs (unserved), dead letters by task, pending invalidations and the oldest one''s age, registered views and their staleness, circuits (at most 50 listed, open ones first, and their totals), the most denied rate-limit policies and keys of the last hour, the last vacuum, the last run of each recalculation.';
 
 -- Health: the database's part of the worker's /readyz ---------------------------------------------
 

@@ -1,5 +1,5 @@
---! Previous: sha1:76d5f8bff2bf7c669d376aef29d12bf876485c88
---! Hash: sha1:b160e127d826496dc91eafb6525f4b47e6a3bc94
+--! Previous: sha1:3fb54701cc7f7cab47d1ceaae7ad6e388fd8e36e
+--! Hash: sha1:d3689ace1954a50d2466f58811160baabffb8ba4
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run

@@ -20,8 +20,6 @@ export interface CommandContext {
 
 export interface Command {
   name: string;
-  /** One line for the command list. */
-  summary: string;
   /** The synopsis, e.g. `run <task> [json-payload] [--wait]`, and option lines. */
   usage: string;
   options?: Options;

@@ -1,17 +1,17 @@
 // `steward <command>`: exit 0 on success, 1 on failure, 2 on bad arguments (with usage).
 import { parseArgs } from "node:util";
-import { COMMANDS } from "./commands/index.ts";
+import { COMMANDS, type CommandEntry } from "./commands/index.ts";
 import type { Command, CommandContext } from "./command.ts";
 import { loadConfig } from "../config.ts";
 import { ConfigError, UsageError } from "../errors.ts";
-import { createLogger } from "../logger.ts";
 
 /** Commands that run for long and log as their main output (to stdout, for journald). */
 const DAEMONS = new Set(["start", "worker"]);
 
 function usage(command?: Command): string {
   if (command) {
-    return `usage: steward ${command.usage}\n\n${command.summary}\n`;
+    const summary = COMMANDS.find((entry) => entry.name === command.name)?.summary ?? "";
+    return `usage: steward ${command.usage}\n\n${summary}\n`;
   }
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
@@ -43,14 +43,15 @@ async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
     const topic = COMMANDS.find((c) => c.name === rest[0]);
-    process.stdout.write(usage(topic));
+    process.stdout.write(usage(await topic?.load()));
     return name === undefined ? 2 : 0;
   }
-  const command = COMMANDS.find((c) => c.name === name);
-  if (!command) {
+  const entry: CommandEntry | undefined = COMMANDS.find((c) => c.name === name);
+  if (!entry) {
     process.stderr.write(`steward: unknown command "${name}"\n\n${usage()}`);
     return 2;
   }
+  const command = await entry.load();
   let positionals: string[];
   let values: Record<string, string | boolean | string[] | boolean[] | undefined>;
   try {
@@ -88,6 +89,8 @@ async function main(argv: string[]): Promise<number> {
     throw error;
   }
   const daemon = DAEMONS.has(name);
+  // Imported here: `steward --help` and bad arguments load no logger.
+  const { createLogger } = await import("../logger.ts");
   const logger = createLogger(config.logLevel, { destination: daemon ? 1 : 2 });
   const context: CommandContext = {
     config,
@@ -98,8 +101,13 @@ async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(positionals, values, context);
   } catch (error) {
-    if (error instanceof UsageError || error instanceof ConfigError) {
+    if (error instanceof UsageError) {
       process.stderr.write(`steward ${name}: ${error.message}\n\n${usage(command)}`);
+      return 2;
+    }
+    // A setting, task module or crontab line it cannot use: the message names it; usage would not help.
+    if (error instanceof ConfigError) {
+      process.stderr.write(`steward ${name}: ${error.message}\n`);
       return 2;
     }
     logger.debug({ err: error }, "command failed");

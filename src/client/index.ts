@@ -1,4 +1,4 @@
-// What application code imports: the future `pg-steward` package entry. Each export binds steward
+// What application code imports: the `pg-steward` package entry. Each export binds steward
 // SQL functions a role holding steward_client may execute (rate limits, leases, circuits, pages),
 // except the jobs helpers, which need a role that may add jobs (graphile_worker.add_job).
 export { RateLimitArgumentError, RateLimiter } from "./rate-limits.ts";
@@ -13,3 +13,5 @@ export { page, pages } from "./pagination.ts";
 export type { Page, PageOptions } from "./pagination.ts";
 export { enqueueJob, jobOutcome, waitForJob } from "./jobs.ts";
 export type { EnqueueOptions, JobOutcome } from "./jobs.ts";
+export { batchInsert, enqueueInvalidation } from "./writes.ts";
+export type { BatchInsertOptions } from "./writes.ts";

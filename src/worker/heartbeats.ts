@@ -28,8 +28,10 @@ function heartbeatInterval(timeoutMs: number): number {
   return Math.min(10_000, Math.max(100, Math.floor(timeoutMs / 6)));
 }
 
-export function startHeartbeat(options: { pool: pg.Pool; logger: Logger }): Heartbeat {
+export function startHeartbeat(options: { pool: pg.Pool; logger: Logger; tasks?: string[] }): Heartbeat {
   const { pool } = options;
+  // Recorded on every beat: `steward status`, /metrics and verify find jobs no live worker runs.
+  const tasks = options.tasks ?? null;
   const logger = options.logger.child({ component: "heartbeat" });
   const host = os.hostname();
   const poolIds: string[] = [];
@@ -42,8 +44,8 @@ export function startHeartbeat(options: { pool: pg.Pool; logger: Logger }): Hear
 
   async function beat(ids: string[]): Promise<void> {
     const { rows } = await pool.query<{ pool_id: string; existed: boolean }>(
-      `select p.pool_id, steward.worker_heartbeat(p.pool_id, $2, $3) as existed from unnest($1::text[]) as p(pool_id)`,
-      [ids, host, process.pid],
+      `select p.pool_id, steward.worker_heartbeat(p.pool_id, $2, $3, $4) as existed from unnest($1::text[]) as p(pool_id)`,
+      [ids, host, process.pid, tasks],
     );
     for (const row of rows) {
       if (!row.existed && seen.has(row.pool_id)) {

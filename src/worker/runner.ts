@@ -2,16 +2,17 @@
 import { EventEmitter } from "node:events";
 import { run, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from "graphile-worker";
 import type pg from "pg";
-import { TASKS } from "../../tasks/index.ts";
-import type { Config } from "../config.ts";
+import { loadConfig, type Config } from "../config.ts";
 import { createPool } from "../database.ts";
 import { startHealthServer, type HealthServer } from "./health.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeats.ts";
 import { InvalidationDrainer, sinksFromConfig } from "./invalidations.ts";
 import { JobStats } from "./job-stats.ts";
-import { graphileLogger, type Logger } from "../logger.ts";
+import { createLogger, graphileLogger, type Logger } from "../logger.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
-import { cronItems, effectiveSchedules, schedulesOf, type Schedule } from "./schedules.ts";
+import { checkCrontabTasks, crontabPath, parseCrontabText, readCrontab, type CrontabEntry } from "./crontab.ts";
+import { planSchedules, schedulesOf, type Schedule } from "./schedules.ts";
+import { loadTasks } from "./task-files.ts";
 import { buildTaskList, type OutcomeObserver, type TaskDefinition } from "./task.ts";
 
 /** A reading of steward.metrics() (or its connection) that takes longer fails: the scrape shows no database series. */
@@ -19,12 +20,16 @@ const METRICS_STATEMENT_TIMEOUT_MS = 10_000;
 
 export interface WorkerOptions {
   url: string;
-  config: Config;
-  logger: Logger;
-  /** Defaults to every task in tasks/. */
+  /** Settings; those not given are read from the environment (loadConfig). */
+  config?: Partial<Config>;
+  /** Defaults to JSON lines on stdout at LOG_LEVEL. */
+  logger?: Logger;
+  /** Defaults to the built-in tasks plus the team's task modules (STEWARD_TASKS_DIR). */
   tasks?: TaskDefinition<unknown>[];
   /** Defaults to the schedules the tasks carry; environment overrides apply either way. */
   schedules?: Schedule[];
+  /** The team's crontab: its text, or lines already parsed; defaults to the STEWARD_CRONTAB file. */
+  crontab?: string | CrontabEntry[];
   /** Start the HTTP server (default true). */
   health?: boolean;
   /** How often the job statistics are added to the database (default 5 s). */
@@ -49,8 +54,18 @@ export interface RunningWorker {
 }
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
-  const { config } = options;
-  const logger = options.logger.child({ component: "worker" });
+  const config: Config = { ...loadConfig(), ...options.config };
+  const logger = (options.logger ?? createLogger(config.logLevel)).child({ component: "worker" });
+  // Tasks and schedules first: a module or crontab line that cannot be used stops the worker
+  // before it connects to anything.
+  const tasks = options.tasks ?? (await loadTasks(config));
+  const crontabFile = typeof options.crontab === "string" ? "crontab" : (crontabPath(config) ?? "crontab");
+  const crontab =
+    typeof options.crontab === "string"
+      ? parseCrontabText(options.crontab, crontabFile)
+      : (options.crontab ?? (await readCrontab(config)));
+  checkCrontabTasks(crontab, tasks, crontabFile);
+  const schedules = planSchedules(options.schedules ?? schedulesOf(tasks), crontab, crontabFile);
   const pool = createPool(options.url, {
     max: config.concurrency + 4,
     applicationName: "steward worker",
@@ -94,7 +109,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     metrics.recordJob(task, outcome, ms);
     stats.record(task, outcome, ms);
   };
-  const heartbeat = startHeartbeat({ pool: housekeeping, logger });
+  const heartbeat = startHeartbeat({ pool: housekeeping, logger, tasks: tasks.map((task) => task.identifier) });
   // The pool id is the locked_by of its jobs: beat for it before it has run anything for long.
   events.on("pool:create", ({ workerPool }) => void heartbeat.add(workerPool.id));
   const statsTimer = setInterval(() => void stats.flush(), options.statsFlushMs ?? 5000);
@@ -107,8 +122,6 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     await housekeeping.end().catch(() => undefined);
   };
 
-  const tasks = options.tasks ?? TASKS;
-  const schedules = effectiveSchedules(options.schedules ?? schedulesOf(tasks));
   const taskList: TaskList = buildTaskList(tasks, logger, pool, config, observe);
   // Jobs locked ahead go back to the queue after a minute if this worker's slots stay busy, so
   // long jobs here do not hold them from idle workers elsewhere for graphile-worker's 5 minutes.
@@ -119,7 +132,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       pgPool: pool,
       concurrency: config.concurrency,
       taskList,
-      parsedCronItems: cronItems(schedules),
+      parsedCronItems: schedules.map((schedule) => schedule.item),
       noHandleSignals: true,
       events,
       logger: graphileLogger(logger),
@@ -145,7 +158,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       localQueue: localQueue?.size ?? 0,
       completeBatchDelayMs: config.completeBatchDelayMs,
       tasks: Object.keys(taskList),
-      schedules: schedules.map((s) => `${s.task} ${s.enabled ? s.pattern : "off"}`),
+      schedules: schedules.map((s) => `${s.identifier} ${s.pattern} (${s.source})`),
     },
     "worker running",
   );

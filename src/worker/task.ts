@@ -4,7 +4,7 @@ import type { Job, JobHelpers, Task, TaskList } from "graphile-worker";
 import type pg from "pg";
 import type { Config } from "../config.ts";
 import { failJobPermanently } from "./dead-letters.ts";
-import { PermanentError } from "../errors.ts";
+import { isPermanentError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 
 export interface TaskContext {
@@ -31,7 +31,21 @@ export interface TaskDefinition<P = unknown> {
   run(payload: P, context: TaskContext): Promise<object | void>;
 }
 
-export function defineTask<P>(definition: TaskDefinition<P>): TaskDefinition<P> {
+/**
+ * A task module's definition: a team's task file exports one (its file name is the identifier,
+ * so `identifier` may be left out; without `parse` the payload is passed on unchecked).
+ */
+export interface TaskSpec<P = unknown> {
+  identifier?: string;
+  description?: string;
+  parse?(payload: unknown): P;
+  run(payload: P, context: TaskContext): Promise<object | void>;
+}
+
+/** A task with payload checking; `run` gets what `parse` returned. */
+export function defineTask<P>(definition: TaskDefinition<P>): TaskDefinition<P>;
+export function defineTask<P>(definition: TaskSpec<P>): TaskSpec<P>;
+export function defineTask<P>(definition: TaskSpec<P>): TaskSpec<P> {
   return definition;
 }
 
@@ -92,7 +106,7 @@ export function buildTaskList(
         if (logger.isLevelEnabled("info"))
           attempt.logger.info({ ...summary, ms: Math.round(ms) }, `${identifier} done`);
       } catch (error) {
-        if (error instanceof PermanentError) {
+        if (isPermanentError(error)) {
           // Retrying cannot help: this attempt is the last, and its failure moves the job to
           // the dead letters. If that cannot be recorded, the job retries as usual.
           let final = false;

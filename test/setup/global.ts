@@ -1,6 +1,7 @@
 // Starts the PostgreSQL the tests use (embedded, in a temp folder, unless TEST_DATABASE_URL
 // names one), migrates a template database once, and hands its name to the test files, which
 // each copy it (test/helpers.ts).
+import { execFileSync } from "node:child_process";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -8,7 +9,7 @@ import pg from "pg";
 import type { TestProject } from "vitest/node";
 import { startEmbedded, withDatabase, type EmbeddedServer } from "../../src/embedded.ts";
 import { createLogger } from "../../src/logger.ts";
-import { migrate } from "../../src/migrate.ts";
+import { migrate, PACKAGE_ROOT } from "../../src/migrate.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -20,6 +21,16 @@ declare module "vitest" {
 }
 
 export default async function setup(project: TestProject) {
+  // Tests that run `steward` as a child process run bin/steward.js, which runs dist/: build it
+  // from the sources under test (incremental: a second run with nothing changed takes ~2 s).
+  execFileSync(
+    process.execPath,
+    [path.join(PACKAGE_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"],
+    {
+      cwd: PACKAGE_ROOT,
+      stdio: "inherit",
+    },
+  );
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? "warn", { destination: 2 });
   let server: EmbeddedServer | undefined;
   let dir: string | undefined;

@@ -42,7 +42,6 @@ function actorCell(entry: AuditEntry): string {
 
 export const auditCommand: Command = {
   name: "audit",
-  summary: "the audit log: who replayed, purged, registered, changed or ran what, newest first",
   usage:
     "audit [--since D] [--action A] [--actor X] [--request-id R] [--max N] [--json]\n" +
     "  --since D         only entries since a duration ago (30m, 24h, 7d) or a date or time\n" +

@@ -1,15 +1,40 @@
 // `steward bench [--quick] [--json FILE] [--only NAME[,NAME]] [--rounds N]`
 import fs from "node:fs/promises";
 import os from "node:os";
-import { SCENARIOS } from "../../../bench/index.ts";
-import { benchContext, runScenario, type ScenarioResult } from "../../../bench/run.ts";
-import { scratchDatabase } from "../../../bench/scratch.ts";
+import type { ScenarioResult } from "../../../bench/run.ts";
 import { formatDuration } from "../../duration.ts";
-import { UsageError } from "../../errors.ts";
+import { StewardError, UsageError } from "../../errors.ts";
 import { openDatabase } from "../../database.ts";
 import { textTable } from "../text-table.ts";
 import type { Command } from "../command.ts";
 import { integerOption } from "../options.ts";
+
+/** Libraries only the benchmarks' baselines use: development dependencies, absent from an installed package. */
+const BENCH_LIBRARIES = ["rate-limiter-flexible", "pg-copy-streams"];
+
+/**
+ * The benchmark code, loaded only when `steward bench` runs: no other command pays for it, and
+ * an installed package without the development dependencies says so instead of crashing.
+ */
+async function loadBench() {
+  try {
+    const [{ SCENARIOS }, { benchContext, runScenario }, { scratchDatabase }] = await Promise.all([
+      import("../../../bench/index.ts"),
+      import("../../../bench/run.ts"),
+      import("../../../bench/scratch.ts"),
+    ]);
+    return { SCENARIOS, benchContext, runScenario, scratchDatabase };
+  } catch (error) {
+    const missing = BENCH_LIBRARIES.find((name) => (error as Error).message.includes(`'${name}'`));
+    if ((error as { code?: string }).code === "ERR_MODULE_NOT_FOUND" && missing) {
+      throw new StewardError(
+        "BENCH_UNAVAILABLE",
+        `the benchmarks need pg-steward's development dependencies (${BENCH_LIBRARIES.join(", ")}; "${missing}" is not installed): run \`steward bench\` from a clone of pg-steward after \`npm install\`, or install them beside this package`,
+      );
+    }
+    throw error;
+  }
+}
 
 function format(value: number): string {
   if (!Number.isFinite(value)) return String(value);
@@ -27,7 +52,6 @@ function resultTable(results: ScenarioResult[]): string {
 
 export const benchCommand: Command = {
   name: "bench",
-  summary: "run the benchmark suite: ours against a baseline, side by side in one run",
   usage:
     "bench [--quick] [--json FILE] [--only NAME[,NAME…]] [--rounds N]\n" +
     "  --quick       smaller data and fewer rounds: the whole suite within 60 s on 2 cores\n" +
@@ -42,6 +66,7 @@ export const benchCommand: Command = {
   },
   positionals: [0, 0],
   async run(_positionals, values, context) {
+    const { SCENARIOS, benchContext, runScenario, scratchDatabase } = await loadBench();
     const quick = Boolean(values.quick);
     const only = (values.only as string | undefined)
       ?.split(",")

@@ -55,7 +55,6 @@ async function list(values: Record<string, unknown>, context: CommandContext): P
 
 export const dlqCommand: Command = {
   name: "dlq",
-  summary: "the dead-letter queue: list, show, replay or purge jobs that failed for good",
   usage:
     "dlq list [--after CURSOR] [--max N] | show <id> | replay <id> | purge --older-than <interval>\n" +
     "  list                     dead letters, newest first, N a page (default 50); --after pages on\n" +

@@ -4,15 +4,7 @@ import fs from "node:fs/promises";
 import { openDatabase } from "../../database.ts";
 import { formatDuration, parseDuration } from "../../duration.ts";
 import { UsageError } from "../../errors.ts";
-import {
-  breaches,
-  runLoad,
-  type LoadPlan,
-  type LoadReport,
-  type LoadStage,
-  type Percentiles,
-} from "../../../bench/load.ts";
-import { startSqlDriver } from "../../../bench/load-sql.ts";
+import type { LoadPlan, LoadReport, LoadStage, Percentiles } from "../../../bench/load.ts";
 import { textTable } from "../text-table.ts";
 import type { Command } from "../command.ts";
 import { durationOption, integerOption, numberOption, requireUnit } from "../options.ts";
@@ -108,7 +100,6 @@ function stageTable(report: LoadReport): string {
 
 export const loadCommand: Command = {
   name: "load",
-  summary: "the pre-launch load test: simulated users on the client functions while a worker drains and refreshes",
   usage:
     "load [--users 10000] [--connections 32] [--duration 30s] | [--stages 1000:2m,5000:5m,10000:12m [--think 1s]]\n" +
     "     [--max-p95-ms N] [--max-error-rate R] [--json FILE]\n" +
@@ -145,6 +136,11 @@ export const loadCommand: Command = {
     }
     const users = plan.kind === "flat" ? plan.users : Math.max(...plan.stages.map((stage) => stage.users));
 
+    // Loaded only when `steward load` runs: no other command pays for the load test's code.
+    const [{ breaches, runLoad }, { startSqlDriver }] = await Promise.all([
+      import("../../../bench/load.ts"),
+      import("../../../bench/load-sql.ts"),
+    ]);
     const database = await openDatabase(context.config, context.logger);
     let report: LoadReport;
     try {

@@ -3,7 +3,6 @@ import { withDatabasePool, type Command } from "../command.ts";
 
 export const migrateCommand: Command = {
   name: "migrate",
-  summary: "install or upgrade graphile-worker's schema, then pg-steward's migrations",
   usage: "migrate",
   positionals: [0, 0],
   async run(_positionals, _values, context) {

@@ -51,7 +51,6 @@ function progressPrinter(context: CommandContext) {
 
 export const recalcCommand: Command = {
   name: "recalc",
-  summary: "start (or join) a recalculation run and follow it; exit 0 when it completed, 1 when it failed",
   usage:
     "recalc <name> [--all | --keys JSON] [--no-wait] [--timeout D]\n" +
     "  --all         recalculate every key the recalculation's keys_sql yields\n" +

@@ -1,8 +1,9 @@
 // `steward run <task> [json-payload] [--wait]`: enqueue a job by hand.
-import { TASK_NAMES, TASKS } from "../../../tasks/index.ts";
 import { formatDuration } from "../../duration.ts";
-import { PermanentError, UsageError } from "../../errors.ts";
+import { isPermanentError, UsageError } from "../../errors.ts";
 import { enqueueJob, waitForJob } from "../../client/jobs.ts";
+import type { TaskDefinition } from "../../worker/task.ts";
+import { loadTasks } from "../../worker/task-files.ts";
 import { withDatabasePool, type Command } from "../command.ts";
 import { durationOption, integerOption, jsonOption } from "../options.ts";
 
@@ -19,38 +20,42 @@ function parsePayload(text: string | undefined): unknown {
  * Refuses a payload the task's own check would refuse: enqueued, it would only become a dead
  * letter after one attempt. Tasks this process does not define are checked by their worker.
  */
-function checkPayload(task: string, payload: unknown): void {
-  const definition = TASKS.find((candidate) => candidate.identifier === task);
+function checkPayload(definition: TaskDefinition<unknown> | undefined, payload: unknown): void {
   try {
     definition?.parse(payload);
   } catch (error) {
-    if (error instanceof PermanentError) throw new UsageError(error.message);
+    if (isPermanentError(error)) throw new UsageError(error.message);
     throw error;
   }
 }
 
 export const runCommand: Command = {
   name: "run",
-  summary: "enqueue a job; with --wait, wait for its end and exit by its outcome",
   usage:
-    "run <task> [json-payload] [--wait] [--timeout 10m] [--max-attempts N]\n" +
+    "run <task> [json-payload] [--wait] [--timeout 10m] [--max-attempts N] [--any-task]\n" +
     "  --wait            wait until the job completed (exit 0) or failed for good (exit 1)\n" +
     "  --timeout D       how long --wait waits (default 10m; exit 3 when it runs out)\n" +
-    "  --max-attempts N  attempts before the job fails for good (default graphile-worker's 25)",
+    "  --max-attempts N  attempts before the job fails for good (default graphile-worker's 25)\n" +
+    "  --any-task        enqueue a task this installation does not define (another fleet of workers runs it)",
   options: {
     wait: { type: "boolean" },
     timeout: { type: "string" },
     "max-attempts": { type: "string" },
+    "any-task": { type: "boolean" },
   },
   positionals: [1, 2],
   async run([task, payloadText], values, context) {
     const payload = parsePayload(payloadText);
-    if (!TASK_NAMES.includes(task!)) {
+    // The built-ins and the team's task modules (STEWARD_TASKS_DIR), as the worker would find them.
+    const tasks = await loadTasks(context.config);
+    const definition = tasks.find((candidate) => candidate.identifier === task);
+    if (!definition && !values["any-task"]) {
       throw new UsageError(
-        `unknown task "${task}"; tasks: ${TASK_NAMES.length ? TASK_NAMES.join(", ") : "(none registered)"}`,
+        `unknown task "${task}": no worker started here would run it, and the job would wait forever; tasks: ${tasks.map((t) => t.identifier).join(", ")}. ` +
+          "Add a module to STEWARD_TASKS_DIR, or pass --any-task if another fleet of workers runs it",
       );
     }
-    checkPayload(task!, payload);
+    checkPayload(definition, payload);
     const timeoutMs = durationOption(values.timeout, "--timeout", "10m");
     const maxAttempts = integerOption(values["max-attempts"], "--max-attempts", { min: 1, max: 32767 });
     return withDatabasePool(context, async (pool) => {

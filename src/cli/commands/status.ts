@@ -1,6 +1,10 @@
-// `steward status [--json]`: what the system is doing, from steward.status().
+// `steward status [--json]`: what the system is doing, from steward.status(), and the schedules
+// this environment's configuration gives a worker (built-ins, STEWARD_CRON_*, the crontab).
+import { TASKS } from "../../../tasks/index.ts";
 import { formatDuration } from "../../duration.ts";
-import { textTable } from "../text-table.ts";
+import { crontabPath, nextRun, readCrontab } from "../../worker/crontab.ts";
+import { planSchedules, schedulesOf } from "../../worker/schedules.ts";
+import { textTable, timeCell } from "../text-table.ts";
 import { withDatabasePool, type Command } from "../command.ts";
 
 interface Status {
@@ -31,7 +35,9 @@ interface Status {
     started_at: string;
     heartbeat_at: string;
     alive: boolean;
+    tasks: string[];
   }>;
+  unserved: Array<{ task: string; jobs: number; oldest_run_at: string }>;
   dead_letters: Array<{ source: string; task: string; count: number; last_failed_at: string }>;
   invalidations: { pending: number; due: number; claimed: number; oldest_age_seconds: number | null };
   views: Array<{
@@ -82,6 +88,51 @@ function since(at: string | null, now: number): string {
   return at ? age((now - Date.parse(at)) / 1000) : "-";
 }
 
+/** A schedule as `steward status` shows it. */
+interface ScheduleRow {
+  identifier: string;
+  task: string;
+  pattern: string;
+  payload: Record<string, unknown> | null;
+  source: string;
+  next_run: string | null;
+}
+
+async function scheduleRows(config: Parameters<typeof readCrontab>[0], now: Date): Promise<ScheduleRow[]> {
+  const planned = planSchedules(schedulesOf(TASKS), await readCrontab(config), crontabPath(config));
+  return planned.map((schedule) => ({
+    identifier: schedule.identifier,
+    task: schedule.task,
+    pattern: schedule.pattern,
+    payload: schedule.payload,
+    source: schedule.source,
+    next_run: nextRun(schedule.item, now)?.toISOString() ?? null,
+  }));
+}
+
+function formatSchedules(schedules: ScheduleRow[], now: number): string[] {
+  const until = (at: string | null) =>
+    at ? `in ${age((Date.parse(at) - now) / 1000)} (${timeCell(new Date(at))})` : "-";
+  return [
+    "Schedules (of a worker started with this environment)",
+    ...(schedules.length
+      ? textTable(
+          [
+            ["identifier", "pattern", "task", "next run", "from"],
+            ...schedules.map((s) => [
+              s.identifier,
+              s.pattern,
+              s.task + (s.payload && Object.keys(s.payload).length ? ` ${JSON.stringify(s.payload)}` : ""),
+              until(s.next_run),
+              s.source,
+            ]),
+          ],
+          { indent: "  " },
+        )
+      : ["  none"]),
+  ];
+}
+
 function formatStatus(status: Status): string {
   const now = Date.parse(status.at);
   const lines: string[] = [];
@@ -119,10 +170,16 @@ function formatStatus(status: Status): string {
     ...(status.workers.length
       ? status.workers.map(
           (w) =>
-            `  ${w.host ?? "?"}:${w.pid ?? "?"} (${w.pool_id}) ${w.alive ? "alive" : "NOT BEATING"}, last beat ${since(w.heartbeat_at, now)} ago, up ${since(w.started_at, now)}`,
+            `  ${w.host ?? "?"}:${w.pid ?? "?"} (${w.pool_id}) ${w.alive ? "alive" : "NOT BEATING"}, last beat ${since(w.heartbeat_at, now)} ago, up ${since(w.started_at, now)}, ${w.tasks.length} tasks`,
         )
       : ["  none running"]),
   );
+  if (status.unserved.length) {
+    lines.push("Jobs no live worker runs (they wait until a worker with the task starts)");
+    lines.push(
+      ...status.unserved.map((u) => `  ${u.task}: ${u.jobs} due, the oldest for ${since(u.oldest_run_at, now)}`),
+    );
+  }
   lines.push("Dead letters (not replayed)");
   lines.push(
     ...(status.dead_letters.length
@@ -201,7 +258,6 @@ function formatStatus(status: Status): string {
 
 export const statusCommand: Command = {
   name: "status",
-  summary: "queue depths, running jobs, workers, dead letters, invalidations, views, circuits, vacuum",
   usage: "status [--json]\n  --json  print steward.status() as JSON",
   options: { json: { type: "boolean" } },
   positionals: [0, 0],
@@ -209,7 +265,12 @@ export const statusCommand: Command = {
     return withDatabasePool(context, async (pool) => {
       const { rows } = await pool.query<{ status: Status }>("select steward.status() as status");
       const status = rows[0]!.status;
-      context.print(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
+      const schedules = await scheduleRows(context.config, new Date(status.at));
+      context.print(
+        values.json
+          ? JSON.stringify({ ...status, schedules }, null, 2)
+          : `${formatStatus(status)}\n${formatSchedules(schedules, Date.parse(status.at)).join("\n")}`,
+      );
       return 0;
     });
   },

@@ -113,7 +113,6 @@ async function dropRoleIfUnused(client: pg.PoolClient, statement: string): Promi
 
 export const uninstallCommand: Command = {
   name: "uninstall",
-  summary: "remove pg-steward from the database, after printing what goes and what stays (--yes to do it)",
   usage:
     "uninstall [--yes]\n" +
     "  --yes  remove it; without --yes it prints what it would remove and removes nothing\n" +

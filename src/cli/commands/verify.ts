@@ -1,4 +1,7 @@
-// `steward verify [--json]`: steward.verify_installation() as a checklist; exit 1 on any fail.
+// `steward verify [--json]`: steward.verify_installation() as a checklist, and the migration
+// chain against migrations/committed/ (files the database cannot see); exit 1 on any fail.
+import { MIGRATIONS_FOLDER } from "../../migrate.ts";
+import { checkMigrationChain, describeChainProblems } from "../../migration-chain.ts";
 import { withDatabasePool, type Command } from "../command.ts";
 
 interface Check {
@@ -11,13 +14,20 @@ const MARKS = { ok: "✓", warn: "!", fail: "✗" } as const;
 
 export const verifyCommand: Command = {
   name: "verify",
-  summary: "check that everything is in place (schema, triggers, indexes, privileges); exit 1 on any failure",
   usage: "verify [--json]\n  --json  print the checks as a JSON array of {name, status, detail}",
   options: { json: { type: "boolean" } },
   positionals: [0, 0],
   async run(_positionals, values, context) {
     return withDatabasePool(context, async (pool) => {
       const { rows } = await pool.query<Check>("select name, status, detail from steward.verify_installation()");
+      const problems = await checkMigrationChain(pool, MIGRATIONS_FOLDER);
+      rows.splice(1, 0, {
+        name: "migration chain",
+        status: problems.length ? "fail" : "ok",
+        detail: problems.length
+          ? describeChainProblems(problems).replace("\nNothing was applied.", "").replace(/\n\s*/g, " ")
+          : "every applied migration is pg-steward's own, with the hash of migrations/committed/",
+      });
       if (values.json) {
         context.print(JSON.stringify(rows, null, 2));
       } else {

@@ -1,11 +1,13 @@
 // `steward start` (migrate, then work) and `steward worker` (work; the schema must be current).
 import os from "node:os";
-import { startExample, type RunningExample } from "../../../examples/health-metrics/index.ts";
+import type { RunningExample } from "../../../examples/health-metrics/index.ts";
 import { openDatabase } from "../../database.ts";
 import type { Logger } from "../../logger.ts";
 import { migrate, migrationStatus } from "../../migrate.ts";
 import { createPool } from "../../database.ts";
+import { readCrontab } from "../../worker/crontab.ts";
 import { startWorker, type RunningWorker } from "../../worker/runner.ts";
+import { loadTasks } from "../../worker/task-files.ts";
 import type { Command, CommandContext } from "../command.ts";
 
 /** Signals within this long after the first are copies of it, not a second request (docs/operations.md, "The worker process"). */
@@ -72,6 +74,10 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
     },
   });
   try {
+    // The team's task modules and crontab before anything else: one that cannot be used stops
+    // the worker at once, naming the file (and line), with exit 2 (a ConfigError).
+    const tasks = await loadTasks(context.config);
+    const crontab = await readCrontab(context.config);
     const database = await openDatabase(context.config, logger, { ownProcessGroup: true });
     try {
       if (signals.requested()) return 0;
@@ -87,8 +93,12 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
       }
       if (signals.requested()) return 0;
       // `start` offers the example (by default on the embedded database only; see STEWARD_EXAMPLE).
-      example = options.migrateFirst ? await startExample(database.url, context.config, logger) : undefined;
-      worker = await startWorker({ url: database.url, config: context.config, logger }).catch(
+      // Imported only here: `steward worker` loads no example code.
+      if (options.migrateFirst) {
+        const { startExample } = await import("../../../examples/health-metrics/index.ts");
+        example = await startExample(database.url, context.config, logger);
+      }
+      worker = await startWorker({ url: database.url, config: context.config, logger, tasks, crontab }).catch(
         async (error: unknown) => {
           await example?.stop();
           throw error;
@@ -111,7 +121,6 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
 
 export const startCommand: Command = {
   name: "start",
-  summary: "migrate, then run the worker (embedded PostgreSQL when DATABASE_URL is unset)",
   usage: "start",
   positionals: [0, 0],
   run: (_positionals, _values, context) => work(context, { migrateFirst: true }),
@@ -119,7 +128,6 @@ export const startCommand: Command = {
 
 export const workerCommand: Command = {
   name: "worker",
-  summary: "run the worker until SIGTERM/SIGINT, then finish or release running jobs and exit 0",
   usage: "worker",
   positionals: [0, 0],
   run: (_positionals, _values, context) => work(context, { migrateFirst: false }),
