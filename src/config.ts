@@ -137,7 +137,7 @@ export function defaultLocalQueueSize(concurrency: number): number {
   return Math.min(1000, 8 * concurrency);
 }
 
-/** Where the team's own tasks and schedules are (README, "Your own tasks and schedules"). */
+/** Where the team's own tasks and schedules are (docs/dba-workflow.md, "Your own tasks and schedules"). */
 function teamConfig(env: Env) {
   const dirs = env.STEWARD_TASKS_DIR;
   const tasksDirs =

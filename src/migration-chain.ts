@@ -31,7 +31,7 @@ export interface ChainProblem {
 }
 
 /** Where the fix is explained. */
-const SEE = 'README, "Your own schema and pg-steward\'s migrations"';
+const SEE = 'docs/dba-workflow.md, "Your own schema and pg-steward\'s migrations"';
 
 /** A chain that graphile-migrate would get wrong: `steward migrate` stops with it. */
 export class MigrationChainError extends StewardError {

@@ -12,7 +12,7 @@ import { PACKAGE_ROOT } from "../package-root.ts";
 import { TASK_NAMES, TASKS } from "../../tasks/index.ts";
 import type { TaskDefinition, TaskSpec } from "./task.ts";
 
-/** Extensions loaded as task modules. TypeScript is run by Node's own type stripping (README, "Your own tasks"). */
+/** Extensions loaded as task modules. TypeScript is run by Node's own type stripping (docs/dba-workflow.md, "Your own tasks and schedules"). */
 const MODULE_EXTENSIONS = [".js", ".mjs", ".cjs", ".ts", ".mts", ".cts"];
 
 /** What graphile-worker's crontab accepts as a task name, minus `/` and `:` (no subdirectories, `steward:` is ours). */
