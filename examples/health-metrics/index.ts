@@ -20,6 +20,16 @@ export async function installHealthMetrics(pool: pg.Pool): Promise<void> {
   await pool.query(sql);
 }
 
+/** Removes the example and what it registered with steward; false when it was not installed. */
+export async function removeHealthMetrics(pool: pg.Pool): Promise<boolean> {
+  const { rows } = await pool.query<{ present: boolean }>(
+    "select pg_catalog.to_regprocedure('health_metrics.remove()') is not null as present",
+  );
+  if (!rows[0]!.present) return false;
+  await pool.query("select health_metrics.remove()");
+  return true;
+}
+
 /** Generates synthetic history for `users` users unless there are samples already; returns how many it made. */
 export async function seedHealthMetrics(pool: pg.Pool, users: number): Promise<number> {
   const { rows } = await pool.query<{ present: boolean }>(

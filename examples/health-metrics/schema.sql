@@ -387,6 +387,44 @@ $$;
 comment on function health_metrics.simulate_traffic(integer) is
   'Sends `events` synthetic webhook deliveries through ingest_webhook, for random users and their devices. Returns how many samples were new.';
 
+create or replace function health_metrics.remove()
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  running bigint;
+begin
+  -- What install registered with steward (each only when its capability is installed), then
+  -- the schema. A run in progress is cancelled: its batches would call functions about to go.
+  if pg_catalog.to_regclass('steward.recalculations') is not null then
+    for running in select r.id from steward.recalc_runs r
+                    where r.name = 'metric_confidence' and r.finished_at is null loop
+      perform steward.cancel_recalculation(running);
+    end loop;
+    if exists (select from steward.recalculations r where r.name = 'metric_confidence') then
+      perform steward.unregister_recalculation('metric_confidence');
+    end if;
+    delete from steward.recalc_runs r where r.name = 'metric_confidence';
+  end if;
+  if pg_catalog.to_regclass('steward.materialized_views') is not null
+     and pg_catalog.to_regclass('health_metrics.latest_unified_metrics') is not null
+     and exists (select from steward.materialized_views v where v.view = 'health_metrics.latest_unified_metrics'::regclass::text) then
+    perform steward.unregister_materialized_view('health_metrics.latest_unified_metrics'::regclass);
+  end if;
+  if pg_catalog.to_regclass('health_metrics.samples') is not null
+     and exists (select from steward.tracked_tables t where t.target = 'health_metrics.samples'::regclass) then
+    perform steward.untrack_table('health_metrics.samples'::regclass);
+  end if;
+  delete from steward.invalidations i
+   where i.tag like 'health:%' or i.tag = 'mv:health_metrics.latest_unified_metrics';
+  drop schema health_metrics cascade;
+end
+$$;
+comment on function health_metrics.remove() is
+  'Removes the example: cancels and unregisters its recalculation (with its runs), unregisters its view, untracks samples, drops its pending invalidations, then schema health_metrics. Run by `steward example remove health-metrics`.';
+
 -- What steward does with it --------------------------------------------------------------------
 
 do $$

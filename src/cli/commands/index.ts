@@ -3,6 +3,7 @@ import { auditCommand } from "./audit.ts";
 import { benchCommand } from "./bench.ts";
 import type { Command } from "../command.ts";
 import { dlqCommand } from "./dlq.ts";
+import { exampleCommand } from "./example.ts";
 import { loadCommand } from "./load.ts";
 import { migrateCommand } from "./migrate.ts";
 import { recalcCommand } from "./recalc.ts";
@@ -25,4 +26,5 @@ export const COMMANDS: Command[] = [
   uninstallCommand,
   benchCommand,
   loadCommand,
+  exampleCommand,
 ];
