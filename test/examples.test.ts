@@ -17,6 +17,8 @@ async function footprint(): Promise<Record<string, unknown>> {
       (select count(*) from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
         where n.nspname = 'public')::int as public_functions,
       (select count(*) from pg_catalog.pg_policy)::int as policies,
+      (select pg_catalog.array_agg(c order by c) from pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) as c
+        where s.setdatabase = (select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())) as settings,
       (select count(*) from steward.tracked_tables)::int as tracked,
       (select count(*) from steward.materialized_views)::int as views,
       (select count(*) from steward.recalculations)::int as recalculations,
