@@ -3,7 +3,7 @@
 // rate, and stops when its signal aborts. Nothing leaves the machine.
 
 export type ApiName = "transcription" | "intent" | "completion" | "music_recognition";
-export const API_NAMES: readonly ApiName[] = ["transcription", "intent", "completion", "music_recognition"];
+const API_NAMES: readonly ApiName[] = ["transcription", "intent", "completion", "music_recognition"];
 
 export interface FakeApiSettings {
   /** Mean latency; each call takes between half and one and a half times this. */

@@ -23,8 +23,8 @@ export const TIMEOUTS_MS: Readonly<Record<"request" | ApiName, number>> = {
   music_recognition: 10_000,
 };
 
-export const RATE_LIMIT_POLICY = "recall";
-export const MAX_CONCURRENT_PER_USER = 5;
+const RATE_LIMIT_POLICY = "recall";
+const MAX_CONCURRENT_PER_USER = 5;
 /** Most cached threads; past it the least recently filled are dropped. */
 const CACHE_MAX_THREADS = 10_000;
 /** Most durations kept per operation for the percentiles (the most recent ones). */
