@@ -11,6 +11,17 @@ export interface LoadOperation {
   run(user: number): Promise<unknown>;
 }
 
+/**
+ * Thrown by an operation whose call the service refused for its rate (an HTTP 429): counted
+ * apart, neither an error nor a latency sample, as the checklist reports 429s beside errors.
+ */
+export class RateLimited extends Error {
+  constructor() {
+    super("rate limited");
+    this.name = "RateLimited";
+  }
+}
+
 /** What a driver hands the runner: the operations, and how to stop what it started. */
 export interface LoadDriver {
   operations: LoadOperation[];
@@ -46,6 +57,9 @@ export interface Percentiles {
   p95_ms: number;
   p99_ms: number;
   error_rate: number;
+  /** Calls refused with RateLimited (429), and their share of all calls. */
+  limited: number;
+  limited_share: number;
 }
 
 export interface StageReport extends Percentiles {
@@ -55,6 +69,8 @@ export interface StageReport extends Percentiles {
   to_users: number;
   duration_s: number;
   by_op: Record<string, Percentiles>;
+  /** What `stageProbe` returned when the stage ended, if the run was given one. */
+  probe?: Record<string, number>;
 }
 
 export interface LoadReport extends Percentiles {
@@ -76,6 +92,7 @@ class Samples {
   private values = new Float64Array(1024);
   length = 0;
   errors = 0;
+  limited = 0;
   add(ms: number) {
     if (this.length === this.values.length) {
       const grown = new Float64Array(this.values.length * 2);
@@ -87,10 +104,12 @@ class Samples {
   merge(other: Samples) {
     for (let i = 0; i < other.length; i++) this.add(other.values[i]!);
     this.errors += other.errors;
+    this.limited += other.limited;
   }
   summary(seconds: number): Percentiles {
     const sorted = this.values.slice(0, this.length).sort();
     const total = this.length + this.errors;
+    const calls = total + this.limited;
     return {
       count: this.length,
       errors: this.errors,
@@ -99,6 +118,8 @@ class Samples {
       p95_ms: round(quantile(sorted, 0.95)),
       p99_ms: round(quantile(sorted, 0.99)),
       error_rate: total ? this.errors / total : 0,
+      limited: this.limited,
+      limited_share: calls ? round(this.limited / calls) : 0,
     };
   }
 }
@@ -124,6 +145,7 @@ class StageSamples {
   readonly byOp: Map<string, Samples>;
   began = 0;
   ended = 0;
+  probe: Record<string, number> | undefined;
   constructor(
     operations: LoadOperation[],
     readonly fromUsers: number,
@@ -142,6 +164,7 @@ class StageSamples {
       duration_s: round(seconds),
       ...overall.summary(seconds),
       by_op: Object.fromEntries([...this.byOp].map(([name, sample]) => [name, sample.summary(seconds)])),
+      ...(this.probe ? { probe: this.probe } : {}),
     };
   }
 }
@@ -157,7 +180,12 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export async function runLoad(
   operations: LoadOperation[],
   plan: LoadPlan,
-  options: { maxOperations?: number; onProgress?: (elapsedMs: number, completed: number, users: number) => void } = {},
+  options: {
+    maxOperations?: number;
+    onProgress?: (elapsedMs: number, completed: number, users: number) => void;
+    /** Called as each stage ends (cumulative figures of the system under test, e.g. cache hits). */
+    stageProbe?: () => Record<string, number>;
+  } = {},
 ): Promise<LoadReport> {
   const pick = chooser(operations);
   const stages =
@@ -201,6 +229,11 @@ export async function runLoad(
       await operation.run(user);
       stage.add(performance.now() - callBegan);
     } catch (error) {
+      if (error instanceof RateLimited) {
+        stage.limited++;
+        completed++;
+        return;
+      }
       stage.errors++;
       if (errors.size < 5) errors.add(`${operation.name}: ${(error as Error).message}`);
     }
@@ -234,7 +267,10 @@ export async function runLoad(
         }
         alive[id] = false;
       };
+      let probed = 0;
       while (more()) {
+        const index = stageAt(performance.now());
+        for (; probed < index; probed++) samples[probed]!.probe = options.stageProbe?.();
         usersNow = activeUsers(performance.now());
         for (let id = 0; id < usersNow; id++) {
           if (alive[id]) continue;
@@ -249,6 +285,7 @@ export async function runLoad(
   } finally {
     if (progress) clearInterval(progress);
   }
+  for (const stage of samples) stage.probe ??= options.stageProbe?.();
   const seconds = (performance.now() - began) / 1000;
   const overall = new Samples();
   const byOp = new Map(operations.map((op) => [op.name, new Samples()]));

@@ -10,7 +10,7 @@ import { TASK_NAMES, TASKS } from "../tasks/index.ts";
 import { useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
-/** Hand-written pages, by path from the package root (the SQL reference is generated). */
+/** Hand-written pages (README, docs/, the examples' READMEs) by path from the package root; the SQL reference is generated. */
 const pages = new Map<string, string>();
 /** Every source file of the runtime, concatenated: where a variable must be read. */
 let sources = "";
@@ -23,7 +23,8 @@ async function filesUnder(folder: string, pattern: RegExp): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  for (const file of ["README.md", ...(await filesUnder("docs", /\.md$/))]) {
+  const examples = (await filesUnder("examples", /^README\.md$/)).filter((file) => !file.includes("node_modules"));
+  for (const file of ["README.md", ...(await filesUnder("docs", /\.md$/)), ...examples]) {
     if (file !== "docs/sql-reference.md") pages.set(file, await readFile(path.join(PACKAGE_ROOT, file), "utf8"));
   }
   const code = [...(await filesUnder("src", /\.ts$/)), ...(await filesUnder("tasks", /\.ts$/)), "bin/steward.js"];

@@ -131,6 +131,28 @@ describe("steward load", () => {
     expect(mixed.stderr).toContain("--users goes with a flat run, not with --stages");
   }, 90_000);
 
+  it("--http drives the Recall service: 429s counted apart from errors with their share, and each stage's cache hit rate", async () => {
+    const file = await scratchFile("load-http.json");
+    // 10 users calling every 200 ms: each passes its 10 a minute within two seconds, so 429s come.
+    const result = await runCli(
+      ["load", "--http", "--stages", "10:2s,10:3s", "--think", "200ms", "--max-error-rate", "0.01", "--json", file],
+      { DATABASE_URL: context.db.url },
+      120_000,
+    );
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/stage .* 429s +429 share +cache hits/);
+    expect(result.stdout).toMatch(/\d+ calls refused with 429 \(\d+\.\d % of all calls, not errors\)/);
+    const report = JSON.parse(await fs.readFile(file, "utf8"));
+    expect(Object.keys(report.by_op).sort()).toEqual(["batch", "message_page", "resolve"]);
+    expect(report.error_rate).toBe(0);
+    expect(report.limited).toBeGreaterThan(0);
+    expect(report.limited_share).toBeGreaterThan(0.3);
+    // At most 10 a minute per user got through, whatever the pace: 10 users, 100 calls.
+    expect(report.count).toBeLessThanOrEqual(100);
+    for (const stage of report.stages) expect(stage.probe.hits + stage.probe.misses).toBeGreaterThan(0);
+  }, 150_000);
+
   it("runs every operation against a scratch database while a worker drains, writes the JSON, and exits 1 on a broken threshold", async () => {
     const file = await scratchFile("load.json");
     const result = await runCli(

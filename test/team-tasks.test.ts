@@ -150,6 +150,14 @@ describe("the crontab", () => {
     "30 4 * * 0 vacuum_tables ?id=weekly_vacuum&max=2&queue=maintenance&priority=5&jobKey=wv {tables: ['public.t']}",
   ].join("\n");
 
+  it("accepts the crontabs pg-steward ships: every line parses and its payload passes its task's check", async () => {
+    for (const file of ["deploy/crontab.example", "examples/health-metrics/crontab"]) {
+      const entries = parseCrontabText(await fs.readFile(file, "utf8"), file);
+      expect(entries.map((entry) => entry.item.task)).toEqual(["recalculate", "vacuum_tables"]);
+      expect(() => checkCrontabTasks(entries, TASKS, file)).not.toThrow();
+    }
+  });
+
   it("parses graphile-worker's syntax with payloads and options", () => {
     const entries = parseCrontabText(text, "crontab");
     expect(entries.map((e) => [e.line, e.item.identifier, e.item.task, e.pattern])).toEqual([

@@ -12,6 +12,12 @@ import { PACKAGE_ROOT } from "../../src/package-root.ts";
 
 // From the package root: the compiled runner (dist/examples/…) reads the same file.
 const SCHEMA_FILE = path.join(PACKAGE_ROOT, "examples", "health-metrics", "schema.sql");
+/**
+ * The example's schedules (Recalculate All, the weekly vacuum), in graphile-worker's crontab
+ * syntax: `steward start` runs them when no crontab of the team's is configured, and
+ * `STEWARD_CRONTAB=examples/health-metrics/crontab steward worker` runs them under a worker.
+ */
+export const EXAMPLE_CRONTAB = path.join(PACKAGE_ROOT, "examples", "health-metrics", "crontab");
 const RECALCULATION = "metric_confidence";
 
 /** Installs (or updates) the example schema and its registrations. Safe to run on every start. */
@@ -19,6 +25,16 @@ export async function installHealthMetrics(pool: pg.Pool): Promise<void> {
   const sql = await fs.readFile(SCHEMA_FILE, "utf8");
   // One simple-protocol query: the whole file runs in one transaction.
   await pool.query(sql);
+}
+
+/** Removes the example and what it registered with steward; false when it was not installed. */
+export async function removeHealthMetrics(pool: pg.Pool): Promise<boolean> {
+  const { rows } = await pool.query<{ present: boolean }>(
+    "select pg_catalog.to_regprocedure('health_metrics.remove()') is not null as present",
+  );
+  if (!rows[0]!.present) return false;
+  await pool.query("select health_metrics.remove()");
+  return true;
 }
 
 /** Generates synthetic history for `users` users unless there are samples already; returns how many it made. */
@@ -46,14 +62,14 @@ export interface ExampleOptions {
   trafficEveryMs: number;
   /** Webhook deliveries per tick. */
   eventsPerTick: number;
-  /** How often a recalculation of every key is requested (the first right away). */
-  recalculateEveryMs: number;
+  /** How often the traffic sent since the last report is logged. */
+  reportEveryMs: number;
 }
 
 const DEFAULT_OPTIONS: Omit<ExampleOptions, "users"> = {
   trafficEveryMs: 5_000,
   eventsPerTick: 20,
-  recalculateEveryMs: 60_000,
+  reportEveryMs: 60_000,
 };
 
 export interface RunningExample {
@@ -101,10 +117,12 @@ async function startHealthMetrics(url: string, parentLogger: Logger, options: Ex
   tick(() => requestRecalculation(pool));
   const timers = [
     setInterval(() => tick(sendTraffic), options.trafficEveryMs),
-    setInterval(() => tick(() => requestRecalculation(pool).then(report)), options.recalculateEveryMs),
+    // The recalculation after the first one runs from the example's crontab (EXAMPLE_CRONTAB),
+    // as it would under `steward worker`: here only the traffic report keeps this cadence.
+    setInterval(() => tick(async () => report()), options.reportEveryMs),
   ];
   logger.info(
-    { webhooksEveryMs: options.trafficEveryMs, recalculationEveryMs: options.recalculateEveryMs },
+    { webhooksEveryMs: options.trafficEveryMs, recalculation: "examples/health-metrics/crontab" },
     "example traffic running: webhooks into health_metrics.samples, and a metric_confidence recalculation for everyone",
   );
 

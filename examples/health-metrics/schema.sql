@@ -145,7 +145,7 @@ create unique index if not exists latest_unified_metrics_key on health_metrics.l
 
 -- The confidence score --------------------------------------------------------------------------
 -- confidence = completeness × freshness × agreement, each in [0, 1], over the 7 days before the
--- moment of computation (see the README for the definition and worked examples).
+-- moment of computation (see docs/recalculation.md for the definition and a worked example).
 
 create or replace function health_metrics.completeness(days_with_samples integer, expected_days integer)
 returns numeric
@@ -248,6 +248,12 @@ create table if not exists health_metrics.metric_confidence_cache (
   computed_at       timestamptz not null default pg_catalog.now(),
   primary key (user_id, metric)
 );
+-- The checklist's column names, kept equal to the formula's by the database itself.
+alter table health_metrics.metric_confidence_cache
+  add column if not exists metric_name text generated always as (metric) stored,
+  add column if not exists confidence_score numeric generated always as (confidence) stored;
+comment on column health_metrics.metric_confidence_cache.metric_name is 'The checklist''s name for metric (generated).';
+comment on column health_metrics.metric_confidence_cache.confidence_score is 'The checklist''s name for confidence (generated).';
 comment on table health_metrics.metric_confidence_cache is
   'Confidence per user and metric as of computed_at, kept by the metric_confidence recalculation (health_metrics.recalculate_confidence).';
 
@@ -386,6 +392,251 @@ end
 $$;
 comment on function health_metrics.simulate_traffic(integer) is
   'Sends `events` synthetic webhook deliveries through ingest_webhook, for random users and their devices. Returns how many samples were new.';
+
+-- The checklist's names ------------------------------------------------------------------------
+-- Its queries are unqualified (select * from background_jobs_dlq): install appends
+-- health_metrics to the database's search_path (new sessions), and remove takes it out again.
+
+create or replace view health_metrics.background_jobs_dlq as
+  select d.id, d.task_identifier, d.payload, d.queue_name, d.attempts, d.max_attempts, d.last_error,
+         d.failed_at, d.replayed_at, d.replayed_as, d.is_permanent, d.original_id
+    from steward.dead_letters d
+   where d.source = 'job'
+     and (d.task_identifier = 'webhook-terra'
+          or (d.task_identifier = 'recalculate' and d.payload ->> 'name' = 'metric_confidence')
+          or (d.task_identifier = 'recalculate_batch'
+              and (d.payload ->> 'run')::bigint in (select r.id from steward.recalc_runs r where r.name = 'metric_confidence')));
+comment on view health_metrics.background_jobs_dlq is
+  'The dead letters of the example''s jobs (webhook-terra, and the metric_confidence recalculation''s recalculate and recalculate_batch jobs): steward.dead_letters narrowed to them. Replay with steward.replay_dead_letter(id).';
+
+create or replace view health_metrics.job_processing_stats as
+  select j.day as date, j.task, j.completed, j.failed, j.retried, j.avg_ms, j.p95_ms
+    from steward.job_stats j;
+comment on view health_metrics.job_processing_stats is
+  'Per UTC day (date) and task: completed, failed and retried attempts with avg_ms and p95_ms, as steward''s workers count them (steward.job_stats).';
+
+create or replace function health_metrics.cleanup_rate_limits()
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  total bigint := 0;
+  removed bigint;
+begin
+  -- steward's cleanup works in batches so that no statement holds its locks long; this one
+  -- runs batches until a batch finds nothing, for a person at a prompt.
+  loop
+    removed := steward.cleanup_rate_limits(5000);
+    total := total + removed;
+    exit when removed < 5000;
+  end loop;
+  return total;
+end
+$$;
+comment on function health_metrics.cleanup_rate_limits() is
+  'The checklist''s cleanup_rate_limits() with no arguments: runs steward.cleanup_rate_limits in batches of 5000 until done; returns how many rate-limit rows it removed in all.';
+
+-- Who may read whose rows: admins everything, trainers their clients'. Roles are named here,
+-- not created: the operator grants them SELECT and lists them (roles are cluster-wide).
+create table if not exists health_metrics.staff (
+  role_name name primary key,
+  kind      text not null check (kind in ('admin', 'trainer'))
+);
+comment on table health_metrics.staff is 'Database roles that read the example''s data: admin (every row) or trainer (their clients'' rows).';
+create table if not exists health_metrics.trainer_clients (
+  trainer name not null references health_metrics.staff (role_name) on delete cascade,
+  user_id bigint not null,
+  primary key (trainer, user_id)
+);
+comment on table health_metrics.trainer_clients is 'The users each trainer may see.';
+
+create or replace function health_metrics.may_see(viewer name, user_id bigint)
+returns boolean
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  viewer_kind text;
+begin
+  -- The policies pass current_user as evaluated for the querying role (inside this function,
+  -- which runs as its owner to read the staff tables, current_user is the owner).
+  select s.kind into viewer_kind from health_metrics.staff s where s.role_name = may_see.viewer;
+  if viewer_kind is null then
+    raise exception 'role % is neither an admin nor a trainer of the health-metrics example', may_see.viewer
+      using errcode = '42501',
+            hint = 'An owner adds it: insert into health_metrics.staff (role_name, kind) values (''<role>'', ''admin'' or ''trainer'').';
+  end if;
+  return viewer_kind = 'admin'
+      or exists (select from health_metrics.trainer_clients c
+                  where c.trainer = may_see.viewer and c.user_id = may_see.user_id);
+end
+$$;
+comment on function health_metrics.may_see(name, bigint) is
+  'The admin_trainer policies'' test for the querying role (viewer): true for an admin, for a trainer of this user; refuses (42501) a role that is neither. Executable by everyone, as policies need: it tells only whether viewer may see user_id.';
+
+do $$
+declare
+  target text;
+begin
+  foreach target in array array['samples', 'metric_confidence_cache', 'webhook_events'] loop
+    execute pg_catalog.format('alter table health_metrics.%I enable row level security', target);
+    execute pg_catalog.format('drop policy if exists admin_trainer_read on health_metrics.%I', target);
+  end loop;
+  create policy admin_trainer_read on health_metrics.samples for select using (health_metrics.may_see(current_user, user_id));
+  create policy admin_trainer_read on health_metrics.metric_confidence_cache for select using (health_metrics.may_see(current_user, user_id));
+  create policy admin_trainer_read on health_metrics.webhook_events for select
+    using (health_metrics.may_see(current_user, (body ->> 'user_id')::bigint));
+end
+$$;
+
+-- The webhook-terra path: a signed delivery in; samples stored (and so invalidated through
+-- tracking), and a recalculation of the keys it touched enqueued.
+create table if not exists health_metrics.webhook_secrets (
+  provider text primary key,
+  secret   text not null check (secret <> '')
+);
+comment on table health_metrics.webhook_secrets is 'The shared secret each provider signs its deliveries with (HMAC-SHA256, hex).';
+revoke all on health_metrics.webhook_secrets from public;
+
+create or replace function health_metrics.hmac_sha256(secret bytea, message bytea)
+returns text
+language sql
+immutable
+strict
+set search_path = pg_catalog, pg_temp
+as $$
+  -- RFC 2104 with the built-in sha256 (no pgcrypto needed): keys longer than the block are hashed.
+  with k as (
+    select pg_catalog.rpad(pg_catalog.encode(case when pg_catalog.length(secret) > 64 then pg_catalog.sha256(secret) else secret end, 'hex'),
+                           128, '0') as key_hex
+  ), pads as (
+    select pg_catalog.decode(pg_catalog.string_agg(pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.get_byte(pg_catalog.decode(k.key_hex, 'hex'), i) # 54), 2, '0'), '' order by i), 'hex') as ipad,
+           pg_catalog.decode(pg_catalog.string_agg(pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.get_byte(pg_catalog.decode(k.key_hex, 'hex'), i) # 92), 2, '0'), '' order by i), 'hex') as opad
+      from k, pg_catalog.generate_series(0, 63) as i
+  )
+  select pg_catalog.encode(pg_catalog.sha256(pads.opad || pg_catalog.sha256(pads.ipad || message)), 'hex') from pads
+$$;
+comment on function health_metrics.hmac_sha256(bytea, bytea) is 'HMAC-SHA256 of message under secret, as lower-case hex.';
+
+create or replace function health_metrics.webhook_terra(body text, signature text)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  secret text;
+  parsed jsonb;
+  inserted integer;
+  keys jsonb;
+begin
+  select w.secret into secret from health_metrics.webhook_secrets w where w.provider = 'terra';
+  if secret is null then
+    raise exception 'no secret for provider terra' using errcode = 'P0001',
+      hint = 'insert into health_metrics.webhook_secrets (provider, secret) values (''terra'', ''<shared secret>'');';
+  end if;
+  if signature is null
+     or health_metrics.hmac_sha256(pg_catalog.convert_to(secret, 'UTF8'), pg_catalog.convert_to(body, 'UTF8'))
+        <> pg_catalog.lower(signature) then
+    raise exception 'webhook-terra: the signature does not match the body' using errcode = '22023',
+      hint = 'The signature is the hex HMAC-SHA256 of the exact body under the provider''s secret.';
+  end if;
+  parsed := body::jsonb;
+  inserted := health_metrics.ingest_webhook('terra', parsed);
+  select pg_catalog.jsonb_agg(distinct pg_catalog.jsonb_build_object('user_id', (parsed ->> 'user_id')::bigint, 'metric', s ->> 'metric'))
+    into keys
+    from pg_catalog.jsonb_array_elements(parsed -> 'samples') as s
+   where s ->> 'metric' in (select m.metric from health_metrics.metrics m);
+  if inserted > 0 and keys is not null then
+    perform graphile_worker.add_job('recalculate',
+      pg_catalog.json_build_object('name', 'metric_confidence', 'keys', keys));
+  end if;
+  return inserted;
+end
+$$;
+comment on function health_metrics.webhook_terra(text, text) is
+  'The webhook-terra path: checks the HMAC-SHA256 signature of the body (22023 when it does not match, and nothing is stored), stores its samples through ingest_webhook (tracking enqueues their invalidations), and enqueues a metric_confidence recalculation of the keys it touched. Returns how many samples were new.';
+
+-- Unqualified names: health_metrics joins the database's search_path (new sessions). Needs the
+-- database's owner; otherwise a notice says what to run.
+do $$
+declare
+  current_setting text;
+begin
+  select pg_catalog.substring(c, '^search_path=(.*)$') into current_setting
+    from pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) as c
+   where s.setdatabase = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+     and s.setrole = 0 and c like 'search_path=%';
+  if current_setting is null then
+    current_setting := '"$user", public';
+  end if;
+  if current_setting !~ '(^|[ ,])health_metrics($|[ ,])' then
+    begin
+      execute pg_catalog.format('alter database %I set search_path = %s', pg_catalog.current_database(),
+                                current_setting || ', health_metrics');
+    exception when insufficient_privilege then
+      raise notice 'the checklist''s unqualified names need health_metrics on the search_path: alter database % set search_path = %, health_metrics',
+        pg_catalog.current_database(), current_setting;
+    end;
+  end if;
+end
+$$;
+
+create or replace function health_metrics.remove()
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  running bigint;
+  setting text;
+begin
+  -- What install registered with steward (each only when its capability is installed), then
+  -- the schema. A run in progress is cancelled: its batches would call functions about to go.
+  if pg_catalog.to_regclass('steward.recalculations') is not null then
+    for running in select r.id from steward.recalc_runs r
+                    where r.name = 'metric_confidence' and r.finished_at is null loop
+      perform steward.cancel_recalculation(running);
+    end loop;
+    if exists (select from steward.recalculations r where r.name = 'metric_confidence') then
+      perform steward.unregister_recalculation('metric_confidence');
+    end if;
+    delete from steward.recalc_runs r where r.name = 'metric_confidence';
+  end if;
+  if pg_catalog.to_regclass('steward.materialized_views') is not null
+     and pg_catalog.to_regclass('health_metrics.latest_unified_metrics') is not null
+     and exists (select from steward.materialized_views v where v.view = 'health_metrics.latest_unified_metrics'::regclass::text) then
+    perform steward.unregister_materialized_view('health_metrics.latest_unified_metrics'::regclass);
+  end if;
+  if pg_catalog.to_regclass('health_metrics.samples') is not null
+     and exists (select from steward.tracked_tables t where t.target = 'health_metrics.samples'::regclass) then
+    perform steward.untrack_table('health_metrics.samples'::regclass);
+  end if;
+  delete from steward.invalidations i
+   where i.tag like 'health:%' or i.tag = 'mv:health_metrics.latest_unified_metrics';
+  drop schema health_metrics cascade;
+  -- Out of the database's search_path again (install put it at the end).
+  select pg_catalog.substring(c, '^search_path=(.*)$') into setting
+    from pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) as c
+   where s.setdatabase = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+     and s.setrole = 0 and c like 'search_path=%';
+  if setting is not null and setting ~ ', health_metrics$' then
+    setting := pg_catalog.regexp_replace(setting, ', health_metrics$', '');
+    if setting = '"$user", public' then
+      execute pg_catalog.format('alter database %I reset search_path', pg_catalog.current_database());
+    else
+      execute pg_catalog.format('alter database %I set search_path = %s', pg_catalog.current_database(), setting);
+    end if;
+  end if;
+end
+$$;
+comment on function health_metrics.remove() is
+  'Removes the example: cancels and unregisters its recalculation (with its runs), unregisters its view, untracks samples, drops its pending invalidations, then schema health_metrics. Run by `steward example remove health-metrics`.';
 
 -- What steward does with it --------------------------------------------------------------------
 

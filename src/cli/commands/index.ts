@@ -71,4 +71,9 @@ export const COMMANDS: CommandEntry[] = [
     summary: "the pre-launch load test: simulated users on the client functions while a worker drains and refreshes",
     load: async () => (await import("./load.ts")).loadCommand,
   },
+  {
+    name: "example",
+    summary: "install, remove or run an example (health-metrics, recall) on the database",
+    load: async () => (await import("./example.ts")).exampleCommand,
+  },
 ];

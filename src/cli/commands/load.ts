@@ -86,23 +86,52 @@ function reportTable(report: LoadReport): string {
   return textTable(rows, { numeric: [1, 2, 3, 4, 5, 6] }).join("\n");
 }
 
-function stageTable(report: LoadReport): string {
+/** The cache hit rate of each stage from the cumulative hits and misses probed at its end. */
+function hitRates(report: LoadReport): string[] {
+  let hits = 0;
+  let misses = 0;
+  return report.stages.map((stage) => {
+    const stageHits = (stage.probe?.hits ?? 0) - hits;
+    const stageMisses = (stage.probe?.misses ?? 0) - misses;
+    hits = stage.probe?.hits ?? hits;
+    misses = stage.probe?.misses ?? misses;
+    const reads = stageHits + stageMisses;
+    return reads ? `${((stageHits / reads) * 100).toFixed(1)} %` : "-";
+  });
+}
+
+function stageTable(report: LoadReport, http: boolean): string {
+  const rates = hitRates(report);
   const rows = [
-    ["stage", "users", "seconds", "calls", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
-    ...report.stages.map((stage) => {
+    [
+      "stage",
+      "users",
+      "seconds",
+      "calls",
+      "ops/s",
+      "p50 ms",
+      "p95 ms",
+      "p99 ms",
+      "errors",
+      ...(http ? ["429s", "429 share", "cache hits"] : []),
+    ],
+    ...report.stages.map((stage, i) => {
       const [, ...rest] = figures("", stage);
       const users = stage.from_users === stage.to_users ? `${stage.to_users}` : `${stage.from_users}→${stage.to_users}`;
-      return [String(stage.stage), users, stage.duration_s.toFixed(1), ...rest];
+      const limited = http ? [String(stage.limited), `${(stage.limited_share * 100).toFixed(1)} %`, rates[i]!] : [];
+      return [String(stage.stage), users, stage.duration_s.toFixed(1), ...rest, ...limited];
     }),
   ];
-  return textTable(rows, { numeric: [0, 2, 3, 4, 5, 6, 7, 8] }).join("\n");
+  return textTable(rows, { numeric: [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] }).join("\n");
 }
 
 export const loadCommand: Command = {
   name: "load",
   usage:
-    "load [--users 10000] [--connections 32] [--duration 30s] | [--stages 1000:2m,5000:5m,10000:12m [--think 1s]]\n" +
+    "load [--http] [--users 10000] [--connections 32] [--duration 30s] | [--stages 1000:2m,5000:5m,10000:12m [--think 1s]]\n" +
     "     [--max-p95-ms N] [--max-error-rate R] [--json FILE]\n" +
+    "  --http              drive the Recall example over HTTP (resolve, message pages, batches; 429s\n" +
+    "                      counted apart) instead of the client functions\n" +
     "  --users N           a flat run: distinct simulated users (keys), 1 to 1,000,000\n" +
     "  --connections N     concurrent connections, 1 to 256; a flat run keeps each busy\n" +
     "  --duration D        how long a flat run lasts, at most 30m\n" +
@@ -114,6 +143,7 @@ export const loadCommand: Command = {
     "  --json FILE         write {ops_per_s, p50_ms, p95_ms, p99_ms, error_rate, by_op, stages} to FILE\n" +
     "Runs in a scratch database on a loopback server only, dropped afterwards.",
   options: {
+    http: { type: "boolean" },
     users: { type: "string" },
     connections: { type: "string" },
     duration: { type: "string" },
@@ -137,20 +167,26 @@ export const loadCommand: Command = {
     const users = plan.kind === "flat" ? plan.users : Math.max(...plan.stages.map((stage) => stage.users));
 
     // Loaded only when `steward load` runs: no other command pays for the load test's code.
-    const [{ breaches, runLoad }, { startSqlDriver }] = await Promise.all([
+    const [{ breaches, runLoad }, { startSqlDriver }, { startHttpDriver }] = await Promise.all([
       import("../../../bench/load.ts"),
       import("../../../bench/load-sql.ts"),
+      import("../../../bench/load-http.ts"),
     ]);
     const database = await openDatabase(context.config, context.logger);
     let report: LoadReport;
     try {
-      const driver = await startSqlDriver({
-        url: database.url,
-        config: context.config,
-        logger: context.logger,
-        users,
-        connections,
-      });
+      const http = values.http
+        ? await startHttpDriver({ url: database.url, config: context.config, logger: context.logger, connections })
+        : undefined;
+      const driver =
+        http ??
+        (await startSqlDriver({
+          url: database.url,
+          config: context.config,
+          logger: context.logger,
+          users,
+          connections,
+        }));
       try {
         const what =
           plan.kind === "flat"
@@ -160,6 +196,7 @@ export const loadCommand: Command = {
         process.stderr.write(`load: ${what}\n`);
         report = await runLoad(driver.operations, plan, {
           maxOperations: MAX_OPERATIONS,
+          stageProbe: http?.cache,
           onProgress: context.isTerminal
             ? (elapsed, completed, active) =>
                 process.stderr.write(`\r  ${formatDuration(elapsed)}, ${active} users, ${completed} calls   `)
@@ -173,10 +210,15 @@ export const loadCommand: Command = {
       await database.release();
     }
 
-    context.print(stageTable(report));
+    context.print(stageTable(report, values.http === true));
     context.print("");
     context.print(reportTable(report));
     context.print(`\n${Math.round(report.ops_per_s)} calls/s overall, error rate ${report.error_rate.toFixed(4)}`);
+    if (values.http) {
+      context.print(
+        `${report.limited} calls refused with 429 (${(report.limited_share * 100).toFixed(1)} % of all calls, not errors)`,
+      );
+    }
     for (const error of report.sample_errors) context.print(`error: ${error}`);
     if (values.json) {
       const { sample_errors: _errors, ...json } = report;

@@ -5,7 +5,7 @@ import { openDatabase } from "../../database.ts";
 import type { Logger } from "../../logger.ts";
 import { migrate, migrationStatus } from "../../migrate.ts";
 import { createPool } from "../../database.ts";
-import { readCrontab } from "../../worker/crontab.ts";
+import { crontabPath, readCrontab } from "../../worker/crontab.ts";
 import { startWorker, type RunningWorker } from "../../worker/runner.ts";
 import { loadTasks } from "../../worker/task-files.ts";
 import type { Command, CommandContext } from "../command.ts";
@@ -77,7 +77,7 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
     // The team's task modules and crontab before anything else: one that cannot be used stops
     // the worker at once, naming the file (and line), with exit 2 (a ConfigError).
     const tasks = await loadTasks(context.config);
-    const crontab = await readCrontab(context.config);
+    let crontab = await readCrontab(context.config);
     const database = await openDatabase(context.config, logger, { ownProcessGroup: true });
     try {
       if (signals.requested()) return 0;
@@ -95,8 +95,13 @@ async function work(context: CommandContext, options: { migrateFirst: boolean })
       // `start` offers the example (by default on the embedded database only; see STEWARD_EXAMPLE).
       // Imported only here: `steward worker` loads no example code.
       if (options.migrateFirst) {
-        const { startExample } = await import("../../../examples/health-metrics/index.ts");
+        const { startExample, EXAMPLE_CRONTAB } = await import("../../../examples/health-metrics/index.ts");
         example = await startExample(database.url, context.config, logger);
+        // The example's schedules come from its crontab, as under `steward worker`, unless the
+        // team has a crontab of its own.
+        if (example && crontabPath(context.config) === undefined) {
+          crontab = await readCrontab({ crontabFile: EXAMPLE_CRONTAB });
+        }
       }
       worker = await startWorker({ url: database.url, config: context.config, logger, tasks, crontab }).catch(
         async (error: unknown) => {
