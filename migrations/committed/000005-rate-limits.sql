@@ -1,5 +1,5 @@
 --! Previous: sha1:8eb4c1edf389b4e88a2a5f1806d63d70618f4568
---! Hash: sha1:48bf228be329ee4558d0ad06c350f2ff691e8cae
+--! Hash: sha1:33e84147bfb1c2d2a8ae90c28fc17fbd8e0ea1e4
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the

@@ -1,5 +1,5 @@
---! Previous: sha1:48bf228be329ee4558d0ad06c350f2ff691e8cae
---! Hash: sha1:71986a00649824059e32051070bcbe0a04f691be
+--! Previous: sha1:33e84147bfb1c2d2a8ae90c28fc17fbd8e0ea1e4
+--! Hash: sha1:d1782a3a078606187356c50d065b24f847954076
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

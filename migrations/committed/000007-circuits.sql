@@ -1,5 +1,5 @@
---! Previous: sha1:71986a00649824059e32051070bcbe0a04f691be
---! Hash: sha1:f0d2c00edd4866fa01e3a81e3a49aa82c178b482
+--! Previous: sha1:d1782a3a078606187356c50d065b24f847954076
+--! Hash: sha1:d9f1c4c8e878dbcd7da17e27f04b86a41dde3fd9
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their

@@ -1,5 +1,5 @@
---! Previous: sha1:f0d2c00edd4866fa01e3a81e3a49aa82c178b482
---! Hash: sha1:b1c2b06aec160cafc1a86a2e59757013534a224b
+--! Previous: sha1:d9f1c4c8e878dbcd7da17e27f04b86a41dde3fd9
+--! Hash: sha1:39eadf4ce38e9b039c327798fa00661c8cc2dc39
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

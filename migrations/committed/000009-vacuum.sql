@@ -1,5 +1,5 @@
---! Previous: sha1:b1c2b06aec160cafc1a86a2e59757013534a224b
---! Hash: sha1:eb3f85f8c7aa0b0f4b0bddc3ff93c9bf02a91d5f
+--! Previous: sha1:39eadf4ce38e9b039c327798fa00661c8cc2dc39
+--! Hash: sha1:b3d8828cc4d26b385996f71f705ea4e8f323aa20
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

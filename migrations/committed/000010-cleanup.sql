@@ -1,5 +1,5 @@
---! Previous: sha1:eb3f85f8c7aa0b0f4b0bddc3ff93c9bf02a91d5f
---! Hash: sha1:c2015bea9671bc57d5a4eb7f2367fc81f1ae1dc9
+--! Previous: sha1:b3d8828cc4d26b385996f71f705ea4e8f323aa20
+--! Hash: sha1:844525afad5c19aa122a1e4e6adee72a34cb5738
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:c2015bea9671bc57d5a4eb7f2367fc81f1ae1dc9
---! Hash: sha1:d4121b9bd39726d7f1eb78ae4608c7bba95d80ae
+--! Previous: sha1:844525afad5c19aa122a1e4e6adee72a34cb5738
+--! Hash: sha1:28c226db22c59cc3a68002cd6d617910b4680c25
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

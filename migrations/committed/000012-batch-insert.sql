@@ -1,5 +1,5 @@
---! Previous: sha1:d4121b9bd39726d7f1eb78ae4608c7bba95d80ae
---! Hash: sha1:bace1f8063a3d881b55768ef02ef34b358f19b16
+--! Previous: sha1:28c226db22c59cc3a68002cd6d617910b4680c25
+--! Hash: sha1:305a57400ece65fea143053ca7dbab221feedb77
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

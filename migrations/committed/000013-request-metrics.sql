@@ -1,5 +1,5 @@
---! Previous: sha1:bace1f8063a3d881b55768ef02ef34b358f19b16
---! Hash: sha1:46f5008194497da4ed664dafba9444c023ada528
+--! Previous: sha1:305a57400ece65fea143053ca7dbab221feedb77
+--! Hash: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

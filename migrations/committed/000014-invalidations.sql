@@ -1,5 +1,5 @@
---! Previous: sha1:46f5008194497da4ed664dafba9444c023ada528
---! Hash: sha1:096fc5edd5a8681ff78f3c638a1698e841ee9eef
+--! Previous: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
+--! Hash: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

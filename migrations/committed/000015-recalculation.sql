@@ -1,5 +1,5 @@
---! Previous: sha1:096fc5edd5a8681ff78f3c638a1698e841ee9eef
---! Hash: sha1:7f46a1724737fdeb3c6d3910ca19b7804fede95b
+--! Previous: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
+--! Hash: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:7f46a1724737fdeb3c6d3910ca19b7804fede95b
---! Hash: sha1:92b1f4c1b791cd5cd4c35b84e9cbe699add0b526
+--! Previous: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
+--! Hash: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

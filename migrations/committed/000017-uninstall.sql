@@ -1,5 +1,5 @@
---! Previous: sha1:92b1f4c1b791cd5cd4c35b84e9cbe699add0b526
---! Hash: sha1:a5aa94d22a287c199bf1ed9039b57640eb1622d7
+--! Previous: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
+--! Hash: sha1:d874251e91dc70914f28d3d2563baa64da7e2f81
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
