@@ -1,5 +1,5 @@
---! Previous: sha1:28c226db22c59cc3a68002cd6d617910b4680c25
---! Hash: sha1:305a57400ece65fea143053ca7dbab221feedb77
+--! Previous: sha1:620b9cfdc7fd8b14b4ef19fd0a3fcdb9643f9f5d
+--! Hash: sha1:00ae594ea8c222cd819c59a92a95ffc1a7a355b8
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:305a57400ece65fea143053ca7dbab221feedb77
---! Hash: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
+--! Previous: sha1:00ae594ea8c222cd819c59a92a95ffc1a7a355b8
+--! Hash: sha1:41ed114c11f287c826749a3006497f0a82e23f6d
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

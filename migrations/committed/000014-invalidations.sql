@@ -1,5 +1,5 @@
---! Previous: sha1:741b6abdaeb0f1a14bde4112e4bedd156c7ac7c1
---! Hash: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
+--! Previous: sha1:41ed114c11f287c826749a3006497f0a82e23f6d
+--! Hash: sha1:4cb11db790e2882745b6e2b142c6ce724450a242
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

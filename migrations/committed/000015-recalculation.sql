@@ -1,5 +1,5 @@
---! Previous: sha1:30c89a5f34842b5ec4b5f9c112c889eefdb8aaf6
---! Hash: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
+--! Previous: sha1:4cb11db790e2882745b6e2b142c6ce724450a242
+--! Hash: sha1:24997555dc16eec73a7e8f32edd47500fd427f85
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

@@ -1,5 +1,5 @@
---! Previous: sha1:9c846b1b9b7e9097c19c926b295dc2f15aae3e75
---! Hash: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
+--! Previous: sha1:24997555dc16eec73a7e8f32edd47500fd427f85
+--! Hash: sha1:6602de73c499cf0bdcaea0820b2d86a2e500b3a7
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -23,12 +23,13 @@ as $$
       'steward.circuit_report(text, boolean, text)',
       'steward.enqueue_invalidation(text, interval)',
       'steward.page(regclass, text[], text, integer, jsonb)',
+      'steward.page_plan(regclass, text[], jsonb)',
       'steward.batch_insert(regclass, jsonb, text)',
       'steward.record_requests(jsonb)'
     ]) as signature;
 $$;
 comment on function steward.client_functions() is
-  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
+  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses), page_plan (the checked, cached plan page asks for; it reads only the catalogs) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
 
 create function steward.verify_installation()
 returns table (name text, status text, detail text)

@@ -1,5 +1,5 @@
---! Previous: sha1:5dd3e11641b107806d4685ea8c4586fe29c91272
---! Hash: sha1:d874251e91dc70914f28d3d2563baa64da7e2f81
+--! Previous: sha1:6602de73c499cf0bdcaea0820b2d86a2e500b3a7
+--! Hash: sha1:0cef8867261657502c8f6520a1c6c2fc570e1b69
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
