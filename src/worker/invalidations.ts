@@ -132,6 +132,7 @@ function describeFailure(error: unknown, url: string): string {
 export function webhookSink(options: WebhookOptions): Sink {
   const circuits = new Circuits(options.pool, { logger: options.logger });
   const record = (success: boolean, error?: string) => circuits.record(options.circuit, success, error);
+  const shownUrl = redactUrl(options.url);
   return {
     name: "webhook",
     async deliver(tags) {
