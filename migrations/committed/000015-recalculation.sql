@@ -1,5 +1,5 @@
---! Previous: sha1:4cb11db790e2882745b6e2b142c6ce724450a242
---! Hash: sha1:24997555dc16eec73a7e8f32edd47500fd427f85
+--! Previous: sha1:ec0601cb7389411bc256d6ae6fc0ca6f5d20b713
+--! Hash: sha1:2c494ee3cd8d6a92842b7cc9f50e3c40bb5d5185
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

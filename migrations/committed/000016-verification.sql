@@ -1,5 +1,5 @@
---! Previous: sha1:24997555dc16eec73a7e8f32edd47500fd427f85
---! Hash: sha1:6602de73c499cf0bdcaea0820b2d86a2e500b3a7
+--! Previous: sha1:2c494ee3cd8d6a92842b7cc9f50e3c40bb5d5185
+--! Hash: sha1:fcc912a72ea83bfab217641abd1e96e314cb1d7b
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the

@@ -1,5 +1,5 @@
---! Previous: sha1:6602de73c499cf0bdcaea0820b2d86a2e500b3a7
---! Hash: sha1:0cef8867261657502c8f6520a1c6c2fc570e1b69
+--! Previous: sha1:fcc912a72ea83bfab217641abd1e96e314cb1d7b
+--! Hash: sha1:dc92487307009521107666ea05f744b8bdc950be
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
