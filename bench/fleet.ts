@@ -28,7 +28,6 @@ export interface FleetResult {
 }
 
 const MEMBER = fileURLToPath(new URL("./fleet-worker.ts", import.meta.url));
-const IDLE_WINDOW_MS = 20_000;
 
 interface Member {
   child: ChildProcess;
@@ -89,6 +88,7 @@ async function jobsRound(
   url: string,
   workers: number,
   jobs: number,
+  idleMs: number,
   client: pg.Client,
   counted: FleetResult["counted"],
 ) {
@@ -126,7 +126,7 @@ async function jobsRound(
     );
     const before = await statementCount(client, counted);
     const start = performance.now();
-    await new Promise((resolve) => setTimeout(resolve, IDLE_WINDOW_MS));
+    await new Promise((resolve) => setTimeout(resolve, idleMs));
     const after = await statementCount(client, counted);
     // Less this client's own two counting statements (one transaction each).
     const idle = (after - before - 2) / ((performance.now() - start) / 1000);
@@ -168,7 +168,14 @@ async function drainRound(url: string, workers: number, tags: number, client: pg
 export async function runFleet(
   url: string,
   sizes: number[],
-  options: { quick: boolean; rounds: number; only?: string[]; onRound?: (line: string) => void },
+  options: {
+    quick: boolean;
+    rounds: number;
+    only?: string[];
+    onRound?: (line: string) => void;
+    /** Jobs, tags and the idle window of each round (tests make them small). */
+    sizes?: { jobs: number; tags: number; idleMs: number };
+  },
 ): Promise<FleetResult[]> {
   const client = new pg.Client({ connectionString: url, application_name: "steward bench fleet" });
   await client.connect();
@@ -181,15 +188,18 @@ export async function runFleet(
     } catch {
       // Not preloaded: commits it is (every statement the fleet sends idle is its own transaction).
     }
-    const jobs = options.quick ? 8000 : 30_000;
-    const tags = options.quick ? 50_000 : 200_000;
+    const { jobs, tags, idleMs } = options.sizes ?? {
+      jobs: options.quick ? 8000 : 30_000,
+      tags: options.quick ? 50_000 : 200_000,
+      idleMs: 20_000,
+    };
     const wants = (name: string) => !options.only || options.only.includes(name);
     const results: FleetResult[] = [];
     for (const workers of sizes) {
       const samples = { jobs: [] as number[], tags: [] as number[], connections: [] as number[], idle: [] as number[] };
       for (let round = 0; round < options.rounds; round++) {
         if (wants("jobs")) {
-          const round_ = await jobsRound(url, workers, jobs, client, counted);
+          const round_ = await jobsRound(url, workers, jobs, idleMs, client, counted);
           samples.jobs.push(round_.jobsPerSecond);
           samples.connections.push(round_.connections);
           samples.idle.push(round_.idleStatementsPerSecond);
