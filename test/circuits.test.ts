@@ -564,8 +564,7 @@ describe("client-created circuits are bounded", () => {
       )
     ).rows[0];
   const verifyRow = async () =>
-    (await owner("select status, detail from steward.verify_installation() where \"check\" = 'circuit capacity'"))
-      .rows[0];
+    (await owner("select status, detail from steward.verify_installation() where name = 'circuit capacity'")).rows[0];
 
   it("keeps at most circuits.max_circuits of 20,000 junk circuits, refusing the rest with 53400, then cleanup forgets them", async () => {
     const before = await census();
