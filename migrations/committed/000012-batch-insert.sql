@@ -1,5 +1,5 @@
---! Previous: sha1:fb9f98fda7e8d593592d30c1c991c29c4ccd27ea
---! Hash: sha1:67533f6c691a73c3ed8614e76d3bd9625ba51127
+--! Previous: sha1:a2227d3e17708233d9e500f25bf93e36fb770630
+--! Hash: sha1:fc00912b0b8e161b159be023b2cf1b6d3709ed5b
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

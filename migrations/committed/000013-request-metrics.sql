@@ -1,5 +1,5 @@
---! Previous: sha1:67533f6c691a73c3ed8614e76d3bd9625ba51127
---! Hash: sha1:d5014530f40fd179496c7fa1979b7514039f3a44
+--! Previous: sha1:fc00912b0b8e161b159be023b2cf1b6d3709ed5b
+--! Hash: sha1:00d2a667d576bd339641683796fe03c3541dc9fe
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

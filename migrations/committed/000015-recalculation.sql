@@ -1,5 +1,5 @@
---! Previous: sha1:ab0d0018f896076c54b1452fa63072154eee2a01
---! Hash: sha1:6c3e5a334c0155fcac4d8bd827ff82fb55cbf8cc
+--! Previous: sha1:b92953cb0de698988a4910a62e228956cb0032f0
+--! Hash: sha1:d8089b7e0a2004f997b7d6953616f9d4089a48d4
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

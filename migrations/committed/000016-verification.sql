@@ -1,5 +1,5 @@
---! Previous: sha1:6c3e5a334c0155fcac4d8bd827ff82fb55cbf8cc
---! Hash: sha1:a40fa49486df9ad66c904c918f6df50706e18bb4
+--! Previous: sha1:d8089b7e0a2004f997b7d6953616f9d4089a48d4
+--! Hash: sha1:a9b989dda2fca2ce5553f62d3fe71853a3e8cc72
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -23,12 +23,13 @@ as $$
       'steward.circuit_report(text, boolean, text)',
       'steward.enqueue_invalidation(text, interval)',
       'steward.page(regclass, text[], text, integer, jsonb)',
+      'steward.page_plan(regclass, text[], jsonb)',
       'steward.batch_insert(regclass, jsonb, text)',
       'steward.record_requests(jsonb)'
     ]) as signature;
 $$;
 comment on function steward.client_functions() is
-  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
+  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses), page_plan (the checked, cached plan page asks for; it reads only the catalogs) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
 
 create function steward.verify_installation()
 returns table (name text, status text, detail text)

@@ -1,5 +1,5 @@
---! Previous: sha1:a40fa49486df9ad66c904c918f6df50706e18bb4
---! Hash: sha1:7d13bf9902165886aa63855244d24493e027fe2d
+--! Previous: sha1:a9b989dda2fca2ce5553f62d3fe71853a3e8cc72
+--! Hash: sha1:b0db4a0232d019ad6a063de852ddc8ccadf9fb9a
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
