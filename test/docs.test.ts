@@ -107,8 +107,7 @@ describe("README.md and docs/", () => {
         if (/^[a-z]+:/.test(target)) continue; // https:, mailto:
         const resolved = target ? path.join(path.dirname(file), target) : file;
         const content = await readFile(path.join(PACKAGE_ROOT, resolved), "utf8").catch(() => undefined);
-        // docs/performance.md and docs/scale.md are written on the performance branch (issue 20).
-        if (content === undefined && !["docs/performance.md", "docs/scale.md"].includes(resolved)) {
+        if (content === undefined) {
           broken.push(`${file}: ${target}`);
         } else if (content !== undefined && anchor && resolved.endsWith(".md") && !headingSlugs(content).has(anchor)) {
           broken.push(`${file}: ${target}#${anchor}`);

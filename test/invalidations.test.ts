@@ -119,6 +119,20 @@ describe("enqueue_invalidation", () => {
   });
 });
 
+describe("the queue functions' plans", () => {
+  it("never JIT-compile: every function that disables seq scans also turns JIT off", async () => {
+    // Up to PostgreSQL 17 a disabled seq scan costs 1e10, past every jit_*_above_cost: an enqueue
+    // that checks sleeping_drainers was JIT-compiled on each call (100 to 200 ms on PostgreSQL 15).
+    const { rows } = await context.db.pool.query<{ name: string; config: string[] }>(
+      `select p.oid::regprocedure::text as name, p.proconfig as config
+         from pg_proc p where p.pronamespace = 'steward'::regnamespace
+          and p.proconfig @> array['enable_seqscan=off'] order by 1`,
+    );
+    expect(rows.map((row) => row.name)).toContain("steward.enqueue_invalidation(text,interval)");
+    expect(rows.filter((row) => !row.config.includes("jit=off")).map((row) => row.name)).toEqual([]);
+  });
+});
+
 describe("track_table", () => {
   it("enqueues each distinct tag once for a 100,000-row update", async () => {
     const { pool } = context.db;

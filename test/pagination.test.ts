@@ -258,6 +258,140 @@ describe("steward.page", () => {
     });
   });
 
+  describe("plans (what page checks once per table, order and filter shape)", () => {
+    /** A fresh table of 20 rows, paged once so that its plan is stored. */
+    async function warmed(name: string): Promise<void> {
+      await context.db.pool.query(`
+        create table public.${name} (id integer primary key, rank integer not null, label text not null);
+        insert into public.${name} select g, g % 4, 'row ' || g from generate_series(1, 20) g;`);
+      await page(context.db.pool, `public.${name}`, { orderBy: ["rank", "id"], max: 5 });
+    }
+
+    it("are stored once and reused: a second call with the same order and filter shape adds no plan", async () => {
+      const { pool } = context.db;
+      await warmed("plan_reuse");
+      const count = async () =>
+        (
+          await pool.query<{ n: number }>(
+            "select count(*)::int as n from steward.page_plans where relation = 'public.plan_reuse'::regclass",
+          )
+        ).rows[0]!.n;
+      expect(await count()).toBe(1);
+      // On one connection past plpgsql's five custom plans, as a pooled application runs it.
+      const client = await pool.connect();
+      try {
+        let after: string | null = null;
+        const seen: number[] = [];
+        for (let call = 0; call < 8; call++) {
+          const current: Awaited<ReturnType<typeof page<{ id: number }>>> = await page<{ id: number }>(
+            client,
+            "public.plan_reuse",
+            { orderBy: ["rank", "id"], max: 3, after },
+          );
+          seen.push(...current.rows.map((row) => row.id));
+          after = current.next;
+          if (after === null) break;
+        }
+        expect(seen).toEqual(await ids("select id from public.plan_reuse order by rank, id"));
+      } finally {
+        client.release();
+      }
+      expect(await count()).toBe(1);
+      // Another filter shape (a value against IS NULL) is another plan.
+      await page(pool, "public.plan_reuse", { orderBy: ["id"], filter: { label: "row 3" } });
+      await page(pool, "public.plan_reuse", { orderBy: ["id"], filter: { label: null } });
+      expect(await count()).toBe(3);
+    });
+
+    it("a sort column that loses NOT NULL after its plan was stored is refused, not paged with holes", async () => {
+      const { pool } = context.db;
+      await warmed("plan_nullable");
+      await pool.query("alter table public.plan_nullable alter column rank drop not null");
+      await expect(page(pool, "public.plan_nullable", { orderBy: ["rank", "id"] })).rejects.toMatchObject({
+        code: "22023",
+        message: expect.stringContaining('cannot order by "rank": it may be null'),
+      });
+    });
+
+    it("an order whose unique index is dropped after its plan was stored is refused", async () => {
+      const { pool } = context.db;
+      await pool.query(`
+        create table public.plan_unique (id integer not null, label text not null);
+        create unique index plan_unique_id on public.plan_unique (id);
+        insert into public.plan_unique select g, 'row ' || g from generate_series(1, 10) g;`);
+      await page(pool, "public.plan_unique", { orderBy: ["id"] });
+      await pool.query("drop index public.plan_unique_id");
+      await expect(page(pool, "public.plan_unique", { orderBy: ["id"] })).rejects.toMatchObject({
+        code: "22023",
+        message: expect.stringContaining("does not make the order unique"),
+      });
+    });
+
+    it("follows a renamed table, schema and column: the new names page, the old column name is refused", async () => {
+      const { pool } = context.db;
+      await warmed("plan_renamed");
+      const oid = (await pool.query("select 'public.plan_renamed'::regclass::oid as oid")).rows[0].oid;
+      await pool.query(`
+        create schema plan_moved;
+        alter table public.plan_renamed set schema plan_moved;
+        alter table plan_moved.plan_renamed rename to plan_moved_table;
+        alter table plan_moved.plan_moved_table rename column rank to position;`);
+      const moved = await page<{ id: number; position: number }>(pool, "plan_moved.plan_moved_table", {
+        orderBy: ["position", "id"],
+        max: 20,
+      });
+      expect(moved.rows.map((row) => row.id)).toEqual(
+        await ids("select id from plan_moved.plan_moved_table order by position, id"),
+      );
+      await expect(page(pool, `${oid}`, { orderBy: ["rank", "id"] })).rejects.toMatchObject({
+        code: "22023",
+        message: expect.stringContaining('order_by item "rank" is not a column of plan_moved.plan_moved_table'),
+      });
+      await pool.query("drop schema plan_moved cascade");
+    });
+
+    it("pages in a read-only transaction (a standby) without storing a plan", async () => {
+      const { pool } = context.db;
+      await pool.query("create table public.plan_read_only (id integer primary key)");
+      await pool.query("insert into public.plan_read_only select generate_series(1, 5)");
+      const client = await pool.connect();
+      try {
+        await client.query("begin transaction read only");
+        const result = await page<{ id: number }>(client, "public.plan_read_only", { orderBy: ["id desc"] });
+        expect(result.rows.map((row) => row.id)).toEqual([5, 4, 3, 2, 1]);
+        await client.query("commit");
+      } finally {
+        client.release();
+      }
+      const { rows } = await pool.query(
+        "select count(*)::int as n from steward.page_plans where relation = 'public.plan_read_only'::regclass",
+      );
+      expect(rows[0].n).toBe(0);
+    });
+
+    it("cannot be written by a client, and a plan another role stored gives no privilege", async () => {
+      const { pool } = context.db;
+      await warmed("plan_private");
+      await expect(
+        asRole(context.db, stranger.name, (client) =>
+          client.query(
+            "update steward.page_plans set first_sql = 'select array[]::jsonb[]' where relation = 'public.plan_private'::regclass",
+          ),
+        ),
+      ).rejects.toMatchObject({ code: "42501" });
+      // The plan exists (stored by the owner above); the stranger still may not read the table.
+      await expect(
+        asRole(context.db, stranger.name, (client) =>
+          page(client, "public.plan_private", { orderBy: ["rank", "id"], max: 5 }),
+        ),
+      ).rejects.toMatchObject({ code: "42501" });
+      const { rows } = await pool.query(
+        "select first_sql from steward.page_plans where relation = 'public.plan_private'::regclass",
+      );
+      expect(rows[0].first_sql).toContain("from public.plan_private as t");
+    });
+  });
+
   describe("privileges", () => {
     it("runs as the caller: a role with SELECT and steward_client pages the table", async () => {
       const walked = await asRole(context.db, reader.name, (client) =>

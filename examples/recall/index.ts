@@ -3,10 +3,11 @@
 // steward and drops schema recall.
 import fs from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type pg from "pg";
+import { PACKAGE_ROOT } from "../../src/package-root.ts";
 
-const SCHEMA_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), "schema.sql");
+// From the package root, not this module: compiled, this module runs from dist/.
+const SCHEMA_FILE = path.join(PACKAGE_ROOT, "examples", "recall", "schema.sql");
 
 /** Installs (or updates) schema recall and its registrations: tracked tables, rate limits, circuits. */
 export async function installRecall(pool: pg.Pool): Promise<void> {

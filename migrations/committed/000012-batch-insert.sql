@@ -1,5 +1,5 @@
---! Previous: sha1:92b9341ad858c1945617a376d5c2f38a5aca4671
---! Hash: sha1:b263b028d50a644b209af1b292c65e42c03f78b5
+--! Previous: sha1:7d3a34a85ae9591a2184f44fe02a220848de1d7b
+--! Hash: sha1:f138c29db47f26d95ddc9652d99e192131beb23f
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:b263b028d50a644b209af1b292c65e42c03f78b5
---! Hash: sha1:3507313591a6e2e4ca0b8cbc53d4bbb3cb9af365
+--! Previous: sha1:f138c29db47f26d95ddc9652d99e192131beb23f
+--! Hash: sha1:e038d5f2a0f5a12ebde94462f948d7705301889b
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

@@ -1,5 +1,5 @@
---! Previous: sha1:3507313591a6e2e4ca0b8cbc53d4bbb3cb9af365
---! Hash: sha1:7d130243860b7e4a5b607ebc0890e859710d96b3
+--! Previous: sha1:e038d5f2a0f5a12ebde94462f948d7705301889b
+--! Hash: sha1:cde4b4f9194a02d6174dbbcda2456fa8d26558bd
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.
@@ -27,6 +27,10 @@
 -- whole rather than probe it a few hundred times, because the cost model prices each probe as
 -- a page read from disk where a busy queue's pages are in memory. With index scans,
 -- "x = any (array)" costs one probe per element, whether the plan is generic or not.
+-- They also run with jit = off: up to PostgreSQL 17 a disabled seq scan is priced at 1e10,
+-- and a statement that must still scan (sleeping_drainers has no index worth using) then
+-- passes every jit_*_above_cost and is compiled with inlining: 100 to 200 ms per enqueue on
+-- PostgreSQL 15 where the statement itself takes microseconds (the load test's p95 on 15).
 
 insert into steward.settings (name, value, type, min_value, max_value, description) values
   ('invalidations.max_delay', '1 minute', 'interval', '0 seconds', '1 day',
@@ -216,6 +220,7 @@ volatile
 security definer
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
 #variable_conflict use_column
 declare
@@ -625,6 +630,7 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
 declare
   moved integer;
@@ -675,6 +681,7 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
 #variable_conflict use_column
 declare
@@ -755,6 +762,7 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
 declare
   moment timestamptz := steward.claim_turn();
@@ -808,6 +816,7 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
 #variable_conflict use_column
 declare
@@ -844,6 +853,7 @@ language sql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
   with done as (
     delete from steward.invalidations i where i.id = any (ids) returning 1
@@ -859,6 +869,7 @@ language sql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
   -- Enqueues of the tag made since the claim stay rows of their own; the next claim folds them
   -- in, and waits for the latest deliver_at, so they wait for this retry too.
@@ -883,6 +894,7 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
 declare
   max_attempts integer := steward.setting_integer('invalidations.max_attempts');
@@ -1022,6 +1034,7 @@ language sql
 stable
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off
 as $$
   select pg_catalog.min(i.deliver_at) from steward.invalidations i
 $$;

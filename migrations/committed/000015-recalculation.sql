@@ -1,5 +1,5 @@
---! Previous: sha1:7d130243860b7e4a5b607ebc0890e859710d96b3
---! Hash: sha1:54a556367af541618f73683ff14ff5f424a198b6
+--! Previous: sha1:cde4b4f9194a02d6174dbbcda2456fa8d26558bd
+--! Hash: sha1:fefcb49c5833b963a22e3928814ac2e7e0671008
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

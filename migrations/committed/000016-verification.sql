@@ -1,5 +1,5 @@
---! Previous: sha1:54a556367af541618f73683ff14ff5f424a198b6
---! Hash: sha1:3fb54701cc7f7cab47d1ceaae7ad6e388fd8e36e
+--! Previous: sha1:fefcb49c5833b963a22e3928814ac2e7e0671008
+--! Hash: sha1:9f0732c9324205ea0454dc86f43e8fa40cab0af1
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -23,12 +23,13 @@ as $$
       'steward.circuit_report(text, boolean, text)',
       'steward.enqueue_invalidation(text, interval)',
       'steward.page(regclass, text[], text, integer, jsonb)',
+      'steward.page_plan(regclass, text[], jsonb)',
       'steward.batch_insert(regclass, jsonb, text)',
       'steward.record_requests(jsonb)'
     ]) as signature;
 $$;
 comment on function steward.client_functions() is
-  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
+  'The functions steward_client may execute, and no others: the SPEC''s (client) functions plus rate_limit_hits (the batch form the TypeScript client uses), page_plan (the checked, cached plan page asks for; it reads only the catalogs) and circuit_admit/circuit_report (circuit_allow/circuit_record with the transitions they made, which the TypeScript client logs).';
 
 create function steward.verify_installation()
 returns table (name text, status text, detail text)

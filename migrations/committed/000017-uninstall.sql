@@ -1,5 +1,5 @@
---! Previous: sha1:3fb54701cc7f7cab47d1ceaae7ad6e388fd8e36e
---! Hash: sha1:d3689ace1954a50d2466f58811160baabffb8ba4
+--! Previous: sha1:9f0732c9324205ea0454dc86f43e8fa40cab0af1
+--! Hash: sha1:03355ebfb8947ef992a841913fe87d6e2b655fdc
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run

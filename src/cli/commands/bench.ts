@@ -1,4 +1,4 @@
-// `steward bench [--quick] [--json FILE] [--only NAME[,NAME]] [--rounds N]`
+// `steward bench [--quick] [--json FILE] [--only NAME[,NAME]] [--rounds N] [--workers N[,N…]]`
 import fs from "node:fs/promises";
 import os from "node:os";
 import type { ScenarioResult } from "../../../bench/run.ts";
@@ -18,12 +18,13 @@ const BENCH_LIBRARIES = ["rate-limiter-flexible", "pg-copy-streams"];
  */
 async function loadBench() {
   try {
-    const [{ SCENARIOS }, { benchContext, runScenario }, { scratchDatabase }] = await Promise.all([
+    const [{ SCENARIOS }, { benchContext, runScenario }, { scratchDatabase }, { runFleet }] = await Promise.all([
       import("../../../bench/index.ts"),
       import("../../../bench/run.ts"),
       import("../../../bench/scratch.ts"),
+      import("../../../bench/fleet.ts"),
     ]);
-    return { SCENARIOS, benchContext, runScenario, scratchDatabase };
+    return { SCENARIOS, benchContext, runScenario, scratchDatabase, runFleet };
   } catch (error) {
     const missing = BENCH_LIBRARIES.find((name) => (error as Error).message.includes(`'${name}'`));
     if ((error as { code?: string }).code === "ERR_MODULE_NOT_FOUND" && missing) {
@@ -53,25 +54,31 @@ function resultTable(results: ScenarioResult[]): string {
 export const benchCommand: Command = {
   name: "bench",
   usage:
-    "bench [--quick] [--json FILE] [--only NAME[,NAME…]] [--rounds N]\n" +
+    "bench [--quick] [--json FILE] [--only NAME[,NAME…]] [--rounds N] [--workers N[,N…]]\n" +
     "  --quick       smaller data and fewer rounds: the whole suite within 60 s on 2 cores\n" +
     '  --json FILE   also write {"scenarios": [{name, ours, baseline, unit, speedup}]} to FILE\n' +
     "  --only NAMES  run only these scenarios (comma-separated)\n" +
-    "  --rounds N    rounds per scenario (default 5, --quick 3); medians are reported",
+    "  --rounds N    rounds per scenario (default 5, --quick 3); medians are reported\n" +
+    "  --workers N   fleets of N worker processes against one database instead of the scenarios:\n" +
+    "                jobs/s, drain tags/s, and connections and statements/s of the idle fleet\n" +
+    "                (--only jobs or drain)",
   options: {
     quick: { type: "boolean" },
     json: { type: "string" },
     only: { type: "string" },
     rounds: { type: "string" },
+    workers: { type: "string" },
   },
   positionals: [0, 0],
   async run(_positionals, values, context) {
-    const { SCENARIOS, benchContext, runScenario, scratchDatabase } = await loadBench();
+    const bench = await loadBench();
+    const { SCENARIOS, benchContext, runScenario, scratchDatabase } = bench;
     const quick = Boolean(values.quick);
     const only = (values.only as string | undefined)
       ?.split(",")
       .map((name) => name.trim())
       .filter(Boolean);
+    if (values.workers !== undefined) return runFleetCommand(values, only, quick, context, bench);
     const known = SCENARIOS.map((s) => s.name);
     const unknown = only?.filter((name) => !known.includes(name)) ?? [];
     if (unknown.length) throw new UsageError(`unknown scenario ${unknown.join(", ")}; scenarios: ${known.join(", ")}`);
@@ -130,3 +137,52 @@ export const benchCommand: Command = {
     return 0;
   },
 };
+
+/** `--workers 1,2,4`: each fleet size in turn (bench/fleet.ts). */
+async function runFleetCommand(
+  values: Record<string, unknown>,
+  only: string[] | undefined,
+  quick: boolean,
+  context: Parameters<Command["run"]>[2],
+  { scratchDatabase, runFleet }: Awaited<ReturnType<typeof loadBench>>,
+): Promise<number> {
+  const sizes = String(values.workers)
+    .split(",")
+    .map((item) => integerOption(item.trim(), "--workers", { min: 1, max: 64 }, 1));
+  const unknown = only?.filter((name) => name !== "jobs" && name !== "drain") ?? [];
+  if (unknown.length) throw new UsageError(`--workers measures jobs and drain only, not ${unknown.join(", ")}`);
+  const rounds = integerOption(values.rounds, "--rounds", { min: 1, max: 100 }, quick ? 1 : 3);
+  const database = await openDatabase(context.config, context.logger);
+  const began = Date.now();
+  try {
+    const scratch = await scratchDatabase(database.url, context.logger, "bench");
+    try {
+      const results = await runFleet(scratch.url, sizes, {
+        quick,
+        rounds,
+        only,
+        onRound: (line) => process.stderr.write(`${line}\n`),
+      });
+      const rows = [
+        ["workers", "jobs/s", "drain tags/s", "connections/worker", "idle statements/s"],
+        ...results.map((r) => [
+          String(r.workers),
+          format(r.jobsPerSecond),
+          format(r.tagsPerSecond),
+          format(r.connections),
+          format(r.idleStatementsPerSecond),
+        ]),
+      ];
+      context.print(textTable(rows, { numeric: [0, 1, 2, 3, 4] }).join("\n"));
+      context.print(
+        `\n${os.cpus().length} cores, node ${process.version}; ${rounds} rounds, medians; idle statements counted by ${results[0]?.counted ?? "-"}; ${formatDuration(Date.now() - began)}`,
+      );
+      if (values.json) await fs.writeFile(values.json as string, JSON.stringify({ fleet: results }, null, 2) + "\n");
+    } finally {
+      await scratch.drop();
+    }
+  } finally {
+    await database.release();
+  }
+  return 0;
+}
