@@ -18,7 +18,7 @@ const TASK = "bench_noop";
  * `jobs_fast` spreads its queued half over this many named queues, round robin (15 jobs each of
  * 30,000): per-entity queues, the usual reason for many jobs in named queues. With 100 queues
  * of 150 jobs, plain graphile-worker's local queue waits out its 2 s poll between a queue's
- * jobs at the end of each round (README, "Throughput"), and a round takes minutes.
+ * jobs at the end of each round (docs/operations.md, "Throughput and the local queue"), and a round takes minutes.
  */
 const NAMED_QUEUES = 1000;
 
@@ -116,7 +116,7 @@ async function measure(
   await pool.query(`vacuum ${schema}._private_jobs, ${schema}._private_job_queues`);
   // run_at rises with n, as if the jobs had arrived one after another: fetches take jobs by
   // (priority, run_at), and with one run_at for all they would follow wherever add_jobs' join
-  // happened to put the rows, at times one queue's jobs all first (see README, "Throughput").
+  // happened to put the rows, at times one queue's jobs all first (see docs/operations.md, "Throughput and the local queue").
   await pool.query(
     `select count(*) from ${schema}.add_jobs(array(
        select row($1::text, '{}'::json, case when $3::int > 0 and n % 2 = 0 then 'bench_' || (n / 2 % $3::int) end,
@@ -214,7 +214,7 @@ export const jobsScenario = jobsScenarioOf({
 /**
  * Plain graphile-worker at its fastest for `concurrency` on 2 cores: completions batched
  * within a tick, and a local queue of sixteen times the concurrency. Throughput grew with the
- * local queue up to about eight times the concurrency and no further (README, "Throughput");
+ * local queue up to about eight times the concurrency and no further (docs/operations.md, "Throughput and the local queue");
  * twice that leaves the baseline no batch-size handicap.
  */
 export function fastestBaseline(concurrency: number): BaselineSetup {
