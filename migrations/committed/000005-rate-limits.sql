@@ -1,5 +1,5 @@
 --! Previous: sha1:0c077dbb7538966bb77f2115d0c826ead26f337b
---! Hash: sha1:a70a9da69a334bda69127a61d5808b34b2beb72d
+--! Hash: sha1:01d069056b98ee6bf90497394baa1bbeb5bb6c87
 --! Message: rate limits
 
 -- Rate limits: several windows per policy, consumed all-or-nothing; each window is GCRA (the
@@ -994,17 +994,9 @@ $$;
 comment on function steward.rate_limit_metrics() is
   'The rate-limit series of /metrics, in the shape every steward metric source returns (metric, kind, help, labels, value): steward_rate_limit_denials_total{policy,per}, cumulative (folded totals plus the rows of steward.rate_limit_denials).';
 
-do $$
-begin
-  if pg_catalog.to_regclass('steward.metric_sources') is not null then
-    execute $register$
-      insert into steward.metric_sources (name, function, description)
-      values ('rate_limits', 'steward.rate_limit_metrics()'::regprocedure, 'rate-limit denials per policy and window')
-      on conflict (name) do update set function = excluded.function, description = excluded.description
-    $register$;
-  end if;
-end
-$$;
+insert into steward.metric_sources (name, function, description) values
+  ('rate_limits', 'steward.rate_limit_metrics()', 'rate-limit denials per policy and window')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:a70a9da69a334bda69127a61d5808b34b2beb72d
---! Hash: sha1:d1ad92d6549dcbcddc7d9dea0995880d5a115462
+--! Previous: sha1:01d069056b98ee6bf90497394baa1bbeb5bb6c87
+--! Hash: sha1:6f5d137795051800c292f9442a1c948109048613
 --! Message: leases
 
 -- Concurrency leases: at most max_concurrent unexpired leases of a key at once, across every

@@ -1,5 +1,5 @@
---! Previous: sha1:d1ad92d6549dcbcddc7d9dea0995880d5a115462
---! Hash: sha1:7489dcf918e565183a8792c99e04ebf6e4d2f2cf
+--! Previous: sha1:6f5d137795051800c292f9442a1c948109048613
+--! Hash: sha1:3f56f8ba045e0902f51846ec479d956251af7f06
 --! Message: circuits
 
 -- Circuit breakers shared by every process. Their configuration lives in a logged table; their
@@ -654,19 +654,9 @@ $$;
 comment on function steward.circuit_metrics() is
   'The circuit series of /metrics, in the shape every steward metric source returns (metric, kind, help, labels, value): steward_circuit_state{circuit,state}, steward_circuit_transitions_total{circuit,from,to}, steward_circuits and steward_circuits_limit. At most circuits.metrics_top circuits get their own label (the worker''s steward: circuits first, then the most recently active); the rest are summed under circuit="_other".';
 
--- Registered with the /metrics umbrella when its registry is installed before this migration.
-do $$
-begin
-  if pg_catalog.to_regclass('steward.metric_sources') is not null then
-    execute $register$
-      insert into steward.metric_sources (name, function, description)
-      values ('circuits', 'steward.circuit_metrics()'::regprocedure,
-              'circuit states, transitions and the circuit count against its cap')
-      on conflict (name) do update set function = excluded.function, description = excluded.description
-    $register$;
-  end if;
-end
-$$;
+insert into steward.metric_sources (name, function, description) values
+  ('circuits', 'steward.circuit_metrics()', 'circuit states, transitions and the circuit count against its cap')
+on conflict (name) do update set function = excluded.function, description = excluded.description;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:7489dcf918e565183a8792c99e04ebf6e4d2f2cf
---! Hash: sha1:d9bad081422d47f82d681c17db3d880a4fe4f08b
+--! Previous: sha1:3f56f8ba045e0902f51846ec479d956251af7f06
+--! Hash: sha1:72d49a4f12fff68f5d2112c9f7ccb5f32e3c2cfb
 --! Message: materialized views
 
 -- Materialized views: the registry of views pg-steward refreshes (one refresh per view at a time,

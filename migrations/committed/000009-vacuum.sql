@@ -1,5 +1,5 @@
---! Previous: sha1:d9bad081422d47f82d681c17db3d880a4fe4f08b
---! Hash: sha1:8eb4cb9e2d5ef7a70518d55971833dafa715519b
+--! Previous: sha1:72d49a4f12fff68f5d2112c9f7ccb5f32e3c2cfb
+--! Hash: sha1:03beeb1f3080d78de6aee60724807b7f944c5ff7
 --! Message: vacuum
 
 -- VACUUM: the plan of which tables to vacuum (past dead-tuple thresholds, queue tables first) and

@@ -1,5 +1,5 @@
---! Previous: sha1:8eb4cb9e2d5ef7a70518d55971833dafa715519b
---! Hash: sha1:51a2d5f76aaa258ad68849a761e0a873baed4bc8
+--! Previous: sha1:03beeb1f3080d78de6aee60724807b7f944c5ff7
+--! Hash: sha1:fcd122ba50178d46e9d801f84076caff776d831a
 --! Message: cleanup
 
 -- Cleanup of rows past their retention: the steps registered in steward.cleanup_steps (each

@@ -1,5 +1,5 @@
---! Previous: sha1:51a2d5f76aaa258ad68849a761e0a873baed4bc8
---! Hash: sha1:7d3a34a85ae9591a2184f44fe02a220848de1d7b
+--! Previous: sha1:fcd122ba50178d46e9d801f84076caff776d831a
+--! Hash: sha1:f56a2e958d81cfa4a2b65253d2efc2079f6eb62e
 --! Message: pagination
 
 -- Keyset pagination over any table the caller may read (steward.page), for clients.

@@ -1,5 +1,5 @@
---! Previous: sha1:7d3a34a85ae9591a2184f44fe02a220848de1d7b
---! Hash: sha1:f138c29db47f26d95ddc9652d99e192131beb23f
+--! Previous: sha1:f56a2e958d81cfa4a2b65253d2efc2079f6eb62e
+--! Hash: sha1:1165706cd83790b43d93a263e4f7e57f5479ccee
 --! Message: batch insert
 
 -- Batch insert of a JSON array of objects into any table the caller may write

@@ -1,5 +1,5 @@
---! Previous: sha1:f138c29db47f26d95ddc9652d99e192131beb23f
---! Hash: sha1:e038d5f2a0f5a12ebde94462f948d7705301889b
+--! Previous: sha1:1165706cd83790b43d93a263e4f7e57f5479ccee
+--! Hash: sha1:8d4773e5b35e4787b49e0c021c89798629ef418b
 --! Message: request metrics
 
 -- Request metrics: raw rows recorded by clients (steward.record_requests) into daily

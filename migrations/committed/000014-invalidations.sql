@@ -1,5 +1,5 @@
---! Previous: sha1:e038d5f2a0f5a12ebde94462f948d7705301889b
---! Hash: sha1:cde4b4f9194a02d6174dbbcda2456fa8d26558bd
+--! Previous: sha1:8d4773e5b35e4787b49e0c021c89798629ef418b
+--! Hash: sha1:4d6940701b76d068ffc7431b7a852d9e8df52b61
 --! Message: invalidations
 
 -- The cache-invalidation queue: tags to deliver to caches (sinks) after data changes.

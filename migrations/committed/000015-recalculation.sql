@@ -1,5 +1,5 @@
---! Previous: sha1:cde4b4f9194a02d6174dbbcda2456fa8d26558bd
---! Hash: sha1:fefcb49c5833b963a22e3928814ac2e7e0671008
+--! Previous: sha1:4d6940701b76d068ffc7431b7a852d9e8df52b61
+--! Hash: sha1:a14addb81d89185febcea4d4e614f9c96e80922e
 --! Message: recalculation
 
 -- Recalculation: recompute derived data (scores, caches, aggregates) for every key, or for some,

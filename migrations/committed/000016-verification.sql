@@ -1,5 +1,5 @@
---! Previous: sha1:fefcb49c5833b963a22e3928814ac2e7e0671008
---! Hash: sha1:9f0732c9324205ea0454dc86f43e8fa40cab0af1
+--! Previous: sha1:a14addb81d89185febcea4d4e614f9c96e80922e
+--! Hash: sha1:54ea353f30d281ac3bd7362d140311e2dab52c68
 --! Message: verification
 
 -- "Is everything in place?" after a deploy (verify_installation), and "how is it going?" for the
@@ -537,15 +537,6 @@ as $$
 $$;
 comment on function steward.health_checks() is
   'The database''s checks of the worker''s /readyz, one row each (name, ok/warn/fail, details as counts and view names, never error text): deadLetters (dead letters failed within health.dead_letters_window against health.dead_letters_warn/_fail), invalidations (the oldest undelivered entry''s age against health.invalidation_age_warn/_fail), views (missing, last refresh failed, or staler than health.view_staleness_warn/_fail times refresh_every). Fail thresholds are off by default.';
-
--- Metric sources of capabilities migrated before the registry existed on their branch: wired here
--- when their function is present (their own migration may register them too).
-insert into steward.metric_sources (name, function, description)
-select s.name, pg_catalog.to_regprocedure(s.signature), s.description
-  from (values ('circuits', 'steward.circuit_metrics()', 'circuit states and transitions'),
-               ('rate_limits', 'steward.rate_limit_metrics()', 'rate-limit denials by policy and window')) as s(name, signature, description)
- where pg_catalog.to_regprocedure(s.signature) is not null
-on conflict (name) do nothing;
 
 revoke all on all functions in schema steward from public;
 revoke all on all tables in schema steward from public;

@@ -1,5 +1,5 @@
---! Previous: sha1:9f0732c9324205ea0454dc86f43e8fa40cab0af1
---! Hash: sha1:03355ebfb8947ef992a841913fe87d6e2b655fdc
+--! Previous: sha1:54ea353f30d281ac3bd7362d140311e2dab52c68
+--! Hash: sha1:6540f43d897f074a51b5db4af7d1a39e7b8c21c1
 --! Message: uninstall
 
 -- Uninstalling: what `steward uninstall` removes (and keeps), as rows a DBA can read and run
