@@ -111,7 +111,10 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   };
   const heartbeat = startHeartbeat({ pool: housekeeping, logger, tasks: tasks.map((task) => task.identifier) });
   // The pool id is the locked_by of its jobs: beat for it before it has run anything for long.
-  events.on("pool:create", ({ workerPool }) => void heartbeat.add(workerPool.id));
+  // The first beats are awaited before the worker counts as started, so status, /metrics and
+  // unserved_jobs() see it as soon as start resolves.
+  const firstBeats: Promise<void>[] = [];
+  events.on("pool:create", ({ workerPool }) => void firstBeats.push(heartbeat.add(workerPool.id)));
   const statsTimer = setInterval(() => void stats.flush(), options.statsFlushMs ?? 5000);
   statsTimer.unref();
   /** After the pools released their jobs: drop the heartbeat rows, write the last counts. */
@@ -151,6 +154,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     await pool.end();
     throw error;
   }
+  await Promise.all(firstBeats);
   let running = true;
   logger.info(
     {
