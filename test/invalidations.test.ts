@@ -174,6 +174,35 @@ describe("track_table", () => {
     expect(await tags()).toEqual(["all-listings"]);
   });
 
+  it("never fails a write whose placeholder makes a tag too long: that tag becomes a dead letter, the others are enqueued", async () => {
+    const { pool } = context.db;
+    await pool.query(`
+      create table public.notes (id int primary key, title text);
+      select steward.track_table('public.notes', array['note:{title}', 'notes']);
+      delete from steward.invalidations;
+      delete from steward.dead_letters where source = 'invalidation';
+    `);
+    const long = "x".repeat(1200);
+    const tags = async () =>
+      (await pool.query("select tag from steward.pending_invalidations order by tag")).rows.map((r) => r.tag);
+    // A statement of a few rows, then one of many (track_table's bulk query): both paths.
+    await pool.query("insert into public.notes values (1, $1), (2, 'short')", [long]);
+    await pool.query("insert into public.notes select g, $1 || g from generate_series(3, 102) g", [long]);
+    expect((await pool.query("select count(*)::int as n from public.notes")).rows[0].n).toBe(102);
+    expect(await tags()).toEqual(["note:short", "notes"]);
+    const { rows } = await pool.query(
+      `select length(payload->>'tag') as length, attempts, is_permanent, last_error
+         from steward.dead_letters where source = 'invalidation' order by payload->>'tag'`,
+    );
+    expect(rows).toHaveLength(101);
+    expect(rows[0]).toMatchObject({
+      length: 5 + 1200,
+      attempts: 0,
+      is_permanent: true,
+      last_error: "a write to public.notes made a tag of 1205 characters; the queue holds tags of up to 1000",
+    });
+  });
+
   it("refuses a placeholder naming a column the table lacks, with the columns in the hint", async () => {
     const { pool } = context.db;
     await pool.query("create table public.widgets (id int, name text)");

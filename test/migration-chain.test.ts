@@ -35,6 +35,12 @@ async function withAppliedChain(change: string, work: () => Promise<void>): Prom
   }
 }
 
+/** The latest migration applied (000018.sql, …): graphile-migrate names them by number. */
+async function lastApplied(): Promise<string> {
+  const { rows } = await context.db.pool.query("select max(filename) as filename from graphile_migrate.migrations");
+  return rows[0].filename as string;
+}
+
 async function appliedCount(): Promise<number> {
   return (await context.db.pool.query("select count(*)::int as n from graphile_migrate.migrations")).rows[0].n;
 }
@@ -48,18 +54,19 @@ describe("the migration chain", () => {
   });
 
   it("stops migrate when a team's own migration took one of pg-steward's numbers", async () => {
+    // The team committed its own migration under the number of pg-steward's latest, before that
+    // existed (the latest: no applied migration points at it, so its hash can be changed).
+    const last = await lastApplied();
+    const number = last.replace(/\.sql$/, "");
     await withAppliedChain(
-      // The team committed its own 000017 before pg-steward's 000017 existed.
-      "update graphile_migrate.migrations set hash = 'sha1:team' where filename = '000017.sql'",
+      `update graphile_migrate.migrations set hash = 'sha1:team' where filename = '${last}'`,
       async () => {
         const before = await appliedCount();
         const error = await migrate(context.db.url, testLogger()).catch((caught: unknown) => caught);
         expect(error).toBeInstanceOf(MigrationChainError);
-        expect((error as MigrationChainError).problems.map((p) => [p.filename, p.kind])).toEqual([
-          ["000017.sql", "different"],
-        ]);
+        expect((error as MigrationChainError).problems.map((p) => [p.filename, p.kind])).toEqual([[last, "different"]]);
         expect((error as Error).message).toMatch(
-          /000017\.sql: applied with hash sha1:team, but pg-steward's migrations\/committed\/000017-/,
+          new RegExp(`${number}\\.sql: applied with hash sha1:team, but pg-steward's migrations/committed/${number}-`),
         );
         expect(await appliedCount()).toBe(before);
 
@@ -68,7 +75,9 @@ describe("the migration chain", () => {
         expect(cli.stderr).toContain("do not match pg-steward's migrations/committed/");
         const verify = await runCli(["verify"], { DATABASE_URL: context.db.url });
         expect(verify.code).toBe(1);
-        expect(verify.stdout).toMatch(/✗ migration chain\s+.*000017\.sql: applied with hash sha1:team/);
+        expect(verify.stdout).toMatch(
+          new RegExp(`✗ migration chain\\s+.*${number}\\.sql: applied with hash sha1:team`),
+        );
       },
     );
   });
@@ -76,7 +85,7 @@ describe("the migration chain", () => {
   it("names an applied migration pg-steward does not have", async () => {
     await withAppliedChain(
       `insert into graphile_migrate.migrations (filename, hash, previous_hash)
-         select '000099.sql', 'sha1:ours', hash from graphile_migrate.migrations where filename = '000017.sql'`,
+         select '000099.sql', 'sha1:ours', hash from graphile_migrate.migrations where filename = '${await lastApplied()}'`,
       async () => {
         const problems = await checkMigrationChain(context.db.pool, MIGRATIONS_FOLDER);
         expect(problems.map((p) => [p.filename, p.kind])).toEqual([["000099.sql", "unknown"]]);
