@@ -116,7 +116,8 @@ describe("the series the alert rules use", () => {
        values ('job', 'alert_test', 1, 1, 'for the alert rules');
        create materialized view alert_view as select 1 as id;
        create unique index on alert_view (id);
-       select steward.register_materialized_view('alert_view', refresh_every => '1 hour');`,
+       select steward.register_materialized_view('alert_view', refresh_every => '1 hour');
+       select graphile_worker.add_job('alert_test_unserved', '{}');`,
     );
     if (await circuitsRegistered()) {
       await pool.query(`
