@@ -23,7 +23,7 @@ export const COMMANDS: CommandEntry[] = [
   },
   {
     name: "worker",
-    summary: "run the worker until SIGTERM/SIGINT, then finish or release running jobs and exit 0",
+    summary: "run the worker until SIGTERM, SIGINT or SIGHUP, then finish or release running jobs and exit 0",
     load: async () => (await import("./worker.ts")).workerCommand,
   },
   {

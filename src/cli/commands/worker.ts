@@ -42,13 +42,17 @@ function onShutdownSignals(
       handlers.force(signal);
     }
   };
+  // SIGHUP too: the terminal or SSH session that ran it closed. Node's default would exit at
+  // once, leaving running jobs locked until the heartbeat timeout.
   process.on("SIGINT", listener);
   process.on("SIGTERM", listener);
+  process.on("SIGHUP", listener);
   return {
     requested: () => firstAt !== undefined,
     dispose() {
       process.off("SIGINT", listener);
       process.off("SIGTERM", listener);
+      process.off("SIGHUP", listener);
     },
   };
 }
