@@ -14,6 +14,7 @@ import { createLogger, type Logger } from "../src/logger.ts";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
 import type { TaskDefinition } from "../src/worker/task.ts";
 import { startWorker, type RunningWorker } from "../src/worker/runner.ts";
+import type { Schedule } from "../src/worker/schedules.ts";
 
 export interface TestDatabase {
   name: string;
@@ -107,6 +108,8 @@ export async function startTestWorker(
     config?: Partial<Config>;
     health?: boolean;
     statsFlushMs?: number;
+    /** None unless given: a test worker runs no cron. */
+    schedules?: Schedule[];
   } = {},
 ): Promise<RunningWorker> {
   return startWorker({
@@ -114,7 +117,7 @@ export async function startTestWorker(
     config: testConfig(options.config),
     logger: testLogger(),
     tasks: options.tasks,
-    schedules: [],
+    schedules: options.schedules ?? [],
     health: options.health ?? false,
     statsFlushMs: options.statsFlushMs,
   });

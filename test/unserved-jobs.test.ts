@@ -18,7 +18,11 @@ const served = defineTask({
 
 beforeAll(async () => {
   await context.db.pool.query("delete from steward.workers");
-  worker = await startTestWorker(context.db, { tasks: [served], health: true });
+  worker = await startTestWorker(context.db, {
+    tasks: [served],
+    health: true,
+    schedules: [{ task: "served_task", pattern: "5 4 * * *", description: "every day at 04:05", payload: { x: 1 } }],
+  });
   await context.db.pool.query(`
     select graphile_worker.add_job('nobody_runs_this', '{}') from generate_series(1, 3);
     select graphile_worker.add_job('nobody_runs_this_later', '{}', run_at => now() + interval '1 day');`);
@@ -51,8 +55,38 @@ describe("unserved jobs", () => {
 
     const status = await runCli(["status"], { DATABASE_URL: context.db.url });
     expect(status.stdout).toMatch(/Jobs no live worker runs.*\n {2}nobody_runs_this: 3 due/);
-    expect(status.stdout).toMatch(/Schedules[^\n]*\n.*identifier.*next run/);
-    expect(status.stdout).toMatch(/steward:cleanup\s+7 \* \* \* \*\s+cleanup\s+in /);
+  });
+
+  it("shows the schedules the live workers report, not those of the environment status runs in", async () => {
+    const { rows } = await context.db.pool.query(
+      "select identifier, task, pattern, payload, source, workers from steward.worker_schedules()",
+    );
+    expect(rows).toEqual([
+      {
+        identifier: "steward:served_task",
+        task: "served_task",
+        pattern: "5 4 * * *",
+        payload: { x: 1 },
+        source: "default",
+        workers: 1,
+      },
+    ]);
+    // The command's own environment schedules cleanup differently: the worker's schedule is shown.
+    const status = await runCli(["status"], { DATABASE_URL: context.db.url, STEWARD_CRON_CLEANUP: "1 2 * * *" });
+    expect(status.stdout).toMatch(/Schedules \(reported by 1 live worker\(s\)\)\n.*identifier.*next run/);
+    expect(status.stdout).toMatch(/steward:served_task\s+5 4 \* \* \*\s+served_task \{"x":1\}\s+in .*default/);
+    expect(status.stdout).not.toMatch(/steward:cleanup/);
+    const json = JSON.parse((await runCli(["status", "--json"], { DATABASE_URL: context.db.url })).stdout);
+    expect(json).toMatchObject({ schedules_from: "workers", schedules: [{ identifier: "steward:served_task" }] });
+
+    // A worker of the previous version beats with four arguments (a rolling upgrade) and reports none.
+    await context.db.pool.query("select steward.worker_heartbeat('older-pool', 'old-host', 1, array['served_task'])");
+    try {
+      const mixed = await runCli(["status"], { DATABASE_URL: context.db.url });
+      expect(mixed.stdout).toMatch(/Schedules \(reported by 1 live worker\(s\); 1 of an older version report none\)/);
+    } finally {
+      await context.db.pool.query("delete from steward.workers where pool_id = 'older-pool'");
+    }
   });
 
   it("counts every due job as unserved when no worker is alive", async () => {
@@ -63,5 +97,10 @@ describe("unserved jobs", () => {
       "select task_identifier, jobs::int from steward.unserved_jobs() order by 1",
     );
     expect(rows.map((row) => row.task_identifier)).toEqual(["nobody_runs_this", "served_task"]);
+
+    // With no live worker, status falls back to what this environment would schedule.
+    const status = await runCli(["status"], { DATABASE_URL: context.db.url });
+    expect(status.stdout).toMatch(/Schedules \(of a worker started with this environment: no worker is alive\)/);
+    expect(status.stdout).toMatch(/steward:cleanup\s+7 \* \* \* \*\s+cleanup\s+in /);
   });
 });

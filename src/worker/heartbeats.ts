@@ -28,10 +28,26 @@ function heartbeatInterval(timeoutMs: number): number {
   return Math.min(10_000, Math.max(100, Math.floor(timeoutMs / 6)));
 }
 
-export function startHeartbeat(options: { pool: pg.Pool; logger: Logger; tasks?: string[] }): Heartbeat {
+/** A schedule as a worker reports it on its heartbeat (steward.workers.schedules). */
+export interface ReportedSchedule {
+  identifier: string;
+  task: string;
+  pattern: string;
+  payload: Record<string, unknown> | null;
+  source: string;
+}
+
+export function startHeartbeat(options: {
+  pool: pg.Pool;
+  logger: Logger;
+  tasks?: string[];
+  schedules?: ReportedSchedule[];
+}): Heartbeat {
   const { pool } = options;
-  // Recorded on every beat: `steward status`, /metrics and verify find jobs no live worker runs.
+  // Recorded on every beat: `steward status`, /metrics and verify find jobs no live worker runs,
+  // and `steward status` shows the schedules the live workers run.
   const tasks = options.tasks ?? null;
+  const schedules = options.schedules ? JSON.stringify(options.schedules) : null;
   const logger = options.logger.child({ component: "heartbeat" });
   const host = os.hostname();
   const poolIds: string[] = [];
@@ -44,8 +60,9 @@ export function startHeartbeat(options: { pool: pg.Pool; logger: Logger; tasks?:
 
   async function beat(ids: string[]): Promise<void> {
     const { rows } = await pool.query<{ pool_id: string; existed: boolean }>(
-      `select p.pool_id, steward.worker_heartbeat(p.pool_id, $2, $3, $4) as existed from unnest($1::text[]) as p(pool_id)`,
-      [ids, host, process.pid, tasks],
+      `select p.pool_id, steward.worker_heartbeat(p.pool_id, $2, $3, $4, $5::jsonb) as existed
+         from unnest($1::text[]) as p(pool_id)`,
+      [ids, host, process.pid, tasks, schedules],
     );
     for (const row of rows) {
       if (!row.existed && seen.has(row.pool_id)) {

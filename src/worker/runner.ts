@@ -109,7 +109,18 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     metrics.recordJob(task, outcome, ms);
     stats.record(task, outcome, ms);
   };
-  const heartbeat = startHeartbeat({ pool: housekeeping, logger, tasks: tasks.map((task) => task.identifier) });
+  const heartbeat = startHeartbeat({
+    pool: housekeeping,
+    logger,
+    tasks: tasks.map((task) => task.identifier),
+    schedules: schedules.map(({ identifier, task, pattern, payload, source }) => ({
+      identifier,
+      task,
+      pattern,
+      payload,
+      source,
+    })),
+  });
   // The pool id is the locked_by of its jobs: beat for it before it has run anything for long.
   // The first beats are awaited before the worker counts as started, so status, /metrics and
   // unserved_jobs() see it as soon as start resolves.

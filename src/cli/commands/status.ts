@@ -1,5 +1,8 @@
 // `steward status [--json]`: what the system is doing, from steward.status(), and the schedules
-// this environment's configuration gives a worker (built-ins, STEWARD_CRON_*, the crontab).
+// the live workers report (steward.worker_schedules()); when none reports them, those this
+// environment's configuration gives a worker (built-ins, STEWARD_CRON_*, the crontab).
+import { parseCronItems } from "graphile-worker";
+import type pg from "pg";
 import { TASKS } from "../../../tasks/index.ts";
 import { formatDuration } from "../../duration.ts";
 import { crontabPath, nextRun, readCrontab } from "../../worker/crontab.ts";
@@ -98,6 +101,40 @@ interface ScheduleRow {
   next_run: string | null;
 }
 
+/** Where the schedules shown come from: the live workers, or this environment. */
+interface ScheduleOrigin {
+  from: "workers" | "environment";
+  /** Live workers, and how many of them report their schedules. */
+  alive: number;
+  reporting: number;
+}
+
+/** The schedules the live workers report, with their next run; none when no live worker reports. */
+async function reportedSchedules(pool: pg.Pool, now: Date): Promise<{ rows: ScheduleRow[]; origin: ScheduleOrigin }> {
+  const { rows: fleet } = await pool.query<{ alive: number; reporting: number }>(
+    `select count(*) filter (where w.is_alive)::int as alive,
+            count(*) filter (where w.is_alive and w.schedules is not null)::int as reporting
+       from steward.worker_status w`,
+  );
+  const { alive, reporting } = fleet[0]!;
+  const { rows } = await pool.query<Omit<ScheduleRow, "next_run">>(
+    "select identifier, task, pattern, payload, source from steward.worker_schedules()",
+  );
+  return {
+    origin: { from: "workers", alive, reporting },
+    rows: rows.map((row) => {
+      let next: Date | undefined;
+      try {
+        const [item] = parseCronItems([{ task: row.task, match: row.pattern, identifier: row.identifier }]);
+        next = item ? nextRun(item, now) : undefined;
+      } catch {
+        // A pattern this version cannot read (a worker of another version): no next run shown.
+      }
+      return { ...row, next_run: next?.toISOString() ?? null };
+    }),
+  };
+}
+
 async function scheduleRows(config: Parameters<typeof readCrontab>[0], now: Date): Promise<ScheduleRow[]> {
   const planned = planSchedules(schedulesOf(TASKS), await readCrontab(config), crontabPath(config));
   return planned.map((schedule) => ({
@@ -110,11 +147,21 @@ async function scheduleRows(config: Parameters<typeof readCrontab>[0], now: Date
   }));
 }
 
-function formatSchedules(schedules: ScheduleRow[], now: number): string[] {
+function scheduleHeading(origin: ScheduleOrigin): string {
+  if (origin.from === "environment") {
+    return origin.alive
+      ? `Schedules (of a worker started with this environment: the ${origin.alive} live worker(s) do not report theirs)`
+      : "Schedules (of a worker started with this environment: no worker is alive)";
+  }
+  const older = origin.alive - origin.reporting;
+  return `Schedules (reported by ${origin.reporting} live worker(s)${older ? `; ${older} of an older version report none` : ""})`;
+}
+
+function formatSchedules(schedules: ScheduleRow[], origin: ScheduleOrigin, now: number): string[] {
   const until = (at: string | null) =>
     at ? `in ${age((Date.parse(at) - now) / 1000)} (${timeCell(new Date(at))})` : "-";
   return [
-    "Schedules (of a worker started with this environment)",
+    scheduleHeading(origin),
     ...(schedules.length
       ? textTable(
           [
@@ -265,11 +312,18 @@ export const statusCommand: Command = {
     return withDatabasePool(context, async (pool) => {
       const { rows } = await pool.query<{ status: Status }>("select steward.status() as status");
       const status = rows[0]!.status;
-      const schedules = await scheduleRows(context.config, new Date(status.at));
+      const at = new Date(status.at);
+      const reported = await reportedSchedules(pool, at);
+      const { rows: schedules, origin } = reported.origin.reporting
+        ? reported
+        : {
+            rows: await scheduleRows(context.config, at),
+            origin: { ...reported.origin, from: "environment" as const },
+          };
       context.print(
         values.json
-          ? JSON.stringify({ ...status, schedules }, null, 2)
-          : `${formatStatus(status)}\n${formatSchedules(schedules, Date.parse(status.at)).join("\n")}`,
+          ? JSON.stringify({ ...status, schedules, schedules_from: origin.from }, null, 2)
+          : `${formatStatus(status)}\n${formatSchedules(schedules, origin, at.getTime()).join("\n")}`,
       );
       return 0;
     });
