@@ -2,6 +2,8 @@
 // `jobs` runs `steward worker` (startWorker, as in production) with a no-op task and reports
 // its successes every 100 ms; `drain` waits for "go", drains the invalidation queue through the
 // notify sink until it is empty and reports what it delivered. Both exit on "stop".
+import { EventEmitter } from "node:events";
+import type { WorkerEvents } from "graphile-worker";
 import { loadConfig } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { createLogger } from "../src/logger.ts";
@@ -26,6 +28,9 @@ if (mode === "jobs") {
     parse: () => ({}),
     run: async () => {},
   });
+  // Counting from the start: the worker runs jobs while it starts, before startWorker resolves.
+  const events = new EventEmitter() as WorkerEvents;
+  events.on("job:success", () => succeeded++);
   const worker = await startWorker({
     url,
     config: { ...loadConfig(), healthPort: 0 },
@@ -33,8 +38,8 @@ if (mode === "jobs") {
     tasks: [noop],
     schedules: [],
     health: false,
+    events,
   });
-  worker.events.on("job:success", () => succeeded++);
   const report = setInterval(() => send({ type: "succeeded", count: succeeded }), 100);
   send({ type: "ready" });
   await next("stop");

@@ -4,7 +4,8 @@
 // - `jobs`: both sides in the same configuration (the environment's, else steward's default).
 // - `jobs_fast`: steward's default configuration against plain graphile-worker's fastest
 //   (local queue, batched completion), with half of the jobs in named queues.
-import { run, runMigrations, type Runner } from "graphile-worker";
+import { EventEmitter } from "node:events";
+import { run, runMigrations, type Runner, type WorkerEvents } from "graphile-worker";
 import { loadConfig, type Config } from "../src/config.ts";
 import { createPool } from "../src/database.ts";
 import { createLogger, graphileLogger } from "../src/logger.ts";
@@ -47,13 +48,12 @@ interface State {
 
 /** A started worker of either kind. */
 interface Running {
-  onSuccess(listener: () => void): void;
   stop(): Promise<void>;
 }
 
 const silent = createLogger("silent", { pretty: false });
 
-async function startOurs(context: BenchContext, config: Config): Promise<Running> {
+async function startOurs(context: BenchContext, config: Config, events: WorkerEvents): Promise<Running> {
   const noop = defineTask({ identifier: TASK, description: "does nothing", parse: () => ({}), run: async () => {} });
   const worker = await startWorker({
     url: context.url,
@@ -62,20 +62,19 @@ async function startOurs(context: BenchContext, config: Config): Promise<Running
     tasks: [noop],
     schedules: [],
     health: false,
+    events,
   });
-  return {
-    onSuccess: (listener) => worker.events.on("job:success", listener),
-    stop: () => worker.stop("bench round over"),
-  };
+  return { stop: () => worker.stop("bench round over") };
 }
 
-async function startBaseline(context: BenchContext, setup: BaselineSetup): Promise<Running> {
+async function startBaseline(context: BenchContext, setup: BaselineSetup, events: WorkerEvents): Promise<Running> {
   const pool = createPool(context.url, { max: setup.concurrency + 4, applicationName: "steward bench baseline" });
   const runner: Runner = await run({
     pgPool: pool,
     concurrency: setup.concurrency,
     taskList: { [TASK]: async () => {} },
     noHandleSignals: true,
+    events,
     logger: graphileLogger(silent),
     preset: {
       worker: {
@@ -88,7 +87,6 @@ async function startBaseline(context: BenchContext, setup: BaselineSetup): Promi
     },
   });
   return {
-    onSuccess: (listener) => runner.events.on("job:success", listener),
     async stop() {
       await runner.stop();
       await pool.end();
@@ -109,7 +107,7 @@ async function measure(
   jobs: number,
   queues: number,
   setup: BaselineSetup,
-  start: () => Promise<Running>,
+  start: (events: WorkerEvents) => Promise<Running>,
 ): Promise<Measurement> {
   const { pool } = context;
   // Each round starts from clean tables, so the dead rows of earlier rounds favour neither side.
@@ -130,12 +128,15 @@ async function measure(
   const skipped = Math.floor(jobs / 20);
   let succeeded = 0;
   let began = 0;
-  const worker = await start();
+  // Listening before the start: steward's worker runs jobs while it starts (until its first
+  // heartbeat is written), so a listener added after startWorker resolves could miss so many
+  // that the count never reached `skipped` and the round never ended.
+  const events = new EventEmitter() as WorkerEvents;
+  events.on("job:success", () => {
+    if (++succeeded === skipped) began = performance.now();
+  });
+  const worker = await start(events);
   try {
-    // In time: graphile-worker's run() returns before any job's first query can come back.
-    worker.onSuccess(() => {
-      if (++succeeded === skipped) began = performance.now();
-    });
     for (;;) {
       const { rows } = await pool.query(`select not exists (select from ${schema}._private_jobs) as empty`);
       if (rows[0].empty && began) break;
@@ -184,17 +185,21 @@ function jobsScenarioOf(options: {
       }
       const state = { ours, baseline, jobs: context.quick ? 8000 : 30_000 };
       // Warm both code paths (JIT, prepared plans) before anything is measured.
-      await measure(context, "graphile_worker", 500, queues, speedKnobs(ours), () => startOurs(context, ours));
-      await measure(context, BASELINE_SCHEMA, 500, queues, baseline, () => startBaseline(context, baseline));
+      await measure(context, "graphile_worker", 500, queues, speedKnobs(ours), (events) =>
+        startOurs(context, ours, events),
+      );
+      await measure(context, BASELINE_SCHEMA, 500, queues, baseline, (events) =>
+        startBaseline(context, baseline, events),
+      );
       return state;
     },
     ours: (state, context) =>
-      measure(context, "graphile_worker", state.jobs, queues, speedKnobs(state.ours), () =>
-        startOurs(context, state.ours),
+      measure(context, "graphile_worker", state.jobs, queues, speedKnobs(state.ours), (events) =>
+        startOurs(context, state.ours, events),
       ),
     baseline: (state, context) =>
-      measure(context, BASELINE_SCHEMA, state.jobs, queues, state.baseline, () =>
-        startBaseline(context, state.baseline),
+      measure(context, BASELINE_SCHEMA, state.jobs, queues, state.baseline, (events) =>
+        startBaseline(context, state.baseline, events),
       ),
     async teardown(_state, context) {
       await context.pool.query(`drop schema if exists ${BASELINE_SCHEMA} cascade`);

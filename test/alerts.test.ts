@@ -164,10 +164,11 @@ describe("the series the alert rules use", () => {
     expect(used).toContainEqual({ metric: "steward_workers", matchers: { state: "alive" } });
   });
 
+  // 60 s: the scrape may first wait up to 15 s for the reported request bucket to turn over.
   it("exports every series the rules use, with the labels they group by, on a real scrape", async () => {
     const series = await scrapeOnce();
     expect(missing(series, (name) => !isCircuit(name))).toEqual({ absent: [], ungrouped: [] });
-  });
+  }, 60_000);
 
   it("exports the circuit series the rules use", async (test) => {
     if (!(await circuitsRegistered()))

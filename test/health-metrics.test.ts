@@ -262,7 +262,13 @@ describe("steward start with STEWARD_EXAMPLE=health-metrics", () => {
     expect(text).toMatch(/steward_jobs_total\{task="recalculate_batch",outcome="completed"\} \d+/);
     expect(first.output()).toContain("health-metrics example installed");
     expect(first.output()).toContain("generated synthetic samples");
-    expect(first.output()).toMatch(/run \d+ of metric_confidence completed: [\d,]+ of [\d,]+ keys/);
+    // The run's summary is logged after the batch that completed it commits, which /metrics may
+    // already have shown.
+    await eventually(async () => /run \d+ of metric_confidence completed: [\d,]+ of [\d,]+ keys/.test(first.output()), {
+      what: "the run's summary in the log",
+    }).catch((error: Error) => {
+      throw new Error(`${error.message}; steward start printed:\n${first.output()}`);
+    });
     // The live traffic arrives through the webhook path.
     await eventually(
       async () =>

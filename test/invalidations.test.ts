@@ -23,6 +23,11 @@ async function queueRows(pool: pg.Pool, tag: string) {
   return rows;
 }
 
+/** How many drainers have said they sleep (and would be woken by a NOTIFY). */
+async function sleepingDrainers(pool: pg.Pool): Promise<number> {
+  return (await pool.query("select count(*)::int as n from steward.sleeping_drainers")).rows[0].n;
+}
+
 function recordingSink(): Sink & { received: string[][] } {
   const received: string[][] = [];
   return { name: "recording", received, deliver: async (tags) => void received.push(tags) };
@@ -534,14 +539,12 @@ describe("waking drainers", () => {
     await drainer.start();
     try {
       // Let the drainer find the queue empty and go to sleep for its (long) poll interval.
-      await eventually(
-        async () => (await pool.query("select count(*)::int as n from steward.sleeping_drainers")).rows[0].n === 1,
-        {
-          what: "the drainer to fall asleep",
-        },
-      );
+      await eventually(async () => (await sleepingDrainers(pool)) === 1, {
+        what: "the drainer to fall asleep",
+      });
       await pool.query("select steward.enqueue_invalidation('instant')");
-      await eventually(async () => received.includes("instant"), { what: "delivery after NOTIFY", timeoutMs: 5000 });
+      // Its poll is 10 minutes away: any delivery within the deadline came from the NOTIFY.
+      await eventually(async () => received.includes("instant"), { what: "delivery after NOTIFY", timeoutMs: 20_000 });
     } finally {
       await drainer.stop();
     }
@@ -589,7 +592,7 @@ describe("failures", () => {
 describe("an idle drainer", () => {
   it("sleeps instead of polling the empty queue in a loop", async () => {
     const { pool } = context.db;
-    await pool.query("delete from steward.invalidations");
+    await pool.query("delete from steward.invalidations; delete from steward.sleeping_drainers");
     // Counts the statements the drainer sends through its pool: pg_stat_database's commits
     // include other connections' statistics, which PostgreSQL 15+ reports up to 10 s late.
     const drainerPool = new pg.Pool({ connectionString: context.db.url, max: 2 });
@@ -610,10 +613,13 @@ describe("an idle drainer", () => {
     });
     await drainer.start();
     try {
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Asleep once its row is written: after it, the drainer sends one last claim and one look at
+      // the next due entry, then sleeps. A fixed pause here was too short on a loaded machine.
+      await eventually(async () => (await sleepingDrainers(pool)) === 1, { what: "the drainer to fall asleep" });
       const before = statements;
       await new Promise((resolve) => setTimeout(resolve, 1500));
-      // A spinning drainer sends thousands of statements a second, a sleeping one none.
+      // A spinning drainer sends thousands of statements a second; a sleeping one none (at most
+      // the two it sends right after its row is written).
       expect(statements - before).toBeLessThan(3);
     } finally {
       await drainer.stop();

@@ -315,7 +315,8 @@ describe("refreshing", () => {
       async () =>
         (
           await query(
-            "select 1 from pg_stat_activity where wait_event = 'PgSleep' and query like '%refresh_materialized_view%'",
+            `select 1 from pg_stat_activity
+              where datname = current_database() and wait_event = 'PgSleep' and query like '%refresh_materialized_view%'`,
           )
         ).rowCount === 1,
       { what: "the refresh to be running" },

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeApis } from "../examples/recall/fake-apis.ts";
 import { installRecall, removeRecall } from "../examples/recall/index.ts";
 import { RecallService } from "../examples/recall/service.ts";
-import { eventually, startTestWorker, testLogger, useTestDatabase } from "./helpers.ts";
+import { eventually, startTestWorker, testLogger, useTestDatabase, whileLocked } from "./helpers.ts";
 
 const context = useTestDatabase();
 let service: RecallService;
@@ -45,6 +45,24 @@ async function call(user: string, method: string, path: string, body?: unknown) 
     headers: response.headers,
     body: (await response.json()) as Record<string, unknown>,
   };
+}
+
+/**
+ * Starts `requests` while another session holds recall.recall_threads locked, so every request
+ * that reads a thread waits; releases the lock once `ready` holds, and returns their answers.
+ */
+async function whileStalled<T>(requests: () => Promise<T>, ready: () => boolean): Promise<T> {
+  const { answers } = await whileLocked(
+    context.db,
+    "lock table recall.recall_threads in access exclusive mode",
+    async () => {
+      const answers = requests();
+      answers.catch(() => undefined); // awaited once the lock is released
+      await eventually(async () => ready(), { what: "the requests to be under way" });
+      return { answers };
+    },
+  );
+  return answers;
 }
 
 async function newThread(user: string): Promise<string> {
@@ -154,9 +172,16 @@ describe("limits", () => {
     const user = newUser();
     const thread = await newThread(user);
     apis.set("completion", { latencyMs: 150 });
+    const refusedBefore = service.snapshot().leaseRefused;
     try {
-      const six = await Promise.all(
-        Array.from({ length: 6 }, () => call(user, "POST", `/threads/${thread}/resolve`, { text: "what is this" })),
+      // Five hold their lease while the thread's table is locked: the sixth finds none left
+      // however the machine schedules them.
+      const six = await whileStalled(
+        () =>
+          Promise.all(
+            Array.from({ length: 6 }, () => call(user, "POST", `/threads/${thread}/resolve`, { text: "what is this" })),
+          ),
+        () => service.snapshot().leaseRefused > refusedBefore,
       );
       expect(six.map((r) => r.status).sort()).toEqual([200, 200, 200, 200, 200, 429]);
       const refused = six.find((r) => r.status === 429)!;
@@ -226,7 +251,12 @@ describe("the thread cache", () => {
     const user = newUser();
     const thread = await newThread(user);
     const before = service.snapshot().cache;
-    const reads = await Promise.all(Array.from({ length: 5 }, () => call(user, "GET", `/threads/${thread}/messages`)));
+    // The thread's table stays locked until all five reads are under way, so the four after the
+    // first find its read in flight however the machine schedules them.
+    const reads = await whileStalled(
+      () => Promise.all(Array.from({ length: 5 }, () => call(user, "GET", `/threads/${thread}/messages`))),
+      () => service.snapshot().cache.coalesced - before.coalesced >= 4,
+    );
     expect(reads.every((r) => r.status === 200)).toBe(true);
     const again = await call(user, "GET", `/threads/${thread}/messages`);
     expect(again.status).toBe(200);

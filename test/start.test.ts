@@ -81,8 +81,17 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
     });
   }
 
+  /** Waits for `text` in the output: a child's last lines may arrive after its exit event. */
+  async function printed(started: NpmStart, text: string) {
+    await eventually(async () => started.output().includes(text), { what: `"${text}" in the output` }).catch(
+      (error: Error) => {
+        throw new Error(`${error.message}; npm start printed:\n${started.output()}`);
+      },
+    );
+  }
+
   async function stopsCompletely(started: NpmStart) {
-    expect(started.output()).toContain("embedded PostgreSQL stopped");
+    await printed(started, "embedded PostgreSQL stopped");
     expect(await serverProcesses(cluster())).toEqual([]);
     await eventually(async () => !groupAlive(started.pid), { what: "every process of the group to exit" });
   }
@@ -211,7 +220,7 @@ describe.skipIf(!inject("embedded"))("npm start without DATABASE_URL", () => {
     third.signalGroup("SIGINT");
     const exit = await third.exited;
     expect(exit.code === 0 && exit.signal === null).toBe(false);
-    expect(third.output()).toContain("forced exit");
+    await printed(third, "forced exit");
     await eventually(async () => (await serverProcesses(cluster())).length === 0, {
       what: "the embedded server to stop",
     });

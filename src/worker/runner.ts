@@ -36,6 +36,12 @@ export interface WorkerOptions {
   statsFlushMs?: number;
   /** Run the continuous invalidation drainer (default: config.drainer). */
   drainer?: boolean;
+  /**
+   * graphile-worker's event emitter to use (default: a new one, returned as `events`). Listeners
+   * added before the start hear every event: jobs already run while the worker starts (its first
+   * heartbeat, the drainer's LISTEN), before startWorker resolves.
+   */
+  events?: WorkerEvents;
 }
 
 export interface RunningWorker {
@@ -71,7 +77,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     applicationName: "steward worker",
     actor: "worker",
   });
-  const events: WorkerEvents = new EventEmitter() as WorkerEvents;
+  const events: WorkerEvents = options.events ?? (new EventEmitter() as WorkerEvents);
   // runner.kill() skips the forceful shutdown once a graceful one has begun, so the pools are
   // kept here to release their running jobs ourselves when the shutdown timeout passes.
   const workerPools: WorkerPool[] = [];
