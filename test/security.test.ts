@@ -221,3 +221,47 @@ describe("search_path attacks", () => {
     expect(rows).toEqual([{ enqueues: 2 }]);
   });
 });
+
+describe("the owner of a tracked table", () => {
+  beforeAll(async () => {
+    await context.db.pool.query(`grant create on database ${context.db.name} to ${app.name}`);
+  });
+  afterAll(async () => {
+    await context.db.pool.query("drop schema if exists owned cascade");
+    await context.db.pool.query(`revoke create on database ${context.db.name} from ${app.name}`);
+  });
+
+  it("cannot make the tracking trigger (security definer) run their casts, whatever the statement", async () => {
+    const { pool } = context.db;
+    await app.pool.query(`
+      create schema owned;
+      create table owned.calls (role name not null, via text not null);
+      create table owned.items (id int primary key, name text, mood text);`);
+    await pool.query("select steward.track_table('owned.items', array['items', 'item:{name}', 'mood:{mood}'])");
+    // Then the owner adds a column of an enum of theirs, and turns a placeholder column into it:
+    // to_jsonb and ::text call a cast to json or text that the type's owner wrote.
+    await app.pool.query(`
+      create type owned.mood as enum ('happy', 'sad');
+      create function owned.as_json(m owned.mood) returns json language plpgsql as $$
+        begin insert into owned.calls values (current_user, 'json'); return to_json('cast'::text); end $$;
+      create function owned.as_text(m owned.mood) returns text language plpgsql as $$
+        begin insert into owned.calls values (current_user, 'text'); return 'cast'; end $$;
+      create cast (owned.mood as json) with function owned.as_json(owned.mood);
+      create cast (owned.mood as text) with function owned.as_text(owned.mood);
+      alter table owned.items add column feeling owned.mood;
+      alter table owned.items alter column mood type owned.mood using 'happy';`);
+    await pool.query("delete from steward.invalidations");
+    // A statement of a few rows and one of many, an update and a delete, as the owner.
+    await app.pool.query(`
+      insert into owned.items values (1, 'one', 'happy', 'sad');
+      insert into owned.items select g, 'n' || g, 'sad', 'happy' from generate_series(2, 40) g;
+      update owned.items set name = 'uno' where id = 1;
+      delete from owned.items where id = 2;`);
+    expect((await pool.query("select role, via from owned.calls")).rows).toEqual([]);
+    // The tags are still there, the enum rendered as its label (its output function).
+    const { rows } = await pool.query(
+      "select tag from steward.pending_invalidations where tag in ('items', 'item:one', 'item:uno', 'item:n2', 'mood:happy', 'mood:sad') order by tag",
+    );
+    expect(rows.map((row) => row.tag)).toEqual(["item:n2", "item:one", "item:uno", "items", "mood:happy", "mood:sad"]);
+  });
+});

@@ -80,12 +80,19 @@ describe("unserved jobs", () => {
     expect(json).toMatchObject({ schedules_from: "workers", schedules: [{ identifier: "steward:served_task" }] });
 
     // A worker of the previous version beats with four arguments (a rolling upgrade) and reports none.
-    await context.db.pool.query("select steward.worker_heartbeat('older-pool', 'old-host', 1, array['served_task'])");
+    // And one that reports odd schedules (another version, a bug) spoils nothing for the others.
+    await context.db.pool.query(`
+      select steward.worker_heartbeat('older-pool', 'old-host', 1, array['served_task']);
+      select steward.worker_heartbeat('odd-pool', 'odd-host', 2, array['served_task'], '[{}, 1, "x", {"identifier": "odd"}]');`);
     try {
       const mixed = await runCli(["status"], { DATABASE_URL: context.db.url });
-      expect(mixed.stdout).toMatch(/Schedules \(reported by 1 live worker\(s\); 1 of an older version report none\)/);
+      expect(mixed.code, mixed.stderr).toBe(0);
+      expect(mixed.stdout).toMatch(/Schedules \(reported by 2 live worker\(s\); 1 of an older version report none\)/);
+      expect(mixed.stdout).toMatch(/steward:served_task\s+5 4 \* \* \*/);
+      expect(mixed.stdout).toMatch(/^ {2}odd\s+\?/m);
+      expect((await runCli(["status", "--json"], { DATABASE_URL: context.db.url })).code).toBe(0);
     } finally {
-      await context.db.pool.query("delete from steward.workers where pool_id = 'older-pool'");
+      await context.db.pool.query("delete from steward.workers where pool_id in ('older-pool', 'odd-pool')");
     }
   });
 

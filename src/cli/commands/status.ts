@@ -117,20 +117,34 @@ async function reportedSchedules(pool: pg.Pool, now: Date): Promise<{ rows: Sche
        from steward.worker_status w`,
   );
   const { alive, reporting } = fleet[0]!;
-  const { rows } = await pool.query<Omit<ScheduleRow, "next_run">>(
-    "select identifier, task, pattern, payload, source from steward.worker_schedules()",
-  );
+  // Nulls where a worker (of another version, or a bug) reported an incomplete schedule.
+  const { rows } = await pool.query<{
+    identifier: string | null;
+    task: string | null;
+    pattern: string | null;
+    payload: Record<string, unknown> | null;
+    source: string | null;
+  }>("select identifier, task, pattern, payload, source from steward.worker_schedules()");
   return {
     origin: { from: "workers", alive, reporting },
     rows: rows.map((row) => {
+      const schedule = {
+        identifier: row.identifier ?? "?",
+        task: row.task ?? "?",
+        pattern: row.pattern ?? "?",
+        payload: row.payload,
+        source: row.source ?? "?",
+      };
       let next: Date | undefined;
       try {
-        const [item] = parseCronItems([{ task: row.task, match: row.pattern, identifier: row.identifier }]);
+        const [item] = parseCronItems([
+          { task: schedule.task, match: schedule.pattern, identifier: schedule.identifier },
+        ]);
         next = item ? nextRun(item, now) : undefined;
       } catch {
         // A pattern this version cannot read (a worker of another version): no next run shown.
       }
-      return { ...row, next_run: next?.toISOString() ?? null };
+      return { ...schedule, next_run: next?.toISOString() ?? null };
     }),
   };
 }
