@@ -1,5 +1,5 @@
---! Previous: sha1:880bbda5d46d2f8c16e09ec0cd7a48fab49b3ced
---! Hash: sha1:48a15dbfb84e956ade11bf3dc1899f9c92d0086a
+--! Previous: sha1:66a81a0de72daffa6a1f87f720b4338dfb377e45
+--! Hash: sha1:9723d14be3d7722ac6fc273a2dad572d2e514005
 --! Message: worker-schedules
 
 -- Workers report their schedules. `steward status` showed the schedules a worker started with
@@ -46,6 +46,19 @@ $$;
 comment on function steward.worker_heartbeat(text, text, integer, text[], jsonb) is
   'A worker pool''s heartbeat with its schedules: refreshes its row (and the task identifiers and schedules it runs, when given), or creates it. Returns false when there was no row: the first beat, or the pool was presumed dead and its jobs released. The four-argument form is the previous version''s (no schedules).';
 
+-- The previous version's form, now the same heartbeat without schedules: one upsert serves both.
+create or replace function steward.worker_heartbeat(pool_id text, host text default null, pid integer default null,
+                                                    tasks text[] default null)
+returns boolean
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  select steward.worker_heartbeat(pool_id, host, pid, tasks, null::jsonb)
+$$;
+comment on function steward.worker_heartbeat(text, text, integer, text[]) is
+  'A worker pool''s heartbeat without schedules (the form workers before steward.workers.schedules call): steward.worker_heartbeat(pool_id, host, pid, tasks, null), keeping the schedules its row has.';
+
 create or replace view steward.worker_status as
 select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,
        w.heartbeat_at >= pg_catalog.now() - steward.setting_interval('workers.heartbeat_timeout') as is_alive,
@@ -53,20 +66,24 @@ select w.pool_id, w.host, w.pid, w.started_at, w.heartbeat_at,
        w.schedules
   from steward.workers w;
 
+-- Elements that are not objects are skipped and missing keys are null: a worker that reports
+-- something else (another version, a bug) must not break steward status for the whole fleet.
 create or replace function steward.worker_schedules()
 returns table (identifier text, task text, pattern text, payload jsonb, source text, workers integer)
 language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select s.identifier, s.task, s.pattern, s.payload, s.source, pg_catalog.count(*)::integer
+  select e.item ->> 'identifier', e.item ->> 'task', e.item ->> 'pattern',
+         nullif(e.item -> 'payload', 'null'::jsonb), e.item ->> 'source', pg_catalog.count(*)::integer
     from steward.worker_status w
-   cross join lateral pg_catalog.jsonb_to_recordset(w.schedules)
-         as s(identifier text, task text, pattern text, payload jsonb, source text)
-   where w.is_alive and w.schedules is not null
-   group by s.identifier, s.task, s.pattern, s.payload, s.source
-   order by s.identifier, s.pattern
+   cross join lateral pg_catalog.jsonb_array_elements(w.schedules) as e(item)
+   where w.is_alive and pg_catalog.jsonb_typeof(w.schedules) = 'array'
+     and pg_catalog.jsonb_typeof(e.item) = 'object'
+   group by 1, 2, 3, 4, 5
+   order by 1, 3
 $$;
+
 comment on function steward.worker_schedules() is
   'The cron schedules the live workers report (one row per distinct schedule; workers: how many live pools run it; graphile-worker runs each tick once however many do). Workers of a version that does not report schedules are left out: see steward.worker_status.schedules.';
 
