@@ -1,8 +1,8 @@
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { eventually, runCli, useTestDatabase } from "./helpers.ts";
+import { eventually, runCli, spawnCli, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 
@@ -112,30 +112,20 @@ describe("steward (command line)", () => {
   });
 
   it("stops the worker gracefully on SIGHUP (its terminal closed), as on SIGTERM", async () => {
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "worker"], {
-      env: {
-        ...process.env,
-        DATABASE_URL: context.db.url,
-        STEWARD_HEALTH_PORT: "0",
-        STEWARD_EXAMPLE: "none",
-        LOG_LEVEL: "info",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
+    const { child, output, closed } = spawnCli(["worker"], {
+      DATABASE_URL: context.db.url,
+      STEWARD_HEALTH_PORT: "0",
+      STEWARD_EXAMPLE: "none",
+      LOG_LEVEL: "info",
     });
-    let output = "";
-    child.stdout!.on("data", (chunk) => (output += chunk));
-    child.stderr!.on("data", (chunk) => (output += chunk));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.on("exit", (code, signal) => resolve({ code, signal })),
-    );
     try {
       const alive = async () =>
         (await context.db.pool.query("select 1 from steward.workers where pid = $1", [child.pid])).rowCount === 1;
       await eventually(alive, { what: "the worker's heartbeat row", timeoutMs: 30_000 });
       child.kill("SIGHUP");
       // Node's default for SIGHUP is to die at once (signal SIGHUP, no code), leaving the row.
-      expect(await exited, output).toEqual({ code: 0, signal: null });
-      expect(output).toMatch(/"signal":"SIGHUP".*shutting down gracefully/);
+      expect(await closed, output().stderr).toEqual({ code: 0, signal: null });
+      expect(output().stdout + output().stderr).toMatch(/"signal":"SIGHUP".*shutting down gracefully/);
       expect(await alive()).toBe(false);
     } finally {
       child.kill("SIGKILL");

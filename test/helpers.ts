@@ -1,7 +1,7 @@
 // What every test file shares: a fresh database copied from the migrated template, real
 // connections, a quiet logger, and a worker running in the test process.
 import { randomBytes } from "node:crypto";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import pg from "pg";
@@ -227,31 +227,53 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `steward <args>` as a child process, the way a person or systemd would. */
-export function runCli(
+/** `steward <args>` running as a child process: its output so far, and its exit. */
+export interface CliChild {
+  child: ChildProcess;
+  /** Everything it printed so far. */
+  output(): { stdout: string; stderr: string };
+  /** Resolves when it has exited and its output has been read to the end. */
+  closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `steward <args>` as a child process, the way a person or systemd would (LOG_LEVEL warn unless set). */
+export function spawnCli(args: string[], env: Record<string, string | undefined> = {}): CliChild {
+  const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), ...args], {
+    env: { ...process.env, LOG_LEVEL: "warn", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (chunk) => (stdout += chunk));
+  child.stderr!.on("data", (chunk) => (stderr += chunk));
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve({ code, signal }));
+  });
+  return { child, output: () => ({ stdout, stderr }), closed };
+}
+
+/** Runs `steward <args>` as a child process to its end. */
+export async function runCli(
   args: string[],
   env: Record<string, string | undefined> = {},
   timeoutMs = 60_000,
 ): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), ...args], {
-      env: { ...process.env, LOG_LEVEL: "warn", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => (stdout += chunk));
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const timer = setTimeout(() => {
+  const { child, output, closed } = spawnCli(args, env);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
       child.kill("SIGKILL");
+      const { stdout, stderr } = output();
       reject(new Error(`steward ${args.join(" ")} ran over ${timeoutMs} ms\n${stdout}\n${stderr}`));
     }, timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
   });
+  try {
+    const { code, signal } = await Promise.race([closed, timedOut]);
+    return { code, signal, ...output() };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

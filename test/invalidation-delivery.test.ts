@@ -1,9 +1,7 @@
 // Delivery under failure: a webhook that is down for a while, a drainer killed mid-delivery, an
 // endpoint that redirects, and entries that can never be delivered among good ones.
-import { spawn } from "node:child_process";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import path from "node:path";
 import pg from "pg";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -16,8 +14,7 @@ import {
   webhookSink,
   type Sink,
 } from "../src/worker/invalidations.ts";
-import { PACKAGE_ROOT } from "../src/migrate.ts";
-import { eventually, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
+import { eventually, spawnCli, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 
@@ -159,24 +156,18 @@ describe("a drainer killed mid-delivery", () => {
     const hanging = await webhookServer("x");
     hanging.mode = "hang";
     cleanups.push(() => hanging.close());
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "worker"], {
-      env: {
-        ...process.env,
-        DATABASE_URL: context.db.url,
-        STEWARD_SINKS: "webhook",
-        STEWARD_WEBHOOK_URL: hanging.url,
-        STEWARD_WEBHOOK_TIMEOUT_MS: "600000",
-        STEWARD_DRAIN_VISIBILITY_MS: "2000",
-        STEWARD_HEALTH_PORT: "0",
-        STEWARD_EXAMPLE: "none",
-        LOG_LEVEL: "warn",
-      },
-      stdio: "ignore",
+    const { child, closed } = spawnCli(["worker"], {
+      DATABASE_URL: context.db.url,
+      STEWARD_SINKS: "webhook",
+      STEWARD_WEBHOOK_URL: hanging.url,
+      STEWARD_WEBHOOK_TIMEOUT_MS: "600000",
+      STEWARD_DRAIN_VISIBILITY_MS: "2000",
+      STEWARD_HEALTH_PORT: "0",
+      STEWARD_EXAMPLE: "none",
     });
-    const exited = new Promise((resolve) => child.on("exit", resolve));
     cleanups.push(async () => {
       child.kill("SIGKILL");
-      await exited;
+      await closed;
     });
     await pool.query("select steward.enqueue_invalidation('survives:kill')");
     await eventually(async () => hanging.requests > 0, {
@@ -184,7 +175,7 @@ describe("a drainer killed mid-delivery", () => {
       timeoutMs: 30_000,
     });
     child.kill("SIGKILL");
-    await exited;
+    await closed;
 
     const working = await webhookServer("x");
     cleanups.push(() => working.close());

@@ -1,14 +1,11 @@
 // /metrics: steward.metrics() unites the capabilities' sources, survives a broken one and caps
 // label cardinality; the worker reads it once per cache period whatever the number of scrapers,
 // and under 20,000 circuits and 12 scrapers a scrape stays fast and /readyz stays 200.
-import { spawn } from "node:child_process";
-import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type pg from "pg";
 import { createPool } from "../src/database.ts";
-import { PACKAGE_ROOT } from "../src/migrate.ts";
 import { createMetrics, formatSamples } from "../src/worker/metrics.ts";
-import { eventually, freePort, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
+import { eventually, freePort, spawnCli, testLogger, useTestDatabase, withSettings } from "./helpers.ts";
 
 const context = useTestDatabase();
 
@@ -276,20 +273,12 @@ describe("a worker under 20,000 circuits and 12 scrapers", () => {
     const run = async () => {
       // A worker process of its own, as in production: the scrapers here do not share its event loop.
       const port = await freePort();
-      const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "worker"], {
-        env: {
-          ...process.env,
-          DATABASE_URL: context.db.url,
-          STEWARD_HEALTH_PORT: String(port),
-          STEWARD_METRICS_CACHE_MS: "5000",
-          STEWARD_CONCURRENCY: "2",
-          LOG_LEVEL: "warn",
-        },
-        stdio: ["ignore", "ignore", "pipe"],
+      const { child, output, closed } = spawnCli(["worker"], {
+        DATABASE_URL: context.db.url,
+        STEWARD_HEALTH_PORT: String(port),
+        STEWARD_METRICS_CACHE_MS: "5000",
+        STEWARD_CONCURRENCY: "2",
       });
-      let stderr = "";
-      child.stderr.on("data", (chunk) => (stderr += chunk));
-      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
       try {
         const base = `http://127.0.0.1:${port}`;
         await eventually(async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200, {
@@ -346,7 +335,7 @@ describe("a worker under 20,000 circuits and 12 scrapers", () => {
         expect(scrapes.length).toBeGreaterThan(100);
       } finally {
         child.kill("SIGTERM");
-        expect(await exited, stderr).toBe(0);
+        expect((await closed).code, output().stderr).toBe(0);
       }
     };
     if (standIn) await withSource("test_circuit_state", standIn, run);

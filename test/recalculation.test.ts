@@ -1,9 +1,6 @@
-import { spawn } from "node:child_process";
-import path from "node:path";
 import type pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PermanentError } from "../src/errors.ts";
-import { PACKAGE_ROOT } from "../src/migrate.ts";
 import {
   computeBatch,
   progressBar,
@@ -15,7 +12,7 @@ import {
 import type { RunningWorker } from "../src/worker/runner.ts";
 import { recalculate } from "../tasks/recalculate.ts";
 import { recalculateBatch } from "../tasks/recalculate_batch.ts";
-import { eventually, runCli, startTestWorker, useTestDatabase } from "./helpers.ts";
+import { eventually, runCli, spawnCli, startTestWorker, useTestDatabase } from "./helpers.ts";
 
 const context = useTestDatabase();
 const TASKS = [recalculate, recalculateBatch];
@@ -353,26 +350,18 @@ describe("a recalculation run", () => {
     const { run } = await startRecalculation(pool, "killed");
     expect(run.batchesTotal).toBe(40);
 
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin", "steward.js"), "worker"], {
-      env: {
-        ...process.env,
-        DATABASE_URL: context.db.url,
-        STEWARD_CONCURRENCY: "4",
-        STEWARD_HEALTH_PORT: "0",
-        LOG_LEVEL: "warn",
-      },
-      stdio: ["ignore", "ignore", "pipe"],
+    const { child, output, closed } = spawnCli(["worker"], {
+      DATABASE_URL: context.db.url,
+      STEWARD_CONCURRENCY: "4",
+      STEWARD_HEALTH_PORT: "0",
     });
-    let stderr = "";
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const exited = new Promise((resolve) => child.on("exit", (_code, signal) => resolve(signal)));
     await eventually(async () => ((await readRun(pool, run.id))?.batchesDone ?? 0) >= 8, {
       timeoutMs: 90_000,
       intervalMs: 100,
-      what: `8 batches done by the child worker (stderr: ${stderr})`,
+      what: `8 batches done by the child worker (stderr: ${output().stderr})`,
     });
     child.kill("SIGKILL");
-    expect(await exited).toBe("SIGKILL");
+    expect((await closed).signal).toBe("SIGKILL");
 
     const { rows: doneBefore } = await pool.query<{ batch: number }>(
       "select batch from steward.recalc_batches where run_id = $1 and status = 'done'",
